@@ -1,0 +1,52 @@
+// A fixed pool of worker threads that run one parallel loop at a time. Workers are created once and
+// live as long as the pool: a forward pass issues hundreds of small parallel loops per token, so
+// spawning threads per op (or allocating per call) would dominate decode time. Between loops a worker
+// spins briefly (the next op usually follows within microseconds) and then sleeps on a condition
+// variable so an idle tappa process does not burn CPU.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace tappa::cpu {
+
+class ThreadPool {
+ public:
+  // n_threads counts the calling thread: a pool of 1 runs everything inline.
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  // Calls fn(thread_index) once on each of the size() threads (thread 0 is the caller) and returns
+  // when all have finished. fn must split its work by thread_index itself.
+  void run(const std::function<void(int)>& fn);
+
+  // Splits [0, n) into contiguous chunks, one per thread, and calls fn(begin, end) for each non-empty
+  // chunk. Chunk boundaries are multiples of `grain` (except the last), so callers can keep SIMD
+  // blocks or cache tiles whole.
+  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+ private:
+  void worker_loop(int index);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int)>* job_ = nullptr;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::condition_variable wake_;
+};
+
+// Default thread count: the number of hardware threads, at least 1.
+int default_thread_count();
+
+}  // namespace tappa::cpu
