@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -34,9 +35,30 @@ struct GgufArray {
   std::vector<GgufValue> values;
 };
 
+// Which alternative of `data` each type uses: UINT8/16/32/64 -> uint64_t, INT8/16/32/64 -> int64_t,
+// FLOAT32/64 -> double, BOOL -> bool, STRING -> std::string, ARRAY -> GgufArray. The reader always
+// produces exactly that; write_gguf also accepts the other integer alternative when the value fits.
 struct GgufValue {
   GgufType type = GgufType::UINT8;
   std::variant<uint64_t, int64_t, double, bool, std::string, GgufArray> data;
+
+  // Builders that pair the type with the matching alternative (GgufValue stays an aggregate).
+  static GgufValue u8(uint8_t v) { return {GgufType::UINT8, uint64_t{v}}; }
+  static GgufValue i8(int8_t v) { return {GgufType::INT8, int64_t{v}}; }
+  static GgufValue u16(uint16_t v) { return {GgufType::UINT16, uint64_t{v}}; }
+  static GgufValue i16(int16_t v) { return {GgufType::INT16, int64_t{v}}; }
+  static GgufValue u32(uint32_t v) { return {GgufType::UINT32, uint64_t{v}}; }
+  static GgufValue i32(int32_t v) { return {GgufType::INT32, int64_t{v}}; }
+  static GgufValue u64(uint64_t v) { return {GgufType::UINT64, v}; }
+  static GgufValue i64(int64_t v) { return {GgufType::INT64, v}; }
+  static GgufValue f32(float v) { return {GgufType::FLOAT32, double{v}}; }
+  static GgufValue f64(double v) { return {GgufType::FLOAT64, v}; }
+  static GgufValue boolean(bool v) { return {GgufType::BOOL, v}; }
+  static GgufValue str(std::string v) { return {GgufType::STRING, std::move(v)}; }
+  static GgufValue array(GgufType element_type, std::vector<GgufValue> values) {
+    return {GgufType::ARRAY, GgufArray{element_type, std::move(values)}};
+  }
+  static GgufValue string_array(const std::vector<std::string>& values);
 
   // Typed accessors. They throw tappa::Error (naming `what`, usually the key) when the stored type does
   // not fit: any integer type converts to the requested integer type if the value is in range.
@@ -106,6 +128,19 @@ struct GgufTensorToWrite {
   const void* data = nullptr;
   uint64_t n_bytes = 0;
 };
+
+// Bytes that a tensor of this type and shape takes. Throws tappa::Error (naming `name`) when the type
+// is unknown, the shape has not 1..4 positive dimensions, shape[0] is not a multiple of the block size,
+// or the size overflows.
+uint64_t tensor_n_bytes(TensorType type, const std::vector<int64_t>& shape, std::string_view name = "tensor");
+
+// Throws tappa::Error when `alignment` is not a power of two or when a key, a tensor name or a value is
+// invalid (empty or duplicate key or name, a value whose alternative does not fit its type, arrays
+// nested deeper than 16 levels, n_bytes differing from tensor_n_bytes, general.alignment in
+// `metadata` that is not a uint32 equal to `alignment`). A general.alignment already in `metadata` is
+// kept where it is. Tensors are laid out in the given order, each at the next multiple of `alignment`,
+// and the last one is zero-padded too. Writes "<path>.tmp", fsyncs and renames it over `path`, so a
+// failed write never leaves a half-written `path` (nor the .tmp).
 void write_gguf(const std::string& path, const std::vector<std::pair<std::string, GgufValue>>& metadata,
                 const std::vector<GgufTensorToWrite>& tensors, uint64_t alignment = 32);
 

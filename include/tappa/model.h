@@ -1,0 +1,70 @@
+// A loaded model: its configuration read from GGUF metadata, views of its weights inside the mapped
+// file (never copied), and its tokenizer.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tappa/gguf.h"
+#include "tappa/tokenizer.h"
+
+namespace tappa {
+
+enum class Arch { Llama, Qwen2 };
+
+// How RoPE pairs the dimensions of a head. Norm: (x[2i], x[2i+1]) — llama.cpp's layout for the llama
+// architecture, whose converter permutes Q/K rows to match it. Neox: (x[i], x[i + n_rot/2]) — qwen2.
+enum class RopeLayout { Norm, Neox };
+
+struct ModelConfig {
+  std::string arch_name;  // general.architecture
+  Arch arch = Arch::Llama;
+  std::string name;       // general.name, if any
+  int n_layer = 0;
+  int n_embd = 0;
+  int n_head = 0;
+  int n_head_kv = 0;
+  int head_dim = 0;
+  int n_ff = 0;
+  int n_vocab = 0;
+  int n_ctx_train = 0;
+  float rms_eps = 1e-5f;
+  float rope_base = 10000.0f;
+  float rope_freq_scale = 1.0f;  // 1 / linear scaling factor
+  int n_rot = 0;                 // rotated dimensions per head (rope.dimension_count)
+  RopeLayout rope_layout = RopeLayout::Norm;
+  bool has_rope_freq_factors = false;  // rope_freqs.weight present (Llama 3.x frequency scaling)
+  bool has_qkv_bias = false;
+  bool tied_output = false;            // output projection is token_embd
+
+  int n_group() const { return n_head / n_head_kv; }  // query heads per KV head
+  // Angular frequency of RoPE channel m (0 <= m < n_rot/2), including freq factors and scaling.
+  // Implemented in model/rope.cpp.
+};
+
+struct ModelWeights;  // internal: src/model/weights.h
+
+class Model {
+ public:
+  // Opens, validates and maps the file. Throws tappa::Error with a one-line message on any problem
+  // (unreadable file, unsupported architecture, missing or mis-shaped tensor, bad metadata).
+  static std::unique_ptr<Model> load(const std::string& path);
+  ~Model();
+
+  const ModelConfig& config() const { return config_; }
+  const GgufFile& file() const { return file_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const ModelWeights& weights() const { return *weights_; }
+  // Angular frequency of RoPE channel m as this model applies it (base, freq factors, scaling).
+  const std::vector<float>& rope_inv_freq() const { return rope_inv_freq_; }
+
+ private:
+  Model(GgufFile file);
+  GgufFile file_;
+  ModelConfig config_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<ModelWeights> weights_;
+  std::vector<float> rope_inv_freq_;
+};
+
+}  // namespace tappa

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Regenerates tests/data/tokenizer/golden_*.txt: llama.cpp's token ids (the oracle) for every document
+# of the tokenizer corpus (scripts/make_tokenizer_corpus.py), for SmolLM2's own pre-tokenizer ("smollm")
+# and for copies of its vocabulary that name the "llama-bpe", "qwen2" and "default" pre-tokenizers
+# (scripts/make_vocab_variant.py; tokenizer.ggml.add_bos_token is dropped in them so that each
+# pre-tokenizer's default BOS rule applies, as tests/tokenizer_test.cpp does with its own copies).
+#
+# Each golden file starts with one '#' line naming the document set, the variant and the flags; then one
+# line per document: the ids, space-separated (empty line for no tokens). Ids are what llama-tokenize
+# prints with add_special = the model's add_bos, i.e. what tappa's encode(text, add_special=true, ...)
+# returns.
+#
+# Usage: scripts/gen_tokenizer_golden.sh [MODEL.gguf]
+# Env:   ORACLE_BIN      llama-tokenize binary
+#                        (default /opt/oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-tokenize)
+#        TAPPA_DATA_DIR  data dir holding wikitext2/ (default <repo>/../shared/data)
+#        PYTHON          (default python3; needs the gguf package)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ORACLE_BIN="${ORACLE_BIN:-/opt/oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-tokenize}"
+PYTHON="${PYTHON:-python3}"
+MODEL="${1:-${REPO}/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+OUT_DIR="${REPO}/tests/data/tokenizer"
+
+die() { echo "gen_tokenizer_golden.sh: error: $*" >&2; exit 1; }
+[[ -x "$ORACLE_BIN" ]] || die "oracle binary not found: $ORACLE_BIN (set ORACLE_BIN)"
+[[ -f "$MODEL" ]] || die "model not found: $MODEL"
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+"$PYTHON" "$REPO/scripts/make_tokenizer_corpus.py" "$WORK/corpus"
+for pre in llama-bpe qwen2 default; do
+  "$PYTHON" "$REPO/scripts/make_vocab_variant.py" "$MODEL" "$WORK/$pre.gguf" --pre "$pre" \
+    --drop-key tokenizer.ggml.add_bos_token
+done
+
+# tokenize_set MODEL SET PARSE_SPECIAL(0|1) VARIANT OUT_NAME
+tokenize_set() {
+  local model="$1" set="$2" parse_special="$3" variant="$4" out="$OUT_DIR/$5"
+  local flags=(--ids --no-escape --log-disable)
+  [[ "$parse_special" == 1 ]] || flags+=(--no-parse-special)
+  local tmp="$WORK/out.txt"
+  echo "# set=$set variant=$variant parse_special=$parse_special add_special=1" > "$tmp"
+  local n=0
+  for doc in "$WORK/corpus/$set"/*.txt; do
+    local ids
+    ids="$("$ORACLE_BIN" -m "$model" -f "$doc" "${flags[@]}" 2>/dev/null)" || die "oracle failed on $doc ($variant)"
+    [[ "$ids" == \[*\] ]] || die "unexpected oracle output for $doc: ${ids:0:200}"
+    ids="${ids#[}"; ids="${ids%]}"
+    echo "${ids//, / }" >> "$tmp"
+    n=$((n + 1))
+  done
+  mv "$tmp" "$out"
+  echo "$5: $n documents, $(tail -n +2 "$out" | wc -w) tokens"
+}
+
+tokenize_set "$MODEL"               all     0 smollm    golden_smollm2.txt
+tokenize_set "$MODEL"               mixed   1 smollm    golden_smollm2_special.txt
+tokenize_set "$MODEL"               hostile 0 smollm    golden_smollm2_hostile.txt
+tokenize_set "$WORK/llama-bpe.gguf" all     0 llama-bpe golden_llama-bpe.txt
+tokenize_set "$WORK/llama-bpe.gguf" hostile 0 llama-bpe golden_llama-bpe_hostile.txt
+tokenize_set "$WORK/qwen2.gguf"     all     0 qwen2     golden_qwen2.txt
+tokenize_set "$WORK/qwen2.gguf"     hostile 0 qwen2     golden_qwen2_hostile.txt
+tokenize_set "$WORK/default.gguf"   mixed   0 default   golden_default.txt

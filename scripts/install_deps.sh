@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what tappa needs on Debian 12 (bookworm): the compiler and build tools, the libraries it
+# links (Highway, PCRE2, nlohmann-json, CLI11, GoogleTest, Google Benchmark), and a Python virtual
+# environment under .cache/venv with numpy and gguf for the test-data scripts. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+PACKAGES=(build-essential cmake pkg-config git unzip ca-certificates
+          libhwy-dev libpcre2-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
+          python3 python3-venv python3-pip)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[install_deps] installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's system Python refuses pip installs (PEP 668); a project venv keeps them separate.
+VENV=.cache/venv
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[install_deps] creating $VENV"
+  /usr/bin/python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import numpy, gguf' 2>/dev/null; then
+  echo "[install_deps] installing numpy and gguf into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "numpy>=1.24,<3" "gguf==0.19.0"
+fi
+echo "[install_deps] ok"

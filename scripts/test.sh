@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Everything the tests need on a fresh Debian 12 machine, then the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install_deps.sh
+scripts/build.sh
+scripts/fetch_model.sh
+cd build
+ctest --output-on-failure -j"$(nproc)" --timeout 1800

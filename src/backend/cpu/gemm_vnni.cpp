@@ -1,0 +1,358 @@
+#include "backend/cpu/gemm_vnni.h"
+
+#include <cstring>
+
+#include "backend/cpu/simd.h"
+#include "quant/blocks.h"
+
+namespace tappa::cpu::detail {
+
+namespace {
+
+enum class Mode { kOffset, kMin, kSplit };
+
+Mode mode_of(TensorType t) {
+  switch (t) {
+    case TensorType::Q4_1:
+    case TensorType::Q4_K:
+    case TensorType::Q5_K: return Mode::kMin;
+    case TensorType::Q6_K: return Mode::kSplit;
+    default: return Mode::kOffset;  // Q4_0, Q8_0
+  }
+}
+
+constexpr size_t header_bytes(Mode m) { return m == Mode::kOffset ? 64 : 128; }
+constexpr size_t block_bytes(Mode m) { return header_bytes(m) + 32 * kPanelRows; }
+
+#if TAPPA_X86_GEMM512
+
+// Header floats of one row in one block.
+inline void put_header(uint8_t* blk, Mode mode, int row, float h0, float h1) {
+  float* hdr = reinterpret_cast<float*>(blk);
+  hdr[row] = h0;
+  if (mode != Mode::kOffset) hdr[kPanelRows + row] = h1;
+}
+
+// One row's 32 codes (bytes of v) into the interleaved layout q[k][row][4].
+inline void put_codes(uint8_t* blk, Mode mode, int row, __m256i v) {
+  uint8_t* q = blk + header_bytes(mode) + 4 * row;
+  const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+  const auto st = [&](int k, int val) { std::memcpy(q + 4 * kPanelRows * k, &val, 4); };
+  st(0, _mm_cvtsi128_si32(lo));
+  st(1, _mm_extract_epi32(lo, 1));
+  st(2, _mm_extract_epi32(lo, 2));
+  st(3, _mm_extract_epi32(lo, 3));
+  st(4, _mm_cvtsi128_si32(hi));
+  st(5, _mm_extract_epi32(hi, 1));
+  st(6, _mm_extract_epi32(hi, 2));
+  st(7, _mm_extract_epi32(hi, 3));
+}
+
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+template <bool kFive>
+void repack_row_k45(const uint8_t* w, int64_t cols, int row, uint8_t* panel) {
+  constexpr Mode mode = Mode::kMin;
+  constexpr size_t bb = block_bytes(mode);
+  const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  for (int64_t i = 0; i < cols / 256; ++i) {
+    const uint8_t *scales, *qs, *qh = nullptr;
+    uint16_t dh, dminh;
+    if constexpr (kFive) {
+      const auto* x = reinterpret_cast<const quant::BlockQ5_K*>(w) + i;
+      scales = x->scales, qs = x->qs, qh = x->qh, dh = x->d, dminh = x->dmin;
+    } else {
+      const auto* x = reinterpret_cast<const quant::BlockQ4_K*>(w) + i;
+      scales = x->scales, qs = x->qs, dh = x->d, dminh = x->dmin;
+    }
+    const float d = half_to_float_fast(dh), dmin = half_to_float_fast(dminh);
+    uint8_t sc[8], mn[8];
+    quant::unpack_scales_mins_k4(scales, sc, mn);
+    __m256i hb = kFive ? load256(qh) : _mm256_setzero_si256();
+    uint8_t* blk = panel + 8 * i * bb;
+    for (int c = 0; c < 4; ++c, blk += 2 * bb) {
+      const __m256i qv = load256(qs + 32 * c);
+      __m256i lo = _mm256_and_si256(qv, m4);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
+      if constexpr (kFive) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+        hb = _mm256_srli_epi16(hb, 2);
+      }
+      put_codes(blk, mode, row, lo);
+      put_codes(blk + bb, mode, row, hi);
+      put_header(blk, mode, row, d * sc[2 * c], -(dmin * mn[2 * c]));
+      put_header(blk + bb, mode, row, d * sc[2 * c + 1], -(dmin * mn[2 * c + 1]));
+    }
+  }
+}
+
+void repack_row(TensorType t, const uint8_t* w, int64_t cols, int row, uint8_t* panel) {
+  const Mode mode = mode_of(t);
+  const size_t bb = block_bytes(mode);
+  const int64_t nb = cols / 32;
+  switch (t) {
+    case TensorType::Q4_0: {
+      const auto* x = reinterpret_cast<const quant::BlockQ4_0*>(w);
+      for (int64_t b = 0; b < nb; ++b) {
+        put_codes(panel + b * bb, mode, row, unpack_nibbles16(x[b].qs));
+        put_header(panel + b * bb, mode, row, half_to_float_fast(x[b].d), 0.0f);
+      }
+      break;
+    }
+    case TensorType::Q4_1: {
+      const auto* x = reinterpret_cast<const quant::BlockQ4_1*>(w);
+      for (int64_t b = 0; b < nb; ++b) {
+        put_codes(panel + b * bb, mode, row, unpack_nibbles16(x[b].qs));
+        put_header(panel + b * bb, mode, row, half_to_float_fast(x[b].d), half_to_float_fast(x[b].m));
+      }
+      break;
+    }
+    case TensorType::Q8_0: {
+      const auto* x = reinterpret_cast<const quant::BlockQ8_0*>(w);
+      const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+      for (int64_t b = 0; b < nb; ++b) {
+        put_codes(panel + b * bb, mode, row, _mm256_xor_si256(load256(x[b].qs), flip));
+        put_header(panel + b * bb, mode, row, half_to_float_fast(x[b].d), 0.0f);
+      }
+      break;
+    }
+    case TensorType::Q4_K: repack_row_k45<false>(w, cols, row, panel); break;
+    case TensorType::Q5_K: repack_row_k45<true>(w, cols, row, panel); break;
+    case TensorType::Q6_K: {
+      const auto* x = reinterpret_cast<const quant::BlockQ6_K*>(w);
+      const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+      for (int64_t i = 0; i < cols / 256; ++i) {
+        const float d = half_to_float_fast(x[i].d);
+        for (int h = 0; h < 2; ++h) {
+          const __m256i qa = load256(x[i].ql + 64 * h), qb = load256(x[i].ql + 64 * h + 32);
+          const __m256i qh = load256(x[i].qh + 32 * h);
+          __m256i e[4];
+          e[0] = _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+          e[1] = _mm256_or_si256(_mm256_and_si256(qb, m4),
+                                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+          e[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4),
+                                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+          e[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
+                                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+          for (int k = 0; k < 4; ++k) {
+            const int j = 4 * h + k;  // 32-element block within the super-block
+            uint8_t* blk = panel + (8 * i + j) * bb;
+            put_codes(blk, mode, row, e[k]);
+            put_header(blk, mode, row, d * x[i].scales[2 * j], d * x[i].scales[2 * j + 1]);
+          }
+        }
+      }
+      break;
+    }
+    default: break;
+  }
+}
+
+void zero_row(TensorType t, int64_t cols, int row, uint8_t* panel) {
+  const Mode mode = mode_of(t);
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    put_codes(panel + b * block_bytes(mode), mode, row, _mm256_setzero_si256());
+    put_header(panel + b * block_bytes(mode), mode, row, 0.0f, 0.0f);
+  }
+}
+
+#endif
+
+// Grouped activation block: q[32 G] (dword (k, t) at 4 (k G + t)), d[G], s[G], c0[G], c1[G].
+constexpr size_t act_block_bytes(int g) { return static_cast<size_t>(48 * g); }
+
+#if TAPPA_X86_GEMM512
+
+template <int G, int NT, Mode kMode>
+void kernel(const uint8_t* panel, int64_t nb, const uint8_t* act, float* y, int64_t ldy, __mmask16 rows) {
+  constexpr size_t bb = block_bytes(kMode);
+  constexpr size_t hb = header_bytes(kMode);
+  constexpr size_t ab = act_block_bytes(G);
+  __m512 acc[NT];
+  #pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b, panel += bb, act += ab) {
+    const uint8_t* q = panel + hb;
+    const float* ad = reinterpret_cast<const float*>(act + 32 * G);
+    const float* as = ad + G;
+    const int32_t* c0 = reinterpret_cast<const int32_t*>(as + G);
+    const int32_t* c1 = c0 + G;
+    if constexpr (kMode == Mode::kSplit) {
+      __m512i ia[NT], ib[NT];
+      #pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) {
+        ia[t] = _mm512_set1_epi32(c0[t]);
+        ib[t] = _mm512_set1_epi32(c1[t]);
+      }
+      #pragma GCC unroll 8
+      for (int k = 0; k < 4; ++k) {
+        const __m512i wv = _mm512_load_si512(q + 64 * k);
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t)
+          ia[t] = _mm512_dpbusd_epi32(ia[t], wv, _mm512_set1_epi32(static_cast<int>(load_u32(act + 4 * (k * G + t)))));
+      }
+      #pragma GCC unroll 8
+      for (int k = 4; k < 8; ++k) {
+        const __m512i wv = _mm512_load_si512(q + 64 * k);
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t)
+          ib[t] = _mm512_dpbusd_epi32(ib[t], wv, _mm512_set1_epi32(static_cast<int>(load_u32(act + 4 * (k * G + t)))));
+      }
+      const __m512 da = _mm512_load_ps(reinterpret_cast<const float*>(panel));
+      const __m512 db = _mm512_load_ps(reinterpret_cast<const float*>(panel) + kPanelRows);
+      #pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) {
+        const __m512 at = _mm512_set1_ps(ad[t]);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), _mm512_mul_ps(da, at), acc[t]);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ib[t]), _mm512_mul_ps(db, at), acc[t]);
+      }
+    } else {
+      __m512i ia[NT];
+      #pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) {
+        ia[t] = kMode == Mode::kOffset ? _mm512_set1_epi32(c0[t]) : _mm512_setzero_si512();
+      }
+      #pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        const __m512i wv = _mm512_load_si512(q + 64 * k);
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t)
+          ia[t] = _mm512_dpbusd_epi32(ia[t], wv, _mm512_set1_epi32(static_cast<int>(load_u32(act + 4 * (k * G + t)))));
+      }
+      const __m512 da = _mm512_load_ps(reinterpret_cast<const float*>(panel));
+      #pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) {
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), _mm512_mul_ps(da, _mm512_set1_ps(ad[t])), acc[t]);
+      }
+      if constexpr (kMode == Mode::kMin) {
+        const __m512 mn = _mm512_load_ps(reinterpret_cast<const float*>(panel) + kPanelRows);
+        #pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(mn, _mm512_set1_ps(as[t]), acc[t]);
+      }
+    }
+  }
+  #pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
+}
+
+template <int G, Mode kMode>
+void run_groups(const uint8_t* panel, int nrows, int64_t cols, const uint8_t* act, int64_t m, float* y, int64_t ldy) {
+  const int64_t nb = cols / 32;
+  const __mmask16 rows = static_cast<__mmask16>((1u << nrows) - 1);
+  const size_t group_bytes = static_cast<size_t>(nb) * act_block_bytes(G);
+  int64_t t0 = 0;
+  for (; t0 + G <= m; t0 += G, act += group_bytes) kernel<G, G, kMode>(panel, nb, act, y + t0 * ldy, ldy, rows);
+  const int64_t rest = m - t0;
+  if (rest <= 0) return;
+  float* yt = y + t0 * ldy;
+  switch (rest) {
+    case 1: kernel<G, 1, kMode>(panel, nb, act, yt, ldy, rows); break;
+    case 2: kernel<G, 2, kMode>(panel, nb, act, yt, ldy, rows); break;
+    case 3: kernel<G, 3, kMode>(panel, nb, act, yt, ldy, rows); break;
+    case 4: if constexpr (G > 4) kernel<G, 4, kMode>(panel, nb, act, yt, ldy, rows); break;
+    case 5: if constexpr (G > 5) kernel<G, 5, kMode>(panel, nb, act, yt, ldy, rows); break;
+    case 6: if constexpr (G > 6) kernel<G, 6, kMode>(panel, nb, act, yt, ldy, rows); break;
+    case 7: if constexpr (G > 7) kernel<G, 7, kMode>(panel, nb, act, yt, ldy, rows); break;
+    default: break;
+  }
+}
+
+template <int G>
+void run_mode(TensorType t, const uint8_t* panel, int nrows, int64_t cols, const uint8_t* act, int64_t m, float* y,
+              int64_t ldy) {
+  switch (mode_of(t)) {
+    case Mode::kOffset: run_groups<G, Mode::kOffset>(panel, nrows, cols, act, m, y, ldy); break;
+    case Mode::kMin: run_groups<G, Mode::kMin>(panel, nrows, cols, act, m, y, ldy); break;
+    case Mode::kSplit: run_groups<G, Mode::kSplit>(panel, nrows, cols, act, m, y, ldy); break;
+  }
+}
+
+#endif
+
+}  // namespace
+
+bool gemm_supported(TensorType t) {
+#if TAPPA_X86_GEMM512
+  switch (t) {
+    case TensorType::Q4_0:
+    case TensorType::Q4_1:
+    case TensorType::Q8_0:
+    case TensorType::Q4_K:
+    case TensorType::Q5_K:
+    case TensorType::Q6_K: return true;
+    default: return false;
+  }
+#else
+  (void)t;
+  return false;
+#endif
+}
+
+size_t gemm_panel_bytes(TensorType t, int64_t cols) { return static_cast<size_t>(cols / 32) * block_bytes(mode_of(t)); }
+
+void gemm_repack_panel(TensorType t, const uint8_t* w, size_t row_stride, int nrows, int64_t cols, uint8_t* panel) {
+#if TAPPA_X86_GEMM512
+  for (int r = 0; r < kPanelRows; ++r) {
+    if (r < nrows) {
+      repack_row(t, w + r * row_stride, cols, r, panel);
+    } else {
+      zero_row(t, cols, r, panel);
+    }
+  }
+#else
+  (void)t, (void)w, (void)row_stride, (void)nrows, (void)cols, (void)panel;
+#endif
+}
+
+int gemm_group_size(int64_t m) { return m >= 8 ? 8 : 4; }
+
+size_t gemm_act_bytes(int64_t m, int64_t cols, int group) {
+  const int64_t groups = (m + group - 1) / group;
+  return static_cast<size_t>(groups * (cols / 32)) * act_block_bytes(group);
+}
+
+void gemm_quantize_token(TensorType t, const float* x_t, int64_t cols, int64_t token, int group, uint8_t* act,
+                         uint8_t* record) {
+  const bool k256 = t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K;
+  quantize_activation(k256 ? ActKind::K256 : ActKind::B32, x_t, cols, record);
+  const ActRow a = ActBuffer(record, cols).row(0);
+  const int64_t nb = cols / 32;
+  const int64_t g = token / group;
+  const int ti = static_cast<int>(token % group);
+  const size_t abb = act_block_bytes(group);
+  uint8_t* base = act + static_cast<size_t>(g * nb) * abb;
+  const int off = t == TensorType::Q4_0 ? 8 : t == TensorType::Q8_0 ? 128 : 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* blk = base + b * abb;
+    for (int k = 0; k < 8; ++k) std::memcpy(blk + 4 * (k * group + ti), a.q + 32 * b + 4 * k, 4);
+    float* d = reinterpret_cast<float*>(blk + 32 * group);
+    float* s = d + group;
+    int32_t* c0 = reinterpret_cast<int32_t*>(s + group);
+    int32_t* c1 = c0 + group;
+    d[ti] = a.d[b];
+    s[ti] = a.s[b];
+    if (t == TensorType::Q6_K) {
+      c0[ti] = -32 * a.bsum[2 * b];
+      c1[ti] = -32 * a.bsum[2 * b + 1];
+    } else {
+      c0[ti] = -off * a.isum[b];
+      c1[ti] = 0;
+    }
+  }
+}
+
+void gemm_run_panel(TensorType t, const uint8_t* panel, int nrows, int64_t cols, const uint8_t* act, int64_t m,
+                    int group, float* y, int64_t ldy) {
+#if TAPPA_X86_GEMM512
+  if (group == 8) {
+    run_mode<8>(t, panel, nrows, cols, act, m, y, ldy);
+  } else {
+    run_mode<4>(t, panel, nrows, cols, act, m, y, ldy);
+  }
+#else
+  (void)t, (void)panel, (void)nrows, (void)cols, (void)act, (void)m, (void)group, (void)y, (void)ldy;
+#endif
+}
+
+}  // namespace tappa::cpu::detail

@@ -1,0 +1,212 @@
+// Matrix products with quantized or float weights: work split, activation quantization and kernel
+// selection. The kernels live in vec_dot_*.cpp (row dot products: decode and fallback) and
+// gemm_vnni.cpp (repacked AVX-512 VNNI GEMM for several tokens).
+#include "backend/cpu/matmul.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "backend/cpu/gemm_vnni.h"
+#include "backend/cpu/quantize_act.h"
+#include "backend/cpu/vec_dot.h"
+#include "quant/quant.h"
+#include "tappa/error.h"
+
+namespace tappa::cpu {
+
+using namespace detail;
+
+namespace {
+
+// From this many tokens on, the repacked GEMM beats row dot products (the repack of a 16-row panel
+// costs about as much as one token's dot products over it).
+constexpr int64_t kGemmMinTokens = 4;
+// Output rows per work item: keeps SIMD tiles whole and gives each thread contiguous rows.
+constexpr int64_t kRowGrain = 16;
+
+constexpr size_t align64(size_t n) { return (n + 63) & ~size_t{63}; }
+
+// Splits [0, n) into pool.size() contiguous chunks (multiples of grain) and calls f(begin, end, thread)
+// for each non-empty one. The closure handed to the pool is one pointer, so std::function stores it
+// without allocating.
+template <class F>
+void split_run(ThreadPool& pool, int64_t n, int64_t grain, const F& f) {
+  if (n <= 0) return;
+  const int64_t n_grains = (n + grain - 1) / grain;
+  const int threads = static_cast<int>(std::min<int64_t>(pool.size(), n_grains));
+  if (threads <= 1) {
+    f(int64_t{0}, n, 0);
+    return;
+  }
+  struct Ctx {
+    const F* f;
+    int64_t n, grain, n_grains;
+    int threads;
+  } ctx{&f, n, grain, n_grains, threads};
+  const Ctx* c = &ctx;
+  pool.run([c](int t) {
+    if (t >= c->threads) return;
+    const int64_t g0 = c->n_grains * t / c->threads, g1 = c->n_grains * (t + 1) / c->threads;
+    const int64_t b = g0 * c->grain, e = std::min(c->n, g1 * c->grain);
+    if (b < e) (*c->f)(b, e, t);
+  });
+}
+
+bool is_float(TensorType t) { return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16; }
+bool is_kquant(TensorType t) { return t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K; }
+
+using FloatDot = float (*)(const uint8_t*, const float*, int64_t);
+using QuantDot = float (*)(const uint8_t*, const ActRow&, int64_t);
+using QuantDot4 = void (*)(const uint8_t*, size_t, const ActRow&, int64_t, float*);
+
+FloatDot float_dot(TensorType t) {
+  switch (t) {
+    case TensorType::F16: return vec_dot_f16;
+    case TensorType::BF16: return vec_dot_bf16;
+    default: return vec_dot_f32;
+  }
+}
+
+QuantDot quant_dot(TensorType t) {
+  switch (t) {
+    case TensorType::Q4_0: return vec_dot_q4_0;
+    case TensorType::Q4_1: return vec_dot_q4_1;
+    case TensorType::Q8_0: return vec_dot_q8_0;
+    case TensorType::Q4_K: return vec_dot_q4_k;
+    case TensorType::Q5_K: return vec_dot_q5_k;
+    case TensorType::Q6_K: return vec_dot_q6_k;
+    default: return nullptr;
+  }
+}
+
+QuantDot4 quant_dot4(TensorType t) {
+  switch (t) {
+    case TensorType::Q4_0: return vec_dot4_q4_0;
+    case TensorType::Q4_1: return vec_dot4_q4_1;
+    case TensorType::Q8_0: return vec_dot4_q8_0;
+    default: return nullptr;
+  }
+}
+
+void matmul_float(const WeightView& w, size_t stride, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
+                  ThreadPool& pool) {
+  if (m == 1) {
+    const FloatDot dot = float_dot(w.type);
+    split_run(pool, w.rows, kRowGrain, [&](int64_t b, int64_t e, int) {
+      for (int64_t r = b; r < e; ++r) y[r] = dot(w.data + r * stride, x, w.cols);
+    });
+    return;
+  }
+  split_run(pool, w.rows, kRowGrain, [&](int64_t b, int64_t e, int) {
+    for (int64_t r0 = b; r0 < e; r0 += 4) {
+      const int nr = static_cast<int>(std::min<int64_t>(4, e - r0));
+      for (int64_t t0 = 0; t0 < m; t0 += 4) {
+        const int nt = static_cast<int>(std::min<int64_t>(4, m - t0));
+        gemm_float_tile(w.type, w.data + r0 * stride, stride, nr, x + t0 * ldx, ldx, nt, w.cols, y + t0 * ldy + r0, ldy);
+      }
+    }
+  });
+}
+
+void matmul_gemm(const WeightView& w, size_t stride, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
+                 ThreadPool& pool, Scratch& scratch) {
+  const int group = gemm_group_size(m);
+  const size_t act_bytes = align64(gemm_act_bytes(m, w.cols, group));
+  const size_t rec_bytes = align64(ActBuffer::record_bytes(w.cols));
+  const size_t panel_bytes = align64(gemm_panel_bytes(w.type, w.cols));
+  const size_t per_thread = rec_bytes + panel_bytes;
+  uint8_t* base = scratch.get(act_bytes + per_thread * static_cast<size_t>(pool.size()));
+  uint8_t* act = base;
+
+  split_run(pool, m, 1, [&](int64_t b, int64_t e, int th) {
+    uint8_t* rec = base + act_bytes + per_thread * th;
+    for (int64_t t = b; t < e; ++t) gemm_quantize_token(w.type, x + t * ldx, w.cols, t, group, act, rec);
+  });
+
+  split_run(pool, w.rows, kPanelRows, [&](int64_t b, int64_t e, int th) {
+    uint8_t* panel = base + act_bytes + per_thread * th + rec_bytes;
+    for (int64_t r0 = b; r0 < e; r0 += kPanelRows) {
+      const int nr = static_cast<int>(std::min<int64_t>(kPanelRows, e - r0));
+      gemm_repack_panel(w.type, w.data + r0 * stride, stride, nr, w.cols, panel);
+      gemm_run_panel(w.type, panel, nr, w.cols, act, m, group, y + r0, ldy);
+    }
+  });
+}
+
+void matmul_rows(const WeightView& w, size_t stride, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
+                 ThreadPool& pool, Scratch& scratch) {
+  const ActKind kind = is_kquant(w.type) ? ActKind::K256 : ActKind::B32;
+  const size_t rec_bytes = ActBuffer::record_bytes(w.cols);
+  const ActBuffer acts(scratch.get(rec_bytes * static_cast<size_t>(m)), w.cols);
+  if (m == 1) {
+    quantize_activation(kind, x, w.cols, acts.record(0));
+  } else {
+    split_run(pool, m, 1, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) quantize_activation(kind, x + t * ldx, w.cols, acts.record(t));
+    });
+  }
+  const QuantDot dot = quant_dot(w.type);
+  const QuantDot4 dot4 = quant_dot4(w.type);
+  // Rows [r0, r1) for one token: four at a time where the type has a four-row kernel.
+  const auto rows_for_token = [&](int64_t r0, int64_t r1, const ActRow& a, float* yt) {
+    int64_t r = r0;
+    if (dot4 != nullptr) {
+      for (; r + 4 <= r1; r += 4) dot4(w.data + r * stride, stride, a, w.cols, yt + r);
+    }
+    for (; r < r1; ++r) yt[r] = dot(w.data + r * stride, a, w.cols);
+  };
+  if (m == 1) {
+    const ActRow a = acts.row(0);
+    split_run(pool, w.rows, kRowGrain, [&](int64_t b, int64_t e, int) { rows_for_token(b, e, a, y); });
+    return;
+  }
+  // Several tokens (no GEMM kernel): 16-row tiles stay in cache while every token passes over them.
+  split_run(pool, w.rows, kRowGrain, [&](int64_t b, int64_t e, int) {
+    for (int64_t r0 = b; r0 < e; r0 += kRowGrain) {
+      const int64_t r1 = std::min(e, r0 + kRowGrain);
+      for (int64_t t = 0; t < m; ++t) rows_for_token(r0, r1, acts.row(t), y + t * ldy);
+    }
+  });
+}
+
+}  // namespace
+
+uint8_t* Scratch::get(size_t bytes) {
+  if (buf_.size() < bytes + 64) buf_.resize(bytes + 64);
+  const auto p = reinterpret_cast<uintptr_t>(buf_.data());
+  return reinterpret_cast<uint8_t*>((p + 63) & ~uintptr_t{63});
+}
+
+bool matmul_supports(TensorType t) {
+  switch (t) {
+    case TensorType::F32:
+    case TensorType::F16:
+    case TensorType::BF16:
+    case TensorType::Q4_0:
+    case TensorType::Q4_1:
+    case TensorType::Q8_0:
+    case TensorType::Q4_K:
+    case TensorType::Q5_K:
+    case TensorType::Q6_K: return true;
+    default: return false;
+  }
+}
+
+void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, ThreadPool& pool,
+            Scratch& scratch) {
+  if (!matmul_supports(w.type)) {
+    throw Error("matmul: unsupported weight type " + std::to_string(static_cast<uint32_t>(w.type)));
+  }
+  if (m <= 0 || w.rows <= 0) return;
+  const size_t stride = quant::row_bytes(w.type, w.cols);  // throws if cols is not a multiple of the block
+  if (is_float(w.type)) {
+    matmul_float(w, stride, x, m, ldx, y, ldy, pool);
+  } else if (m >= kGemmMinTokens && gemm_supported(w.type)) {
+    matmul_gemm(w, stride, x, m, ldx, y, ldy, pool, scratch);
+  } else {
+    matmul_rows(w, stride, x, m, ldx, y, ldy, pool, scratch);
+  }
+}
+
+}  // namespace tappa::cpu

@@ -1,0 +1,72 @@
+#include "backend/cpu/ops.h"
+
+#include <cmath>
+
+#include "backend/cpu/vec.h"
+
+namespace tappa::cpu {
+
+void rms_norm_row(const float* x, const float* w, float* out, int64_t n, float eps) {
+  // Accumulate in double: llama.cpp's ggml_rms_norm sums in ggml_float (double) too.
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float scale = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
+}
+
+void rope_angles(const RopeParams& p, int64_t pos, float* cos_sin) {
+  if (p.inv_freq) {
+    for (int i = 0; i < p.n_rot / 2; ++i) {
+      const double t = static_cast<double>(pos) * p.inv_freq[i];
+      cos_sin[2 * i] = static_cast<float>(std::cos(t));
+      cos_sin[2 * i + 1] = static_cast<float>(std::sin(t));
+    }
+    return;
+  }
+  const float theta_scale = std::pow(p.base, -2.0f / static_cast<float>(p.n_rot));
+  float theta = static_cast<float>(pos);
+  for (int i = 0; i < p.n_rot / 2; ++i) {
+    float t = theta;
+    if (p.freq_factors) t /= p.freq_factors[i];
+    t *= p.freq_scale;
+    cos_sin[2 * i] = std::cos(t);
+    cos_sin[2 * i + 1] = std::sin(t);
+    theta *= theta_scale;
+  }
+}
+
+void rope_apply(const RopeParams& p, const float* cos_sin, float* x, int n_heads) {
+  const int half = p.n_rot / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* v = x + static_cast<int64_t>(h) * p.head_dim;
+    for (int i = 0; i < half; ++i) {
+      const float c = cos_sin[2 * i], s = cos_sin[2 * i + 1];
+      const int a = p.neox ? i : 2 * i;
+      const int b = p.neox ? i + half : 2 * i + 1;
+      const float x0 = v[a], x1 = v[b];
+      v[a] = x0 * c - x1 * s;
+      v[b] = x0 * s + x1 * c;
+    }
+  }
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void softmax(float* x, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+}  // namespace tappa::cpu

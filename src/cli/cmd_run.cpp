@@ -1,0 +1,127 @@
+// tappa run — generate text from a prompt, streaming tokens as they come.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+#include "cli/common.h"
+#include "kv/kv_cache.h"
+#include "tappa/engine.h"
+#include "tappa/error.h"
+
+namespace tappa::cli {
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+void register_run(CLI::App& app, int& rc) {
+  auto* cmd = app.add_subcommand("run", "Generate text from a prompt (greedy by default; --temp for sampling)");
+  cmd->footer(
+      "Examples:\n"
+      "  tappa run -p \"Once upon a time\" -n 64\n"
+      "  tappa run -f article.txt -n 0            # prefill only, print timing\n"
+      "  tappa run --chat -p \"What is RoPE?\" --temp 0.7 --seed 1");
+  struct Opts {
+    std::string model, prompt, file, system;
+    int n_predict = 128;
+    int threads = 0;
+    int ctx = 4096;
+    int batch = 512;
+    float temp = 0.0f;
+    int top_k = 40;
+    float top_p = 0.95f;
+    uint64_t seed = 0;
+    bool chat = false;
+    bool no_bos = false;
+    bool parse_special = false;
+    bool quiet = false;
+    bool ignore_eos = false;
+  };
+  auto o = std::make_shared<Opts>();
+  add_model_option(*cmd, o->model);
+  cmd->add_option("-p,--prompt", o->prompt, "Prompt text");
+  cmd->add_option("-f,--file", o->file, "Read the prompt from a file");
+  cmd->add_option("-n,--n-predict", o->n_predict, "Tokens to generate (0: only process the prompt)")
+      ->capture_default_str()->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("-t,--threads", o->threads, "CPU threads (0: all)")->capture_default_str()->check(CLI::Range(0, 1024));
+  cmd->add_option("-c,--ctx-size", o->ctx, "Context size in tokens (0: the model's training context)")
+      ->capture_default_str()->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("-b,--batch-size", o->batch, "Prompt tokens per forward batch")->capture_default_str()->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--temp", o->temp, "Sampling temperature; 0 = greedy (deterministic)")->capture_default_str()->check(CLI::Range(0.0f, 100.0f));
+  cmd->add_option("--top-k", o->top_k, "Keep the k most likely tokens before sampling (0: all)")->capture_default_str()->check(CLI::Range(0, 1 << 30));
+  cmd->add_option("--top-p", o->top_p, "Nucleus sampling: keep the smallest set with this probability mass")
+      ->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("-s,--seed", o->seed, "Random seed for sampling")->capture_default_str();
+  cmd->add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template as a user message");
+  cmd->add_option("--system", o->system, "System message for --chat (default: the template's own)");
+  cmd->add_flag("--no-bos", o->no_bos, "Do not add the BOS token even if the model asks for it");
+  cmd->add_flag("--parse-special", o->parse_special, "Turn special-token text such as <|im_end|> into those tokens");
+  cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-generation tokens");
+  cmd->add_flag("-q,--quiet", o->quiet, "Print only the generated text (no prompt echo, no timing)");
+  cmd->callback([o, &rc] {
+    std::string text = read_prompt(o->prompt, o->file);
+    const auto model = Model::load(o->model);
+    const Tokenizer& tok = model->tokenizer();
+    bool parse_special = o->parse_special;
+    if (o->chat) {
+      std::vector<ChatMessage> msgs;
+      if (!o->system.empty()) msgs.push_back({"system", o->system});
+      msgs.push_back({"user", text});
+      text = tok.apply_chat_template(msgs, /*add_generation_prompt=*/true);
+      parse_special = true;
+    }
+    std::vector<int32_t> tokens = tok.encode(text, !o->no_bos, parse_special);
+    if (tokens.empty()) throw Error("the prompt is empty (give text with -p or -f)");
+
+    EngineOptions eo;
+    eo.n_threads = o->threads;
+    eo.n_ctx = o->ctx;
+    eo.n_batch = o->batch;
+    Engine engine(*model, eo);
+    if (static_cast<int64_t>(tokens.size()) + o->n_predict > engine.n_ctx())
+      throw Error("prompt (" + std::to_string(tokens.size()) + " tokens) plus " + std::to_string(o->n_predict) +
+                  " to generate exceeds the context of " + std::to_string(engine.n_ctx()) +
+                  " tokens (raise -c/--ctx-size, at most the model's " + std::to_string(model->config().n_ctx_train) + ")");
+    if (engine.n_ctx() > model->config().n_ctx_train)
+      std::fprintf(stderr, "tappa: warning: context %d is longer than the model was trained on (%d)\n", engine.n_ctx(),
+                   model->config().n_ctx_train);
+
+    if (!o->quiet) {
+      std::fputs(text.c_str(), stdout);
+      std::fflush(stdout);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    std::span<const float> logits = engine.eval(tokens);
+    const double t_prompt = seconds_since(t0);
+
+    Sampler sampler(SamplingParams{o->temp, o->top_k, o->top_p, o->seed});
+    const auto t1 = std::chrono::steady_clock::now();
+    int generated = 0;
+    for (; generated < o->n_predict; ++generated) {
+      const int32_t next = sampler.sample(logits);
+      if (!o->ignore_eos && tok.is_eog(next)) break;
+      const std::string piece = tok.token_to_piece(next);
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+      if (generated + 1 == o->n_predict) {
+        ++generated;
+        break;
+      }
+      const int32_t one[1] = {next};
+      logits = engine.eval(one);
+    }
+    const double t_gen = seconds_since(t1);
+    std::printf("\n");
+    if (!o->quiet) {
+      std::fprintf(stderr, "\n[prompt: %zu tokens in %.2f s, %.1f tok/s | generated: %d tokens in %.2f s, %.1f tok/s | "
+                           "threads %d | kv cache %.1f MiB]\n",
+                   tokens.size(), t_prompt, tokens.size() / t_prompt, generated, t_gen,
+                   generated > 0 ? generated / t_gen : 0.0, engine.n_threads(), engine.kv_cache().bytes_held() / 1048576.0);
+    }
+    rc = 0;
+  });
+}
+
+}  // namespace tappa::cli

@@ -1,0 +1,57 @@
+#include "cli/common.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tappa/error.h"
+
+namespace tappa::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+constexpr const char* kDefaultModel = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+std::string default_model_path() {
+  if (const char* env = std::getenv("TAPPA_MODEL"); env && *env) return env;
+  if (fs::exists(kDefaultModel)) return kDefaultModel;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path beside = exe.parent_path().parent_path() / kDefaultModel;
+    if (fs::exists(beside)) return beside.string();
+  }
+  return kDefaultModel;
+}
+
+CLI::Option* add_model_option(CLI::App& app, std::string& path) {
+  path = default_model_path();
+  return app.add_option("-m,--model", path, "GGUF model file (default: the bundled SmolLM2-135M-Instruct Q4_1; "
+                                            "$TAPPA_MODEL overrides)")
+      ->capture_default_str();
+}
+
+std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected a text file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot open: " + std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string read_prompt(const std::string& prompt, const std::string& file) {
+  if (!prompt.empty() && !file.empty()) throw Error("give either -p/--prompt or -f/--file, not both");
+  if (!file.empty()) return read_file(file);
+  return prompt;
+}
+
+}  // namespace tappa::cli

@@ -1,0 +1,27 @@
+// Pieces shared by the subcommands: the default model path, reading prompt text, formatting.
+#pragma once
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace tappa::cli {
+
+// The model used when -m is not given: $TAPPA_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf
+// in the current directory, else next to the executable's parent folder (build/../models).
+std::string default_model_path();
+
+// Adds -m/--model with the default above.
+CLI::Option* add_model_option(CLI::App& app, std::string& path);
+
+// The text given by -p or read from -f (exactly one must be set). Throws tappa::Error.
+std::string read_prompt(const std::string& prompt, const std::string& file);
+std::string read_file(const std::string& path);
+
+// Subcommand registration; each returns the exit code through the callback's result.
+void register_info(CLI::App& app, int& rc);
+void register_run(CLI::App& app, int& rc);
+void register_tokenize(CLI::App& app, int& rc);
+void register_bench(CLI::App& app, int& rc);
+void register_analyze(CLI::App& app, int& rc);
+
+}  // namespace tappa::cli

@@ -1,0 +1,47 @@
+// tappa — command-line entry point. Each subcommand lives in its own file; this one only wires them
+// up and turns errors into one line and a non-zero exit.
+#include <cstdio>
+#include <exception>
+#include <new>
+
+#include "cli/common.h"
+#include "tappa/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "tappa — run GGUF language models and explain their attention (TAPPA: temporal attention pattern "
+      "predictability analysis).\n\nExamples:\n"
+      "  tappa analyze                       # TAPPA report of the default model on the GPL-3 text\n"
+      "  tappa info                          # what is inside the default model\n"
+      "  tappa run -p \"The capital of France is\" -n 32\n"
+      "  tappa run --chat -p \"Write a haiku about caches\"\n"
+      "  tappa tokenize -p \"Hello world\"\n"
+      "  tappa bench -t 2                    # pp512 / tg128 tokens per second",
+      "tappa"};
+  app.require_subcommand(1);
+  app.fallthrough(false);
+  int rc = 0;
+  tappa::cli::register_info(app, rc);
+  tappa::cli::register_run(app, rc);
+  tappa::cli::register_tokenize(app, rc);
+  tappa::cli::register_bench(app, rc);
+  tappa::cli::register_analyze(app, rc);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const tappa::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "tappa: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "tappa: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "tappa: error: %s\n", e.what());
+    return 1;
+  }
+  return rc;
+}

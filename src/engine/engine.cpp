@@ -1,0 +1,244 @@
+// The forward pass of llama-family decoders (llama, qwen2):
+//   x = embed(tokens)
+//   per block: x += Wo · attn(rope(Wq·n(x) + bq), rope(Wk·n(x) + bk), Wv·n(x) + bv)
+//              x += Wdown · (silu(Wgate·n(x)) * Wup·n(x))
+//   logits = Wout · norm(x)
+// Activations are fp32 [n_tokens][features]; weights stay in their GGUF format. All buffers live in
+// the Workspace, sized once for the batch and context, so the decode loop does not allocate.
+#include "tappa/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/ops.h"
+#include "backend/cpu/thread_pool.h"
+#include "backend/cpu/vec.h"
+#include "kv/kv_cache.h"
+#include "model/weights.h"
+#include "quant/quant.h"
+#include "tappa/error.h"
+
+namespace tappa {
+
+struct Engine::Workspace {
+  explicit Workspace(int n_threads) : pool(n_threads) {}
+  cpu::ThreadPool pool;
+  cpu::Scratch scratch;
+  int capacity = 0;  // tokens the per-token buffers hold
+  std::vector<float> x, xn, q, k, v, attn, gate, up, q_pre, k_pre, block_in;
+  std::vector<float> cos_sin;               // [capacity][n_rot]
+  std::vector<std::vector<float>> scores;   // per thread, [n_ctx]
+  std::vector<int> kv_len0;                 // per KV head: cache length before this batch
+
+  void ensure(const ModelConfig& c, int n, bool observe) {
+    if (n > capacity) {
+      const size_t N = static_cast<size_t>(n);
+      x.resize(N * c.n_embd);
+      xn.resize(N * c.n_embd);
+      q.resize(N * c.n_head * c.head_dim);
+      k.resize(N * c.n_head_kv * c.head_dim);
+      v.resize(N * c.n_head_kv * c.head_dim);
+      attn.resize(N * c.n_head * c.head_dim);
+      gate.resize(N * c.n_ff);
+      up.resize(N * c.n_ff);
+      cos_sin.resize(N * c.n_rot);
+      capacity = n;
+    }
+    if (observe && q_pre.size() < q.size()) {
+      q_pre.resize(q.size());
+      k_pre.resize(k.size());
+      block_in.resize(x.size());
+    }
+  }
+};
+
+Engine::Engine(const Model& model, const EngineOptions& options) : model_(model) {
+  const ModelConfig& c = model.config();
+  n_ctx_ = options.n_ctx > 0 ? options.n_ctx : c.n_ctx_train;
+  if (n_ctx_ <= 0) throw Error("context size must be positive");
+  n_batch_ = std::max(1, options.n_batch);
+  const int threads = options.n_threads > 0 ? options.n_threads : cpu::default_thread_count();
+  kv_ = std::make_unique<KvCache>(c.n_layer, c.n_head_kv, c.head_dim);
+  ws_ = std::make_unique<Workspace>(threads);
+  ws_->scores.resize(threads);
+  skip_.assign(c.n_layer, 0);
+}
+
+Engine::~Engine() = default;
+
+int Engine::n_threads() const { return ws_->pool.size(); }
+
+void Engine::reset() {
+  kv_->clear();
+  n_past_ = 0;
+}
+
+void Engine::set_skip_layers(std::vector<int> layers) {
+  skip_.assign(model_.config().n_layer, 0);
+  for (int l : layers) {
+    if (l < 0 || l >= model_.config().n_layer)
+      throw Error("layer " + std::to_string(l) + " does not exist (the model has " +
+                  std::to_string(model_.config().n_layer) + " layers)");
+    skip_[l] = 1;
+  }
+}
+
+void Engine::set_rope_frequencies(std::vector<float> inv_freq) {
+  if (!inv_freq.empty() && static_cast<int>(inv_freq.size()) != model_.config().n_rot / 2)
+    throw Error("set_rope_frequencies: expected " + std::to_string(model_.config().n_rot / 2) + " frequencies, got " +
+                std::to_string(inv_freq.size()));
+  rope_inv_freq_override_ = std::move(inv_freq);
+}
+
+std::span<const float> Engine::eval(std::span<const int32_t> tokens, bool all_logits) {
+  const ModelConfig& c = model_.config();
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n == 0) throw Error("eval: no tokens");
+  if (n_past_ + n > n_ctx_)
+    throw Error("context overflow: " + std::to_string(n_past_) + " cached + " + std::to_string(n) +
+                " new tokens exceed the context of " + std::to_string(n_ctx_) + " tokens (raise -c/--ctx-size)");
+  for (int32_t t : tokens)
+    if (t < 0 || t >= c.n_vocab)
+      throw Error("token id " + std::to_string(t) + " is out of range [0, " + std::to_string(c.n_vocab) + ")");
+
+  logits_.resize(static_cast<size_t>(all_logits ? n : 1) * c.n_vocab);
+  for (int64_t b = 0; b < n; b += n_batch_) {
+    const int nb = static_cast<int>(std::min<int64_t>(n_batch_, n - b));
+    const bool last = b + nb == n;
+    float* out = all_logits ? logits_.data() + static_cast<size_t>(b) * c.n_vocab : (last ? logits_.data() : nullptr);
+    forward_batch(tokens.data() + b, nb, all_logits, out);
+  }
+  return {logits_.data(), logits_.size()};
+}
+
+void Engine::forward_batch(const int32_t* tokens, int n, bool all_logits, float* logits_out) {
+  const ModelConfig& c = model_.config();
+  const ModelWeights& w = model_.weights();
+  Workspace& ws = *ws_;
+  cpu::ThreadPool& pool = ws.pool;
+  const bool observe = observer_ != nullptr;
+  ws.ensure(c, n, observe);
+  kv_->reserve_extra(n);
+  for (auto& s : ws.scores)
+    if (s.size() < static_cast<size_t>(n_ctx_)) s.resize(n_ctx_);
+
+  const int E = c.n_embd, HD = c.head_dim, QD = c.n_head * HD, KD = c.n_head_kv * HD;
+  float* x = ws.x.data();
+  float* xn = ws.xn.data();
+
+  // Embeddings: dequantize the token rows.
+  const size_t embd_row = quant::row_bytes(w.token_embd.type, E);
+  pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      quant::dequantize_row(w.token_embd.type, w.token_embd.data + embd_row * tokens[i], x + i * E, E);
+  });
+
+  // RoPE angles depend only on the position: compute once per batch, shared by all layers.
+  cpu::RopeParams rope{c.n_rot, HD, c.rope_base, c.rope_freq_scale, w.rope_freqs, c.rope_layout == RopeLayout::Neox,
+                       rope_inv_freq_override_.empty() ? nullptr : rope_inv_freq_override_.data()};
+  for (int i = 0; i < n; ++i) cpu::rope_angles(rope, n_past_ + i, ws.cos_sin.data() + static_cast<size_t>(i) * c.n_rot);
+
+  const float kq_scale = 1.0f / std::sqrt(static_cast<float>(HD));
+  const int group = c.n_group();
+
+  for (int l = 0; l < c.n_layer; ++l) {
+    if (skip_[l]) continue;
+    const LayerWeights& L = w.layers[l];
+    const bool obs_layer = observe && observer_->wants_layer(l);
+    if (obs_layer) std::memcpy(ws.block_in.data(), x, sizeof(float) * n * E);
+
+    // --- attention ---
+    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) cpu::rms_norm_row(x + i * E, L.attn_norm, xn + i * E, E, c.rms_eps);
+    });
+    cpu::matmul(L.wq, xn, n, E, ws.q.data(), QD, pool, ws.scratch);
+    cpu::matmul(L.wk, xn, n, E, ws.k.data(), KD, pool, ws.scratch);
+    cpu::matmul(L.wv, xn, n, E, ws.v.data(), KD, pool, ws.scratch);
+    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        float* qi = ws.q.data() + i * QD;
+        float* ki = ws.k.data() + i * KD;
+        float* vi = ws.v.data() + i * KD;
+        if (L.bq) for (int j = 0; j < QD; ++j) qi[j] += L.bq[j];
+        if (L.bk) for (int j = 0; j < KD; ++j) ki[j] += L.bk[j];
+        if (L.bv) for (int j = 0; j < KD; ++j) vi[j] += L.bv[j];
+        if (obs_layer) {
+          std::memcpy(ws.q_pre.data() + i * QD, qi, sizeof(float) * QD);
+          std::memcpy(ws.k_pre.data() + i * KD, ki, sizeof(float) * KD);
+        }
+        const float* cs = ws.cos_sin.data() + i * c.n_rot;
+        cpu::rope_apply(rope, cs, qi, c.n_head);
+        cpu::rope_apply(rope, cs, ki, c.n_head_kv);
+      }
+    });
+    if (obs_layer) {
+      LayerQk qk{l, n_past_, n, c.n_head, c.n_head_kv, HD, ws.q_pre.data(), ws.k_pre.data(), ws.q.data(), ws.k.data()};
+      observer_->on_qk(qk);
+    }
+
+    ws.kv_len0.resize(c.n_head_kv);
+    for (int h = 0; h < c.n_head_kv; ++h) {
+      ws.kv_len0[h] = kv_->length(l, h);
+      kv_->append(l, h, ws.k.data() + h * HD, ws.v.data() + h * HD, n, KD);
+    }
+
+    // Each (token, head) pair attends to its KV head's cached rows up to and including itself.
+    pool.run([&](int t) {
+      float* scores = ws.scores[t].data();
+      const int64_t tasks = static_cast<int64_t>(n) * c.n_head;
+      const int threads = pool.size();
+      for (int64_t task = tasks * t / threads; task < tasks * (t + 1) / threads; ++task) {
+        const int i = static_cast<int>(task / c.n_head), h = static_cast<int>(task % c.n_head);
+        const int kvh = h / group;
+        const int n_vis = ws.kv_len0[kvh] + i + 1;
+        const float* qv = ws.q.data() + static_cast<int64_t>(i) * QD + h * HD;
+        const float* K = kv_->keys(l, kvh);
+        const float* V = kv_->values(l, kvh);
+        for (int j = 0; j < n_vis; ++j) scores[j] = cpu::dot_f32(qv, K + static_cast<int64_t>(j) * HD, HD) * kq_scale;
+        cpu::softmax(scores, n_vis);
+        if (obs_layer && observer_->wants_attention_row(l, h, n_past_ + i))
+          observer_->on_attention_row(l, h, n_past_ + i, scores, n_vis);
+        float* out = ws.attn.data() + static_cast<int64_t>(i) * QD + h * HD;
+        std::fill(out, out + HD, 0.0f);
+        for (int j = 0; j < n_vis; ++j) cpu::axpy_f32(scores[j], V + static_cast<int64_t>(j) * HD, out, HD);
+      }
+    });
+    cpu::matmul(L.wo, ws.attn.data(), n, QD, xn, E, pool, ws.scratch);
+    pool.parallel_for(static_cast<int64_t>(n) * E, 1024, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) x[j] += xn[j];
+    });
+
+    // --- feed-forward ---
+    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) cpu::rms_norm_row(x + i * E, L.ffn_norm, xn + i * E, E, c.rms_eps);
+    });
+    cpu::matmul(L.w_gate, xn, n, E, ws.gate.data(), c.n_ff, pool, ws.scratch);
+    cpu::matmul(L.w_up, xn, n, E, ws.up.data(), c.n_ff, pool, ws.scratch);
+    pool.parallel_for(static_cast<int64_t>(n) * c.n_ff, 1024, [&](int64_t b, int64_t e) {
+      cpu::silu_mul(ws.gate.data() + b, ws.up.data() + b, ws.gate.data() + b, e - b);
+    });
+    cpu::matmul(L.w_down, ws.gate.data(), n, c.n_ff, xn, E, pool, ws.scratch);
+    pool.parallel_for(static_cast<int64_t>(n) * E, 1024, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) x[j] += xn[j];
+    });
+    if (obs_layer) observer_->on_block(l, ws.block_in.data(), x, n, E);
+  }
+  n_past_ += n;
+
+  // Final norm and output head, for every token or only the last.
+  const bool obs_final = observe && observer_->wants_layer(c.n_layer);
+  const int first = all_logits ? 0 : n - 1;
+  const int n_out = n - first;
+  const int first_norm = obs_final ? 0 : first;
+  pool.parallel_for(n - first_norm, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      cpu::rms_norm_row(x + (first_norm + i) * E, w.output_norm, xn + (first_norm + i) * E, E, c.rms_eps);
+  });
+  if (obs_final) observer_->on_block(c.n_layer, x, xn, n, E);
+  if (logits_out) cpu::matmul(w.output, xn + static_cast<int64_t>(first) * E, n_out, E, logits_out, c.n_vocab, pool, ws.scratch);
+}
+
+}  // namespace tappa

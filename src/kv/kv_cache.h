@@ -1,0 +1,53 @@
+// The KV cache: for every (layer, KV head) its own list of cached keys and values, fp32, keys stored
+// after RoPE. Each list has its own length so that compression can keep a different number of tokens
+// per layer and per head; the engine's attention reads each list as it is. Memory grows on demand
+// (geometrically, outside the per-token path) and can be released again (shrink), so bytes_held()
+// is memory really held, not a mask over a full-size buffer.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace tappa {
+
+class KvCache {
+ public:
+  KvCache(int n_layer, int n_head_kv, int head_dim);
+
+  int n_layer() const { return n_layer_; }
+  int n_head_kv() const { return n_head_kv_; }
+  int head_dim() const { return head_dim_; }
+
+  int length(int layer, int head) const { return slot(layer, head).length; }
+  const float* keys(int layer, int head) const { return slot(layer, head).k.data(); }
+  const float* values(int layer, int head) const { return slot(layer, head).v.data(); }
+  float* keys(int layer, int head) { return slot(layer, head).k.data(); }
+  float* values(int layer, int head) { return slot(layer, head).v.data(); }
+
+  // Makes room for `extra` more tokens in every list (may allocate; call before a batch, not per token).
+  void reserve_extra(int extra);
+  // Appends n rows to one list; rows are head_dim floats, `stride` floats apart in src.
+  void append(int layer, int head, const float* k_src, const float* v_src, int n, int64_t stride);
+  // Keeps only the listed rows (ascending or not) of one list, in the given order, and compacts.
+  void keep_rows(int layer, int head, const std::vector<int>& rows);
+  // Returns unused capacity to the allocator.
+  void shrink_to_fit();
+  void clear();
+
+  size_t bytes_held() const;   // capacity actually allocated
+  size_t bytes_used() const;   // length * head_dim * 2 * sizeof(float), summed
+
+ private:
+  struct Slot {
+    std::vector<float> k, v;  // capacity rows * head_dim; first `length` rows valid
+    int length = 0;
+    int capacity = 0;
+  };
+  Slot& slot(int l, int h) { return slots_[static_cast<size_t>(l) * n_head_kv_ + h]; }
+  const Slot& slot(int l, int h) const { return slots_[static_cast<size_t>(l) * n_head_kv_ + h]; }
+
+  int n_layer_, n_head_kv_, head_dim_;
+  std::vector<Slot> slots_;
+};
+
+}  // namespace tappa

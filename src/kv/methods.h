@@ -1,0 +1,152 @@
+// The registry of KV-compression methods (scorer × allocator pairings with their defaults) and the
+// three calls an engine integration needs:
+//
+//   prefill, per layer l (after RoPE, once the layer's keys/values are in the cache):
+//       score_layer(method, opts, inputs_l, scores_l)         → token scores + layer preference
+//     cascading (opts.cascading, cake/tappa/tappa-head): after each layer,
+//       shares = cascade_shares(method, opts, ctx, prefs[0..l]) and re-evict layers 0..l to
+//       shares[i] with select_keep (nested top-k on the stored, gathered scores)
+//   after the last layer:
+//       budgets = plan_budgets(method, opts, ctx, prefs)      → prefill / decode budget per layer
+//       per KV head: select_keep(scores_l[kv], budgets.prefill[l] (or head budgets), W, keep)
+//       then KvCache::keep_rows(l, kv, keep)
+//   decode, per layer and KV head when opts.decode_eviction: after appending the new token,
+//       decode_keep(probs of the group, ..., budgets.decode[l], W, keep, scratch) → keep_rows.
+//
+// See docs/KV_COMPRESSION.md for every method's formulas, defaults and deviations.
+#pragma once
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kv/allocators.h"
+#include "kv/scorers.h"
+
+namespace tappa::kv {
+
+enum class ScorerKind { none, streamingllm, h2o, snapkv, cake, expected_attention, knorm, random };
+enum class AllocatorKind { none, uniform, pyramidkv, cake, tappa, tappa_head };
+
+std::string_view scorer_name(ScorerKind kind);
+std::string_view allocator_name(AllocatorKind kind);
+
+// Every knob of every method; each method reads only its own (see Method::defaults).
+struct MethodOptions {
+  int window = 32;                          // W: observation window = q-sim window = protected window
+  PoolOptions pool{Pooling::avg, 5};        // snapkv / pyramidkv / cake / tappa token-score pooling
+  bool snapkv_mean_rows = false;            // snapkv: mean (kvpress) instead of sum over the window rows
+  double gamma = 200.0;                     // cake / tappa token score: mean + γ·var
+  double alpha = std::numeric_limits<double>::infinity();  // tappa: ∞ → p = 1 − qsim
+  bool cascading = false;                   // cake / tappa: re-allocate after every layer
+  bool decode_eviction = false;             // CAKE layer-wise decode evictor
+  int n_sink = 4;                           // streamingllm sinks
+  bool streaming_keep_first = false;        // streamingllm: KVCache-Factory's "first C − W tokens"
+  int h2o_rows = 512;                       // h2o prefill variant: last rows summed
+  bool h2o_official_mask = false;           // h2o: only the W×W corner causally masked (official quirk)
+  int pyramid_beta = 20;
+  std::optional<CakeTau> tau;               // cake / finite-alpha tappa; unset → resolve_tau()
+  ExpectedAttentionOptions ea;
+  uint64_t seed = 0;                        // random
+  double min_head_frac = 0.2;               // tappa-head: each KV head keeps ≥ this × layer budget
+};
+
+struct Method {
+  std::string_view name;
+  std::string_view description;  // one line, for --help
+  ScorerKind scorer;
+  AllocatorKind allocator;
+  MethodOptions defaults;
+};
+
+// fullkv, streamingllm, h2o, snapkv, pyramidkv, cake, tappa, tappa-head, expected-attention, knorm,
+// random — in that order.
+std::span<const Method> all_methods();
+// Exact, lower-case name. Throws tappa::Error listing the valid names otherwise.
+const Method& find_method(std::string_view name);
+// "fullkv, streamingllm, …" (for messages and --help).
+std::string method_names(std::string_view sep = ", ");
+
+// "none", "avg5" / "avg:5", "max7" / "max:7" → PoolOptions; throws tappa::Error otherwise.
+PoolOptions parse_pooling(std::string_view spec);
+std::string pooling_name(const PoolOptions& pool);  // "none", "avg5", "max7"
+
+// Fills opts.tau from the official table (cake_tau(cake_tau_key(model_name), capacity)) unless it
+// was set explicitly.
+void resolve_tau(MethodOptions& opts, std::string_view model_name, int capacity);
+
+// ---------------------------------------------------------------------------------------------
+// Per-layer prefill
+// ---------------------------------------------------------------------------------------------
+
+// What the engine must hand over for one layer at prefill (N = prompt length).
+struct LayerNeeds {
+  bool any = false;             // false: nothing to score (fullkv)
+  int query_rows = 0;           // last post-RoPE prompt query rows needed in LayerInputs::queries
+  bool keys = false;            // post-RoPE keys of all N tokens
+  bool values = false;          // values of all N tokens (expected-attention)
+  bool pre_rope_queries = false;  // expected-attention: pre-RoPE queries for the statistics
+                                  // (optional: without them the post-RoPE rows are de-rotated)
+  bool accumulated_attention = false;  // h2o: optional, see LayerInputs::h2o_accumulated
+};
+LayerNeeds layer_needs(const Method& method, const MethodOptions& opts, int n_prompt);
+
+struct LayerInputs {
+  int layer = 0;
+  // Post-RoPE queries of the last n_rows prompt positions (row r at position N − n_rows + r), all H
+  // query heads; at least layer_needs().query_rows rows.
+  HeadsView queries;
+  HeadsView keys;    // post-RoPE keys, N rows per KV head (N = keys.n_rows)
+  HeadsView values;  // N rows per KV head (expected-attention only)
+  // expected-attention: queries for the statistics (pre-RoPE unless opts.ea.queries_post_rope),
+  // row 0 at absolute position stat_pos0. Empty: `queries` are used (de-rotated exactly).
+  HeadsView stat_queries;
+  int64_t stat_pos0 = 0;
+  // h2o (optional): attention received by key j summed over all causal prompt queries of query
+  // head h, at h2o_accumulated[h*h2o_stride + j]. Null: the 512-row prefill variant is computed.
+  const float* h2o_accumulated = nullptr;
+  std::ptrdiff_t h2o_stride = 0;
+  int n_head = 0;  // query heads; needed only when `queries` is empty (h2o from accumulated attention)
+  RopeSpec rope;  // expected-attention
+};
+
+struct LayerScores {
+  int n_head_kv = 0;
+  int n_prefix = 0;                      // P = N − W (0: nothing to evict)
+  std::vector<float> scores;             // [H_kv][P], higher = keep
+  double preference = 0.0;               // p_l (cake, tappa, tappa-head), else 0
+  double qsim = 0.0;                     // tappa, tappa-head: mean off-diagonal cosine of the window
+  std::vector<double> head_preference;   // tappa-head: 1 − q-sim of each KV head's query group
+  CakeStats cake;                        // cake, finite-alpha tappa
+  std::vector<float> scratch;            // reused: one group's window attention (G·W·N floats)
+
+  std::span<const float> head(int kv) const {
+    return std::span<const float>(scores).subspan(static_cast<size_t>(kv) * n_prefix, n_prefix);
+  }
+};
+
+// Computes the layer's token scores and preference (one pass; the window attention is computed one
+// KV-head group at a time into out.scratch). Throws tappa::Error if an input the method needs is
+// missing or mis-shaped.
+void score_layer(const Method& method, const MethodOptions& opts, const LayerInputs& in, LayerScores& out);
+
+// ---------------------------------------------------------------------------------------------
+// Budgets
+// ---------------------------------------------------------------------------------------------
+
+// Final per-layer budgets. prefs (one per layer, LayerScores::preference) are used by cake, tappa
+// and tappa-head only (pass {} otherwise). fullkv: compress = false, unlimited decode budget.
+LayerBudgets plan_budgets(const Method& method, const MethodOptions& opts, const BudgetContext& ctx,
+                          std::span<const double> prefs);
+// Cascading step (cake, tappa, tappa-head): shares of layers 0 … prefs_seen.size()−1.
+std::vector<int> cascade_shares(const Method& method, const MethodOptions& opts, const BudgetContext& ctx,
+                                std::span<const double> prefs_seen);
+// tappa-head: the layer budget split over its KV heads (head_budgets with
+// min_per_head = ⌊min_head_frac · layer_budget⌋, cap = P). Other methods: layer_budget for each head.
+std::vector<int> layer_head_budgets(const Method& method, const MethodOptions& opts, const LayerScores& scores,
+                                    int layer_budget);
+
+}  // namespace tappa::kv

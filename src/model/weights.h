@@ -1,0 +1,29 @@
+// Views of a model's weights inside the mapped GGUF file, per layer. Internal to the library: the
+// engine reads them, nothing outside src/ should.
+#pragma once
+#include <vector>
+
+#include "backend/cpu/matmul.h"
+
+namespace tappa {
+
+struct LayerWeights {
+  const float* attn_norm = nullptr;  // [n_embd]
+  cpu::WeightView wq, wk, wv, wo;    // wq: rows n_head*head_dim, cols n_embd
+  const float* bq = nullptr;         // biases (qwen2), else nullptr
+  const float* bk = nullptr;
+  const float* bv = nullptr;
+  const float* ffn_norm = nullptr;   // [n_embd]
+  cpu::WeightView w_gate, w_up, w_down;
+};
+
+struct ModelWeights {
+  cpu::WeightView token_embd;  // rows n_vocab, cols n_embd
+  const float* output_norm = nullptr;
+  cpu::WeightView output;      // == token_embd when tied
+  const float* rope_freqs = nullptr;  // [n_rot/2] frequency divisors, or nullptr
+  std::vector<LayerWeights> layers;
+  std::vector<std::vector<float>> owned;  // fp32 copies of small vectors not stored as F32
+};
+
+}  // namespace tappa

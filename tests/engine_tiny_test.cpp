@@ -1,0 +1,66 @@
+// The qwen2 and Llama 3 code paths on tiny random-weight GGUF files written by
+// scripts/make_tiny_models.py, against that script's independent numpy forward pass (fp64).
+//
+// Tolerances: with fp32 weights tappa computes in fp32 throughout, so the only error is fp32
+// rounding over a few hundred accumulations: relative to the largest logit it stays near 1e-6;
+// we allow 1e-4. With Q8_0/F16 weights in the file, tappa (like llama.cpp) rounds the activations
+// to 8 bits per 32-element block (relative step 1/127) or to fp16 (2^-11) before the dot products,
+// while numpy multiplies exact activations with the same dequantized weights; the logits of a
+// 2-layer model then move by about 1% of their scale, so we allow 3e-2 relative — still far below
+// the error of any structural mistake (wrong RoPE layout or frequencies, missing bias, wrong GQA
+// grouping), which changes logits by their own magnitude.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "tappa/engine.h"
+#include "test_util.h"
+
+namespace tappa {
+namespace {
+
+std::string tiny_dir() { return test::binary_dir() + "/tiny"; }
+
+void check_tiny(const std::string& name) {
+  const std::string gguf = tiny_dir() + "/" + name + ".gguf";
+  const std::string expected = tiny_dir() + "/" + name + ".expected.json";
+  if (!test::exists(gguf) || !test::exists(expected))
+    GTEST_SKIP() << gguf << " not found: the ctest fixture make_tiny_models writes it (needs .cache/venv from scripts/install_deps.sh)";
+  std::ifstream in(expected);
+  const auto j = nlohmann::json::parse(in);
+  const auto tokens = j.at("tokens").get<std::vector<int32_t>>();
+  const auto ref = j.at("logits").get<std::vector<std::vector<double>>>();
+  const auto model = Model::load(gguf);
+  bool all_f32 = true;
+  for (const auto& t : model->file().tensors())
+    if (t.shape.size() == 2 && t.type != TensorType::F32) all_f32 = false;
+
+  for (int threads : {1, 2}) {
+    Engine engine(*model, EngineOptions{threads, static_cast<int>(tokens.size()) + 4, 512});
+    const auto logits = engine.eval(tokens, true);
+    const int V = model->config().n_vocab;
+    ASSERT_EQ(ref.size(), tokens.size());
+    double max_abs_ref = 0, max_diff = 0;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      ASSERT_EQ(ref[i].size(), static_cast<size_t>(V));
+      for (int v = 0; v < V; ++v) {
+        max_abs_ref = std::max(max_abs_ref, std::fabs(ref[i][v]));
+        max_diff = std::max(max_diff, std::fabs(logits[i * V + v] - ref[i][v]));
+      }
+    }
+    const double rel = max_diff / max_abs_ref;
+    std::printf("[tiny] %-14s threads %d  max|dlogit| %.3g  (relative %.3g, %s weights)\n", name.c_str(), threads,
+                max_diff, rel, all_f32 ? "fp32" : "quantized");
+    EXPECT_LT(rel, all_f32 ? 1e-4 : 3e-2) << name;
+  }
+}
+
+TEST(EngineTiny, Qwen2MatchesNumpyReference) { check_tiny("qwen2_tiny"); }
+TEST(EngineTiny, Llama3MatchesNumpyReference) { check_tiny("llama3_tiny"); }
+TEST(EngineTiny, SmolStyleQuantizedMatchesNumpyReference) { check_tiny("smol_tiny"); }
+
+}  // namespace
+}  // namespace tappa
