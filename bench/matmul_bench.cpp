@@ -5,6 +5,7 @@
 //     weight matrix (it stays in L2/L3); "Cold" runs rotate over copies totalling >= 256 MiB so the
 //     weights come from DRAM as in a real forward pass. Compare with BM_MemRead.
 //   GEMM (m = 512, prompt processing): counter GFLOP/s = 2 * rows * cols * m per second.
+// All rates use wall-clock time (UseRealTime), so the two-thread runs are measured correctly.
 // Arguments: rows, cols, threads (and m for GEMM).
 #include <benchmark/benchmark.h>
 
@@ -125,14 +126,14 @@ void gemv_shapes(benchmark::internal::Benchmark* b) {
     b->Args({576, 576, th});
     b->Args({192, 576, th});
   }
-  b->ArgNames({"rows", "cols", "threads"});
+  b->ArgNames({"rows", "cols", "threads"})->UseRealTime();
 }
 void gemv_head(benchmark::internal::Benchmark* b) {
-  b->Args({49152, 576, 1})->Args({49152, 576, 2})->ArgNames({"rows", "cols", "threads"});
+  b->Args({49152, 576, 1})->Args({49152, 576, 2})->ArgNames({"rows", "cols", "threads"})->UseRealTime();
 }
 void gemv_k_shapes(benchmark::internal::Benchmark* b) {
   for (int th : {1, 2}) b->Args({1536, 768, th})->Args({768, 1536, th});
-  b->ArgNames({"rows", "cols", "threads"});
+  b->ArgNames({"rows", "cols", "threads"})->UseRealTime();
 }
 void gemm_shapes(benchmark::internal::Benchmark* b) {
   for (int th : {1, 2}) {
@@ -140,11 +141,11 @@ void gemm_shapes(benchmark::internal::Benchmark* b) {
     b->Args({576, 1536, th, 512});
     b->Args({576, 576, th, 512});
   }
-  b->ArgNames({"rows", "cols", "threads", "m"});
+  b->ArgNames({"rows", "cols", "threads", "m"})->UseRealTime();
 }
 void gemm_k_shapes(benchmark::internal::Benchmark* b) {
   for (int th : {1, 2}) b->Args({1536, 768, th, 512})->Args({768, 1536, th, 512});
-  b->ArgNames({"rows", "cols", "threads", "m"});
+  b->ArgNames({"rows", "cols", "threads", "m"})->UseRealTime();
 }
 
 BENCHMARK(BM_Gemv_Q4_0)->Apply(gemv_shapes);
@@ -161,10 +162,18 @@ BENCHMARK(BM_Gemv_F16)->Apply(gemv_shapes);
 BENCHMARK(BM_Gemm_Q4_0)->Apply(gemm_shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm_Q4_1)->Apply(gemm_shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm_Q8_0)->Apply(gemm_shapes)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Gemm_Q8_0)->Args({49152, 576, 2, 512})->ArgNames({"rows", "cols", "threads", "m"})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Gemm_Q8_0)
+    ->Args({49152, 576, 2, 512})
+    ->ArgNames({"rows", "cols", "threads", "m"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm_Q4_K)->Apply(gemm_k_shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm_Q6_K)->Apply(gemm_k_shapes)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Gemm_F32)->Args({576, 576, 2, 512})->ArgNames({"rows", "cols", "threads", "m"})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Gemm_F32)
+    ->Args({576, 576, 2, 512})
+    ->ArgNames({"rows", "cols", "threads", "m"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // Memory bandwidth reference: a streaming read (sum) of a 256 MiB buffer, and memcpy of 128 MiB.
 void BM_MemRead(benchmark::State& state) {
@@ -190,7 +199,7 @@ void BM_MemRead(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(n * sizeof(float)) * 1e-9,
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_MemRead)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MemRead)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // Two threads reading halves of the buffer: the bandwidth two decode threads can get together.
 void BM_MemRead2(benchmark::State& state) {
@@ -222,7 +231,7 @@ void BM_MemRead2(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(n * sizeof(float)) * 1e-9,
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_MemRead2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MemRead2)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_Memcpy(benchmark::State& state) {
   const size_t n = size_t{128} << 20;
@@ -235,6 +244,6 @@ void BM_Memcpy(benchmark::State& state) {
   state.counters["GB/s(read+write)"] =
       benchmark::Counter(2.0 * static_cast<double>(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Memcpy)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

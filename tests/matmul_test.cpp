@@ -84,12 +84,35 @@ std::vector<float> make_acts(int64_t m, int64_t cols, int64_t ldx, uint32_t seed
 }
 
 // The activations exactly as the kernels see them, and the per-element half-step bound e_k.
-void quantized_acts(TensorType wt, const float* x, int64_t cols, std::vector<float>& xq, std::vector<float>& e) {
+// The activations as the kernels see them. 32-blocks follow ggml's x86 quantize_row_q8_0/q8_1 (the
+// code llama.cpp runs here): d = fp16(amax/127), q = round-to-even(x * (127/amax)). For Q4_1,
+// s1_minus_s[b] = fp16(d_f32 * Σq) − d16 * Σq: the kernel's min term uses ggml's fp16 Q8_1 sum.
+void quantized_acts(TensorType wt, const float* x, int64_t cols, std::vector<float>& xq, std::vector<float>& e,
+                    std::vector<double>& s1_minus_s) {
   const TensorType at = is_k(wt) ? TensorType::Q8_K : TensorType::Q8_0;
-  std::vector<uint8_t> q(quant::row_bytes(at, cols));
-  quant::quantize_row(at, x, q.data(), cols);
   xq.resize(cols);
-  quant::dequantize_row(at, q.data(), xq.data(), cols);
+  if (at == TensorType::Q8_K) {
+    std::vector<uint8_t> q(quant::row_bytes(at, cols));
+    quant::quantize_row(at, x, q.data(), cols);
+    quant::dequantize_row(at, q.data(), xq.data(), cols);
+  } else {
+    s1_minus_s.assign(cols / 32, 0.0);
+    for (int64_t b = 0; b < cols / 32; ++b) {
+      float amax = 0.0f;
+      for (int k = 0; k < 32; ++k) amax = std::max(amax, std::fabs(x[32 * b + k]));
+      const float d = amax / 127.0f;
+      const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+      const float d16 = quant::fp16_to_fp32(quant::fp32_to_fp16(d));
+      int isum = 0;
+      for (int k = 0; k < 32; ++k) {
+        const int q = static_cast<int>(std::nearbyint(x[32 * b + k] * id));
+        isum += q;
+        xq[32 * b + k] = d16 * static_cast<float>(q);
+      }
+      s1_minus_s[b] = static_cast<double>(quant::fp16_to_fp32(quant::fp32_to_fp16(d * static_cast<float>(isum)))) -
+                      static_cast<double>(d16) * isum;
+    }
+  }
   const int64_t bs = is_k(wt) ? 256 : 32;
   const float factor = is_k(wt) ? 0.5f * (1 + 1e-4f) : 0.5f + 127.0f * std::ldexp(1.0f, -11) + 1e-4f;
   e.resize(cols);
@@ -111,9 +134,11 @@ void check_matmul(TensorType t, int64_t rows, int64_t cols, int64_t m, int threa
   matmul(WeightView{t, w.bytes.data(), rows, cols}, x.data(), m, ldx, y.data(), ldy, pool(threads), scratch);
 
   std::vector<float> xq, e;
+  std::vector<double> s1_minus_s;
+  const size_t w_row_bytes = quant::row_bytes(t, cols);
   for (int64_t tok = 0; tok < m; ++tok) {
     const float* xt = x.data() + tok * ldx;
-    if (!is_float_type(t)) quantized_acts(t, xt, cols, xq, e);
+    if (!is_float_type(t)) quantized_acts(t, xt, cols, xq, e, s1_minus_s);
     for (int64_t r = 0; r < rows; ++r) {
       const float* wr = w.deq.data() + r * cols;
       const float got = y[tok * ldy + r];
@@ -127,6 +152,13 @@ void check_matmul(TensorType t, int64_t rows, int64_t cols, int64_t m, int threa
           ref_q += static_cast<double>(wr[k]) * xq[k];
           sum_xq += std::fabs(xq[k]);
           act_err += std::fabs(static_cast<double>(wr[k])) * e[k];
+        }
+      }
+      if (t == TensorType::Q4_1) {  // Q4_1 block: fp16 d, fp16 m, 16 bytes of nibbles
+        for (int64_t b = 0; b < cols / 32; ++b) {
+          uint16_t mh;
+          std::memcpy(&mh, w.bytes.data() + r * w_row_bytes + b * 20 + 2, 2);
+          ref_q += static_cast<double>(quant::fp16_to_fp32(mh)) * s1_minus_s[b];
         }
       }
       if (is_float_type(t)) {

@@ -305,9 +305,9 @@ TEST(QuantDequant, Q8_KBlock) {
   for (int j = 0; j < 256; ++j) EXPECT_EQ(y[j], d * (j - 128));
 }
 
-// Golden checksums of ggml's own dequantize_row_* (libggml-base of llama.cpp b-0.3.36's vendor tree)
-// over pseudo-random blocks: 8 blocks per type, random bytes with finite fp16 scales. Pins the exact
-// expressions (operation order, no FMA) as well as the layouts.
+// Golden checksums of ggml's own dequantize_row_* (libggml-base of the llama.cpp vendored by
+// llama-cpp-python 0.3.36) over pseudo-random blocks: 8 blocks per type, random bytes with finite
+// fp16 scales. Pins the exact expressions (operation order, no FMA) as well as the layouts.
 struct Lcg {
   uint64_t s;
   uint32_t next() {

@@ -12,6 +12,7 @@
 namespace tappa {
 
 class KvCache;
+class KvPolicy;
 
 struct EngineOptions {
   int n_threads = 0;  // 0: all hardware threads
@@ -42,6 +43,8 @@ class Engine {
   const KvCache& kv_cache() const { return *kv_; }
 
   void set_observer(Observer* observer) { observer_ = observer; }
+  // KV-cache compression (src/kv/policy.h); nullptr: the cache keeps everything.
+  void set_kv_policy(KvPolicy* policy) { policy_ = policy; }
   // Layers in the list are skipped entirely (in-memory layer pruning).
   void set_skip_layers(std::vector<int> layers);
   // Replaces the RoPE angular frequency of every channel ([n_rot/2] values; empty restores the
@@ -50,7 +53,7 @@ class Engine {
 
  private:
   struct Workspace;
-  void forward_batch(const int32_t* tokens, int n, bool all_logits, float* logits_out);
+  void forward(const int32_t* tokens, int n, bool all_logits, float* logits_out);
 
   const Model& model_;
   int n_ctx_;
@@ -62,6 +65,8 @@ class Engine {
   std::vector<char> skip_;
   std::vector<float> rope_inv_freq_override_;
   Observer* observer_ = nullptr;
+  KvPolicy* policy_ = nullptr;
+  std::vector<const float*> decode_prob_ptrs_;
 };
 
 // Sampling of the next token from logits.

@@ -302,27 +302,6 @@ nlohmann::json analyze(const Model& model, const std::string& text, const Analyz
     plain_prefill_s = since(t0);
   }
 
-  // Pictures: every head's downsampled map and zoomed crop.
-  const auto t_pics = Clock::now();
-  const AttentionCapture& cap = *res.capture;
-  report::HeatmapOptions hm;
-  hm.cmap = report::Colormap::Magma;
-  hm.log_scale = true;
-  hm.log_floor = 1e-4f;
-  hm.vmin = 1e-4f;
-  hm.vmax = 1.0f;
-  const int G = cap.grid_size(), Z = cap.zoom_size();
-  hm.scale = std::max(1, 256 / G);
-  report::HeatmapOptions hz = hm;
-  hz.scale = std::max(1, 256 / std::max(1, Z));
-  for (const HeadResult& h : res.heads) {
-    report::write_heatmap_png((std::filesystem::path(out_dir) / map_name(h.layer, h.head, false)).string(),
-                              cap.grid(h.layer, h.head), G, G, hm);
-    report::write_heatmap_png((std::filesystem::path(out_dir) / map_name(h.layer, h.head, true)).string(),
-                              cap.zoom_map(h.layer, h.head), Z, Z, hz);
-  }
-  const double pics_s = since(t_pics);
-
   nlohmann::json j;
   j["tappa_version"] = "0.1.0";
   j["model"] = {{"path", model.file().path()}, {"name", c.name}, {"arch", c.arch_name}, {"n_layer", c.n_layer},
@@ -333,11 +312,11 @@ nlohmann::json analyze(const Model& model, const std::string& text, const Analyz
                 {"n_generated", o.generate}, {"generated_text", model.tokenizer().decode(res.generated)}};
   j["settings"] = {{"qsim_mode", mode_name(o.qsim.mode)}, {"last_window", std::min<int64_t>(o.last_window, T_total)},
                    {"sliding_window", std::min<int64_t>(o.sliding_window, T_total)}, {"sliding_stride", o.sliding_stride},
-                   {"rows", opt.rows}, {"topk", PatternParams{}.top_k}, {"grid", G},
+                   {"rows", opt.rows}, {"topk", PatternParams{}.top_k}, {"grid", res.capture->grid_size()},
                    {"rope_base_override", o.rope_base ? nlohmann::json(*o.rope_base) : nlohmann::json(nullptr)},
                    {"channel_swap", o.channel_swap ? nlohmann::json({o.channel_swap->first, o.channel_swap->second})
                                                    : nlohmann::json(nullptr)}};
-  j["timing"] = {{"prefill_s", res.pass_s}, {"analysis_s", res.post_s + pics_s}, {"total_s", res.pass_s + res.post_s + pics_s},
+  j["timing"] = {{"prefill_s", res.pass_s}, {"analysis_s", res.post_s}, {"total_s", res.pass_s + res.post_s},
                  {"plain_prefill_s", plain_prefill_s ? nlohmann::json(*plain_prefill_s) : nlohmann::json(nullptr)}};
   j["map_style"] = {{"colormap", "magma"}, {"log_scale", true}, {"vmin", 1e-4}, {"vmax", 1.0}, {"log_floor", 1e-4}};
   j["layers"] = layer_json(c, res.heads);
@@ -408,6 +387,38 @@ nlohmann::json analyze(const Model& model, const std::string& text, const Analyz
     pick(order[k], "high q-sim");
     pick(order[order.size() - 1 - k], "low q-sim");
   }
+
+  // Pictures: the gallery heads' downsampled maps and zoomed crops (every head's with all_maps).
+  const auto t_pics = Clock::now();
+  const AttentionCapture& cap = *res.capture;
+  report::HeatmapOptions hm;
+  hm.cmap = report::Colormap::Magma;
+  hm.log_scale = true;
+  hm.log_floor = 1e-4f;
+  hm.vmin = 1e-4f;
+  hm.vmax = 1.0f;
+  const int G = cap.grid_size(), Z = cap.zoom_size();
+  hm.scale = std::max(1, 256 / G);
+  report::HeatmapOptions hz = hm;
+  hz.scale = std::max(1, 256 / std::max(1, Z));
+  for (size_t i = 0; i < res.heads.size(); ++i) {
+    if (!o.all_maps && std::find(chosen.begin(), chosen.end(), static_cast<int>(i)) == chosen.end()) continue;
+    const HeadResult& h = res.heads[i];
+    report::write_heatmap_png((std::filesystem::path(out_dir) / map_name(h.layer, h.head, false)).string(),
+                              cap.grid(h.layer, h.head), G, G, hm);
+    report::write_heatmap_png((std::filesystem::path(out_dir) / map_name(h.layer, h.head, true)).string(),
+                              cap.zoom_map(h.layer, h.head), Z, Z, hz);
+  }
+  const double pics_s = since(t_pics);
+  if (!o.all_maps)
+    for (size_t i = 0; i < res.heads.size(); ++i)
+      if (std::find(chosen.begin(), chosen.end(), static_cast<int>(i)) == chosen.end()) {
+        j["heads"][i]["map"] = nullptr;
+        j["heads"][i]["map_zoom"] = nullptr;
+      }
+  j["timing"]["analysis_s"] = res.post_s + pics_s;
+  j["timing"]["total_s"] = res.pass_s + res.post_s + pics_s;
+
 
   // Intervention: what moved relative to the unmodified model.
   j["intervention"] = nullptr;

@@ -30,7 +30,8 @@ struct AnalyzeOptions {
   std::optional<std::pair<int, int>> channel_swap;   // intervention: channel m1 takes m2's frequency and vice versa
   int n_threads = 0;
   bool progress = true;
-  bool time_plain_prefill = false;  // also time a prefill without observer, for the overhead figure
+  bool time_plain_prefill = false;
+  bool all_maps = false;  // write every head's map PNGs, not only the gallery's  // also time a prefill without observer, for the overhead figure
 };
 
 // Runs the analysis and writes out_dir/report.json, out_dir/report.html and out_dir/maps/*.png.

@@ -15,6 +15,7 @@ AttentionCapture::AttentionCapture(const ModelConfig& c, const CaptureOptions& o
   zoom_ = static_cast<int>(std::clamp<int64_t>(o.zoom, 1, o.n_tokens));
   first_row_pos_ = o.n_tokens - options_.rows;
   q_pre_.resize(n_layer_);
+  layer_seen_.assign(n_layer_, 0);
   k_pre_.resize(n_layer_);
   for (int l = 0; l < n_layer_; ++l) {
     q_pre_[l].reserve(static_cast<size_t>(o.n_tokens) * n_head_ * head_dim_);
@@ -35,7 +36,8 @@ void AttentionCapture::on_qk(const LayerQk& qk) {
   const size_t kn = static_cast<size_t>(qk.n_tokens) * qk.n_head_kv * qk.head_dim;
   q_pre_[qk.layer].insert(q_pre_[qk.layer].end(), qk.q_pre, qk.q_pre + qn);
   k_pre_[qk.layer].insert(k_pre_[qk.layer].end(), qk.k_pre, qk.k_pre + kn);
-  if (qk.layer == 0) n_seen_ = qk.pos0 + qk.n_tokens;
+  layer_seen_[qk.layer] = qk.pos0 + qk.n_tokens;
+  n_seen_ = std::max(n_seen_, layer_seen_[qk.layer]);
 }
 
 void AttentionCapture::on_attention_row(int layer, int head, int64_t pos, const float* probs, int n) {
@@ -87,8 +89,8 @@ void AttentionCapture::make_zoom(HeadState& hs) const {
 
 void AttentionCapture::on_block(int layer, const float* in, const float* out, int n_tokens, int n_embd) {
   if (layer >= n_layer_) return;
-  // Layer 0's on_qk advanced n_seen_ to the end of this batch.
-  if (n_seen_ < options_.n_tokens) return;
+  // The layer is done once its last kept row has arrived (its on_qk reached the last position).
+  if (layer_seen_[layer] < options_.n_tokens) return;
   for (int h = 0; h < n_head_; ++h) make_zoom(head_state(layer, h));
   if (layer_done_) layer_done_(layer);
   for (int h = 0; h < n_head_; ++h) {

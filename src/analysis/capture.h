@@ -72,6 +72,7 @@ class AttentionCapture : public Observer {
   int zoom_;
   int64_t first_row_pos_;
   int64_t n_seen_ = 0;
+  std::vector<int64_t> layer_seen_;  // per layer: positions whose q/k have been delivered
   std::vector<std::vector<float>> q_pre_, k_pre_;
   std::vector<std::unique_ptr<HeadState>> heads_;
   std::function<void(int)> layer_done_;

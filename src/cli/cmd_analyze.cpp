@@ -38,7 +38,7 @@ void register_analyze(CLI::App& app, int& rc) {
         gallery = 8, threads = 0;
     double rope_base = 0;
     std::vector<int> swap;
-    bool pearson_official = false, time_prefill = false, no_progress = false;
+    bool pearson_official = false, time_prefill = false, no_progress = false, all_maps = false;
   };
   auto o = std::make_shared<Opts>();
   add_model_option(*cmd, o->model);
@@ -67,6 +67,7 @@ void register_analyze(CLI::App& app, int& rc) {
   cmd->add_option("-t,--threads", o->threads, "CPU threads (0: all)")->capture_default_str()->check(CLI::Range(0, 1024));
   cmd->add_flag("--time-prefill", o->time_prefill, "Also time a plain prefill of the same tokens (analysis overhead)");
   cmd->add_flag("--no-progress", o->no_progress, "No progress bar");
+  cmd->add_flag("--all-maps", o->all_maps, "Write every head's attention-map PNGs to maps/, not only the gallery's");
   cmd->callback([o, &rc] {
     const std::string text = o->prompt.empty() ? read_file(o->file) : o->prompt;
     const auto model = Model::load(o->model);
@@ -87,6 +88,7 @@ void register_analyze(CLI::App& app, int& rc) {
     ao.n_threads = o->threads;
     ao.progress = !o->no_progress;
     ao.time_plain_prefill = o->time_prefill;
+    ao.all_maps = o->all_maps;
     const auto j = analysis::analyze(*model, text, ao, o->out);
 
     std::printf("analysed %lld tokens of %s with %s\n", static_cast<long long>(j["input"]["n_tokens"].get<int64_t>()),

@@ -2,8 +2,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 
 #include "cli/common.h"
+#include "kv/compressor.h"
 #include "kv/kv_cache.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
@@ -16,13 +18,65 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
+// KV-compression flags, shared with `tappa compress` (cmd_compress.cpp declares these two).
+std::string kv_methods_help() {
+  std::string s = "KV-cache compression methods (--kv):\n";
+  for (const kv::Method& m : kv::all_methods()) {
+    std::string name(m.name);
+    name.resize(std::max<size_t>(name.size(), 19), ' ');
+    s += "  " + name + " " + std::string(m.description) + "\n";
+  }
+  s += "Budget: --budget C = tokens kept per layer on average, the window W included (the papers' unit);\n"
+       "--ratio R = fraction of the prompt removed (kvpress's unit). C >= prompt length evicts nothing.\n";
+  return s;
+}
+
+void add_kv_flags(CLI::App& cmd, kv::CompressorFlags& f) {
+  cmd.add_option("--kv", f.method, "KV-cache compression method (see the list below)")->capture_default_str();
+  cmd.add_option_function<int>("--budget", [&f](const int& v) { f.budget = v; },
+                               "KV budget: tokens kept per layer on average, window included");
+  cmd.add_option_function<double>("--ratio", [&f](const double& v) { f.ratio = v; },
+                                  "KV budget as a compression ratio: fraction of the prompt removed, in [0, 1)");
+  cmd.add_option_function<int>("--kv-window", [&f](const int& v) { f.window = v; },
+                               "Observation / protected window W (default 32)");
+  cmd.add_option_function<std::string>("--alpha", [&f](const std::string& v) { f.alpha = v; },
+                                       "tappa: 'inf' (preference 1 - q-sim, default) or a number a (CAKE + a*(1 - q-sim))");
+  cmd.add_option_function<double>("--gamma", [&f](const double& v) { f.gamma = v; },
+                                  "cake/tappa token score mean + gamma*variance (default 200)");
+  cmd.add_option_function<std::string>("--pool", [&f](const std::string& v) { f.pool = v; },
+                                       "Token-score pooling: none, avgK or maxK (default avg5; TAPPA's harness: max7)");
+  cmd.add_flag_function("--cascading,!--no-cascading", [&f](int64_t n) { f.cascading = n > 0; },
+                        "cake/tappa/tappa-head: re-allocate after every layer during prefill (default on)");
+  cmd.add_flag_function("--decode-evict,!--no-decode-evict", [&f](int64_t n) { f.decode_evict = n > 0; },
+                        "Evict while decoding (CAKE's rule: keep b_l + W per layer; default on for cake/tappa/tappa-head)");
+  cmd.add_option_function<int>("--n-sink", [&f](const int& v) { f.n_sink = v; },
+                               "streamingllm / expected-attention: attention sinks kept (default 4)");
+  cmd.add_flag("--streaming-first", f.streaming_keep_first,
+               "streamingllm: keep the first C - W tokens (KVCache-Factory's baseline) instead of sinks + recent");
+  cmd.add_option_function<int>("--h2o-rows", [&f](const int& v) { f.h2o_rows = v; },
+                               "h2o: last prompt queries whose attention is summed (default 512)");
+  cmd.add_flag("--h2o-official-mask", f.h2o_official_mask, "h2o: mask only the W x W corner (the official code's quirk)");
+  cmd.add_option_function<int>("--pyramid-beta", [&f](const int& v) { f.pyramid_beta = v; },
+                               "pyramidkv: beta of the budget schedule (default 20)");
+  cmd.add_option_function<std::string>("--tau", [&f](const std::string& v) { f.tau = v; },
+                                       "cake: preference exponents tau1,tau2 (default: the official table, else 1,1)");
+  cmd.add_option_function<uint64_t>("--kv-seed", [&f](const uint64_t& v) { f.seed = v; }, "random: seed (default 0)");
+  cmd.add_option_function<double>("--min-head-frac", [&f](const double& v) { f.min_head_frac = v; },
+                                  "tappa-head: each KV head keeps at least this fraction of the layer budget (default 0.2)");
+  cmd.add_flag("--snapkv-mean", f.snapkv_mean, "snapkv/pyramidkv: mean over the window rows (kvpress) instead of the sum");
+  cmd.add_option_function<int>("--ea-stat-rows", [&f](const int& v) { f.ea_stat_rows = v; },
+                               "expected-attention: last prompt queries used for the statistics (0: all, as kvpress)");
+}
+
 void register_run(CLI::App& app, int& rc) {
   auto* cmd = app.add_subcommand("run", "Generate text from a prompt (greedy by default; --temp for sampling)");
   cmd->footer(
       "Examples:\n"
       "  tappa run -p \"Once upon a time\" -n 64\n"
       "  tappa run -f article.txt -n 0            # prefill only, print timing\n"
-      "  tappa run --chat -p \"What is RoPE?\" --temp 0.7 --seed 1");
+      "  tappa run --chat -p \"What is RoPE?\" --temp 0.7 --seed 1\n"
+      "  tappa run -f essay.txt -c 8192 -n 64 --kv tappa --budget 256   # compressed KV cache\n\n" +
+      kv_methods_help());
   struct Opts {
     std::string model, prompt, file, system;
     int n_predict = 128;
@@ -38,6 +92,7 @@ void register_run(CLI::App& app, int& rc) {
     bool parse_special = false;
     bool quiet = false;
     bool ignore_eos = false;
+    kv::CompressorFlags kv;
   };
   auto o = std::make_shared<Opts>();
   add_model_option(*cmd, o->model);
@@ -60,7 +115,9 @@ void register_run(CLI::App& app, int& rc) {
   cmd->add_flag("--parse-special", o->parse_special, "Turn special-token text such as <|im_end|> into those tokens");
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-generation tokens");
   cmd->add_flag("-q,--quiet", o->quiet, "Print only the generated text (no prompt echo, no timing)");
+  add_kv_flags(*cmd, o->kv);
   cmd->callback([o, &rc] {
+    const kv::CompressorOptions kv_opts = kv::make_compressor_options(o->kv);
     std::string text = read_prompt(o->prompt, o->file);
     const auto model = Model::load(o->model);
     const Tokenizer& tok = model->tokenizer();
@@ -88,6 +145,13 @@ void register_run(CLI::App& app, int& rc) {
       std::fprintf(stderr, "tappa: warning: context %d is longer than the model was trained on (%d)\n", engine.n_ctx(),
                    model->config().n_ctx_train);
 
+    std::unique_ptr<kv::KvCompressor> compressor;
+    if (kv_opts.method != "fullkv") {
+      compressor = std::make_unique<kv::KvCompressor>(*model, kv_opts);
+      compressor->check(static_cast<int>(tokens.size()));
+      engine.set_kv_policy(compressor.get());
+    }
+
     if (!o->quiet) {
       std::fputs(text.c_str(), stdout);
       std::fflush(stdout);
@@ -95,6 +159,17 @@ void register_run(CLI::App& app, int& rc) {
     const auto t0 = std::chrono::steady_clock::now();
     std::span<const float> logits = engine.eval(tokens);
     const double t_prompt = seconds_since(t0);
+    if (compressor) {
+      const kv::CompressionRecord& r = compressor->record();
+      const double mib = 1048576.0;
+      std::fprintf(stderr,
+                   "[kv %s: budget %d tokens/layer (ratio %.3f) over %d prompt tokens%s | KV bytes held before %.2f MiB, "
+                   "after %.2f MiB (x%.4f; budget's memory %.2f MiB) | compression %.1f ms = %.2f%% of the prefill]\n",
+                   r.method.c_str(), r.capacity, r.ratio, r.n_prompt, r.compressed ? "" : ", nothing evicted",
+                   r.bytes_held_before / mib, r.bytes_held_after / mib,
+                   r.bytes_held_before ? static_cast<double>(r.bytes_held_after) / r.bytes_held_before : 1.0,
+                   r.bytes_expected / mib, r.t_total() * 1e3, t_prompt > 0 ? 100.0 * r.t_total() / t_prompt : 0.0);
+    }
 
     Sampler sampler(SamplingParams{o->temp, o->top_k, o->top_p, o->seed});
     const auto t1 = std::chrono::steady_clock::now();
@@ -119,6 +194,10 @@ void register_run(CLI::App& app, int& rc) {
                            "threads %d | kv cache %.1f MiB]\n",
                    tokens.size(), t_prompt, tokens.size() / t_prompt, generated, t_gen,
                    generated > 0 ? generated / t_gen : 0.0, engine.n_threads(), engine.kv_cache().bytes_held() / 1048576.0);
+      if (compressor && compressor->record().decode_steps > 0)
+        std::fprintf(stderr, "[kv decode eviction: %lld steps, %lld rows evicted, %.1f ms]\n",
+                     static_cast<long long>(compressor->record().decode_steps),
+                     static_cast<long long>(compressor->record().decode_evicted), compressor->record().t_decode * 1e3);
     }
     rc = 0;
   });

@@ -23,5 +23,6 @@ void register_run(CLI::App& app, int& rc);
 void register_tokenize(CLI::App& app, int& rc);
 void register_bench(CLI::App& app, int& rc);
 void register_analyze(CLI::App& app, int& rc);
+void register_compress(CLI::App& app, int& rc);
 
 }  // namespace tappa::cli

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   tappa::cli::register_tokenize(app, rc);
   tappa::cli::register_bench(app, rc);
   tappa::cli::register_analyze(app, rc);
+  tappa::cli::register_compress(app, rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

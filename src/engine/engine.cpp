@@ -8,6 +8,7 @@
 #include "tappa/engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -17,6 +18,7 @@
 #include "backend/cpu/thread_pool.h"
 #include "backend/cpu/vec.h"
 #include "kv/kv_cache.h"
+#include "kv/policy.h"
 #include "model/weights.h"
 #include "quant/quant.h"
 #include "tappa/error.h"
@@ -27,16 +29,24 @@ struct Engine::Workspace {
   explicit Workspace(int n_threads) : pool(n_threads) {}
   cpu::ThreadPool pool;
   cpu::Scratch scratch;
-  int capacity = 0;  // tokens the per-token buffers hold
-  std::vector<float> x, xn, q, k, v, attn, gate, up, q_pre, k_pre, block_in;
-  std::vector<float> cos_sin;               // [capacity][n_rot]
+  // Whole-call buffers: the residual stream and RoPE angles of every token of an eval call.
+  std::vector<float> x, cos_sin;
+  // Per-chunk buffers (n_batch tokens).
+  int chunk_capacity = 0;
+  std::vector<float> xn, q, k, v, attn, gate, up, q_pre, k_pre, block_in;
+  // Query rows kept for a KV policy: the last `tail_rows` tokens of the call, post- and pre-RoPE.
+  std::vector<float> q_tail, q_pre_tail;
   std::vector<std::vector<float>> scores;   // per thread, [n_ctx]
-  std::vector<int> kv_len0;                 // per KV head: cache length before this batch
+  std::vector<float> decode_probs;          // [n_head][n_ctx] for a policy's decode hook
+  std::vector<int> kv_len0;                 // per KV head: cache length before this call
 
-  void ensure(const ModelConfig& c, int n, bool observe) {
-    if (n > capacity) {
-      const size_t N = static_cast<size_t>(n);
-      x.resize(N * c.n_embd);
+  void ensure(const ModelConfig& c, int n_tokens, int chunk, bool observe) {
+    if (x.size() < static_cast<size_t>(n_tokens) * c.n_embd) {
+      x.resize(static_cast<size_t>(n_tokens) * c.n_embd);
+      cos_sin.resize(static_cast<size_t>(n_tokens) * c.n_rot);
+    }
+    if (chunk > chunk_capacity) {
+      const size_t N = static_cast<size_t>(chunk);
       xn.resize(N * c.n_embd);
       q.resize(N * c.n_head * c.head_dim);
       k.resize(N * c.n_head_kv * c.head_dim);
@@ -44,13 +54,13 @@ struct Engine::Workspace {
       attn.resize(N * c.n_head * c.head_dim);
       gate.resize(N * c.n_ff);
       up.resize(N * c.n_ff);
-      cos_sin.resize(N * c.n_rot);
-      capacity = n;
+      chunk_capacity = chunk;
+      q_pre.clear();  // re-sized below if observing
     }
     if (observe && q_pre.size() < q.size()) {
       q_pre.resize(q.size());
       k_pre.resize(k.size());
-      block_in.resize(x.size());
+      block_in.resize(xn.size());
     }
   }
 };
@@ -105,22 +115,21 @@ std::span<const float> Engine::eval(std::span<const int32_t> tokens, bool all_lo
       throw Error("token id " + std::to_string(t) + " is out of range [0, " + std::to_string(c.n_vocab) + ")");
 
   logits_.resize(static_cast<size_t>(all_logits ? n : 1) * c.n_vocab);
-  for (int64_t b = 0; b < n; b += n_batch_) {
-    const int nb = static_cast<int>(std::min<int64_t>(n_batch_, n - b));
-    const bool last = b + nb == n;
-    float* out = all_logits ? logits_.data() + static_cast<size_t>(b) * c.n_vocab : (last ? logits_.data() : nullptr);
-    forward_batch(tokens.data() + b, nb, all_logits, out);
-  }
+  forward(tokens.data(), static_cast<int>(n), all_logits, logits_.data());
   return {logits_.data(), logits_.size()};
 }
 
-void Engine::forward_batch(const int32_t* tokens, int n, bool all_logits, float* logits_out) {
+// Runs all n tokens through the model layer by layer: every chunk of n_batch tokens passes layer l
+// before any passes layer l + 1. The result is the same as token-chunk order (causal attention
+// only looks back), but a KV policy can compress layer l as soon as it holds the whole prompt.
+void Engine::forward(const int32_t* tokens, int n, bool all_logits, float* logits_out) {
   const ModelConfig& c = model_.config();
   const ModelWeights& w = model_.weights();
   Workspace& ws = *ws_;
   cpu::ThreadPool& pool = ws.pool;
   const bool observe = observer_ != nullptr;
-  ws.ensure(c, n, observe);
+  const int chunk = std::min(n, n_batch_);
+  ws.ensure(c, n, chunk, observe);
   kv_->reserve_extra(n);
   for (auto& s : ws.scores)
     if (s.size() < static_cast<size_t>(n_ctx_)) s.resize(n_ctx_);
@@ -129,6 +138,17 @@ void Engine::forward_batch(const int32_t* tokens, int n, bool all_logits, float*
   float* x = ws.x.data();
   float* xn = ws.xn.data();
 
+  // KV policy: the last query rows of a prefill, and the decode-time attention.
+  const bool prefill_policy = policy_ != nullptr && n >= 2;
+  const int tail_rows = prefill_policy ? std::min(n, policy_->prefill_query_rows()) : 0;
+  if (tail_rows > 0) {
+    ws.q_tail.resize(static_cast<size_t>(tail_rows) * QD);
+    ws.q_pre_tail.resize(static_cast<size_t>(tail_rows) * QD);
+  }
+  const bool decode_hook = policy_ != nullptr && n == 1 && policy_->wants_decode_attention();
+  if (decode_hook && ws.decode_probs.size() < static_cast<size_t>(c.n_head) * n_ctx_)
+    ws.decode_probs.resize(static_cast<size_t>(c.n_head) * n_ctx_);
+
   // Embeddings: dequantize the token rows.
   const size_t embd_row = quant::row_bytes(w.token_embd.type, E);
   pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
@@ -136,109 +156,141 @@ void Engine::forward_batch(const int32_t* tokens, int n, bool all_logits, float*
       quant::dequantize_row(w.token_embd.type, w.token_embd.data + embd_row * tokens[i], x + i * E, E);
   });
 
-  // RoPE angles depend only on the position: compute once per batch, shared by all layers.
+  // RoPE angles depend only on the position: computed once per call, shared by all layers.
   cpu::RopeParams rope{c.n_rot, HD, c.rope_base, c.rope_freq_scale, w.rope_freqs, c.rope_layout == RopeLayout::Neox,
                        rope_inv_freq_override_.empty() ? nullptr : rope_inv_freq_override_.data()};
   for (int i = 0; i < n; ++i) cpu::rope_angles(rope, n_past_ + i, ws.cos_sin.data() + static_cast<size_t>(i) * c.n_rot);
 
   const float kq_scale = 1.0f / std::sqrt(static_cast<float>(HD));
   const int group = c.n_group();
+  ws.kv_len0.resize(c.n_head_kv);
 
   for (int l = 0; l < c.n_layer; ++l) {
     if (skip_[l]) continue;
     const LayerWeights& L = w.layers[l];
     const bool obs_layer = observe && observer_->wants_layer(l);
-    if (obs_layer) std::memcpy(ws.block_in.data(), x, sizeof(float) * n * E);
+    for (int h = 0; h < c.n_head_kv; ++h) ws.kv_len0[h] = kv_->length(l, h);
 
-    // --- attention ---
-    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) cpu::rms_norm_row(x + i * E, L.attn_norm, xn + i * E, E, c.rms_eps);
-    });
-    cpu::matmul(L.wq, xn, n, E, ws.q.data(), QD, pool, ws.scratch);
-    cpu::matmul(L.wk, xn, n, E, ws.k.data(), KD, pool, ws.scratch);
-    cpu::matmul(L.wv, xn, n, E, ws.v.data(), KD, pool, ws.scratch);
-    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        float* qi = ws.q.data() + i * QD;
-        float* ki = ws.k.data() + i * KD;
-        float* vi = ws.v.data() + i * KD;
-        if (L.bq) for (int j = 0; j < QD; ++j) qi[j] += L.bq[j];
-        if (L.bk) for (int j = 0; j < KD; ++j) ki[j] += L.bk[j];
-        if (L.bv) for (int j = 0; j < KD; ++j) vi[j] += L.bv[j];
-        if (obs_layer) {
-          std::memcpy(ws.q_pre.data() + i * QD, qi, sizeof(float) * QD);
-          std::memcpy(ws.k_pre.data() + i * KD, ki, sizeof(float) * KD);
+    for (int b = 0; b < n; b += chunk) {
+      const int nb = std::min(chunk, n - b);
+      float* xc = x + static_cast<int64_t>(b) * E;
+      if (obs_layer) std::memcpy(ws.block_in.data(), xc, sizeof(float) * nb * E);
+
+      // --- attention ---
+      pool.parallel_for(nb, 1, [&](int64_t bb, int64_t e) {
+        for (int64_t i = bb; i < e; ++i) cpu::rms_norm_row(xc + i * E, L.attn_norm, xn + i * E, E, c.rms_eps);
+      });
+      cpu::matmul(L.wq, xn, nb, E, ws.q.data(), QD, pool, ws.scratch);
+      cpu::matmul(L.wk, xn, nb, E, ws.k.data(), KD, pool, ws.scratch);
+      cpu::matmul(L.wv, xn, nb, E, ws.v.data(), KD, pool, ws.scratch);
+      pool.parallel_for(nb, 1, [&](int64_t bb, int64_t e) {
+        for (int64_t i = bb; i < e; ++i) {
+          float* qi = ws.q.data() + i * QD;
+          float* ki = ws.k.data() + i * KD;
+          float* vi = ws.v.data() + i * KD;
+          if (L.bq) for (int j = 0; j < QD; ++j) qi[j] += L.bq[j];
+          if (L.bk) for (int j = 0; j < KD; ++j) ki[j] += L.bk[j];
+          if (L.bv) for (int j = 0; j < KD; ++j) vi[j] += L.bv[j];
+          if (obs_layer) {
+            std::memcpy(ws.q_pre.data() + i * QD, qi, sizeof(float) * QD);
+            std::memcpy(ws.k_pre.data() + i * KD, ki, sizeof(float) * KD);
+          }
+          const int64_t gi = b + i;  // index in the call
+          if (gi >= n - tail_rows)
+            std::memcpy(ws.q_pre_tail.data() + (gi - (n - tail_rows)) * QD, qi, sizeof(float) * QD);
+          const float* cs = ws.cos_sin.data() + gi * c.n_rot;
+          cpu::rope_apply(rope, cs, qi, c.n_head);
+          cpu::rope_apply(rope, cs, ki, c.n_head_kv);
+          if (gi >= n - tail_rows)
+            std::memcpy(ws.q_tail.data() + (gi - (n - tail_rows)) * QD, qi, sizeof(float) * QD);
         }
-        const float* cs = ws.cos_sin.data() + i * c.n_rot;
-        cpu::rope_apply(rope, cs, qi, c.n_head);
-        cpu::rope_apply(rope, cs, ki, c.n_head_kv);
+      });
+      if (obs_layer) {
+        LayerQk qk{l, n_past_ + b, nb, c.n_head, c.n_head_kv, HD, ws.q_pre.data(), ws.k_pre.data(), ws.q.data(), ws.k.data()};
+        observer_->on_qk(qk);
       }
-    });
-    if (obs_layer) {
-      LayerQk qk{l, n_past_, n, c.n_head, c.n_head_kv, HD, ws.q_pre.data(), ws.k_pre.data(), ws.q.data(), ws.k.data()};
-      observer_->on_qk(qk);
-    }
+      for (int h = 0; h < c.n_head_kv; ++h) kv_->append(l, h, ws.k.data() + h * HD, ws.v.data() + h * HD, nb, KD);
 
-    ws.kv_len0.resize(c.n_head_kv);
-    for (int h = 0; h < c.n_head_kv; ++h) {
-      ws.kv_len0[h] = kv_->length(l, h);
-      kv_->append(l, h, ws.k.data() + h * HD, ws.v.data() + h * HD, n, KD);
-    }
-
-    // Each (token, head) pair attends to its KV head's cached rows up to and including itself.
-    pool.run([&](int t) {
-      float* scores = ws.scores[t].data();
-      const int64_t tasks = static_cast<int64_t>(n) * c.n_head;
-      const int threads = pool.size();
-      for (int64_t task = tasks * t / threads; task < tasks * (t + 1) / threads; ++task) {
-        const int i = static_cast<int>(task / c.n_head), h = static_cast<int>(task % c.n_head);
-        const int kvh = h / group;
-        const int n_vis = ws.kv_len0[kvh] + i + 1;
-        const float* qv = ws.q.data() + static_cast<int64_t>(i) * QD + h * HD;
-        const float* K = kv_->keys(l, kvh);
-        const float* V = kv_->values(l, kvh);
-        for (int j = 0; j < n_vis; ++j) scores[j] = cpu::dot_f32(qv, K + static_cast<int64_t>(j) * HD, HD) * kq_scale;
-        cpu::softmax(scores, n_vis);
-        if (obs_layer && observer_->wants_attention_row(l, h, n_past_ + i))
-          observer_->on_attention_row(l, h, n_past_ + i, scores, n_vis);
-        float* out = ws.attn.data() + static_cast<int64_t>(i) * QD + h * HD;
-        std::fill(out, out + HD, 0.0f);
-        for (int j = 0; j < n_vis; ++j) cpu::axpy_f32(scores[j], V + static_cast<int64_t>(j) * HD, out, HD);
+      // Each (token, head) pair attends to its KV head's cached rows up to and including itself.
+      // Costs grow with the token's position, so threads take small chunks from a shared counter
+      // instead of fixed halves (a fixed split leaves the thread with the short rows idle).
+      std::atomic<int64_t> next_task{0};
+      const int64_t tasks = static_cast<int64_t>(nb) * c.n_head;
+      const int64_t grab = std::max<int64_t>(1, tasks / (16 * pool.size()));
+      pool.run([&](int t) {
+        float* scores = ws.scores[t].data();
+        for (;;) {
+          const int64_t begin = next_task.fetch_add(grab, std::memory_order_relaxed);
+          if (begin >= tasks) break;
+          const int64_t end = std::min(tasks, begin + grab);
+          for (int64_t task = begin; task < end; ++task) {
+            const int i = static_cast<int>(task / c.n_head), h = static_cast<int>(task % c.n_head);
+            const int kvh = h / group;
+            const int n_vis = ws.kv_len0[kvh] + b + i + 1;
+            const float* qv = ws.q.data() + static_cast<int64_t>(i) * QD + h * HD;
+            const float* K = kv_->keys(l, kvh);
+            const float* V = kv_->values(l, kvh);
+            for (int j = 0; j < n_vis; ++j) scores[j] = cpu::dot_f32(qv, K + static_cast<int64_t>(j) * HD, HD) * kq_scale;
+            cpu::softmax(scores, n_vis);
+            const int64_t pos = n_past_ + b + i;
+            if (obs_layer && observer_->wants_attention_row(l, h, pos)) observer_->on_attention_row(l, h, pos, scores, n_vis);
+            if (decode_hook) std::memcpy(ws.decode_probs.data() + static_cast<size_t>(h) * n_ctx_, scores, sizeof(float) * n_vis);
+            float* out = ws.attn.data() + static_cast<int64_t>(i) * QD + h * HD;
+            std::fill(out, out + HD, 0.0f);
+            for (int j = 0; j < n_vis; ++j) cpu::axpy_f32(scores[j], V + static_cast<int64_t>(j) * HD, out, HD);
+          }
+        }
+      });
+      if (decode_hook) {
+        std::vector<const float*>& probs = decode_prob_ptrs_;
+        probs.resize(c.n_head);
+        for (int h = 0; h < c.n_head; ++h) probs[h] = ws.decode_probs.data() + static_cast<size_t>(h) * n_ctx_;
+        policy_->on_decode_layer(l, probs, *kv_);
       }
-    });
-    cpu::matmul(L.wo, ws.attn.data(), n, QD, xn, E, pool, ws.scratch);
-    pool.parallel_for(static_cast<int64_t>(n) * E, 1024, [&](int64_t b, int64_t e) {
-      for (int64_t j = b; j < e; ++j) x[j] += xn[j];
-    });
+      cpu::matmul(L.wo, ws.attn.data(), nb, QD, xn, E, pool, ws.scratch);
+      pool.parallel_for(static_cast<int64_t>(nb) * E, 1024, [&](int64_t bb, int64_t e) {
+        for (int64_t j = bb; j < e; ++j) xc[j] += xn[j];
+      });
 
-    // --- feed-forward ---
-    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) cpu::rms_norm_row(x + i * E, L.ffn_norm, xn + i * E, E, c.rms_eps);
-    });
-    cpu::matmul(L.w_gate, xn, n, E, ws.gate.data(), c.n_ff, pool, ws.scratch);
-    cpu::matmul(L.w_up, xn, n, E, ws.up.data(), c.n_ff, pool, ws.scratch);
-    pool.parallel_for(static_cast<int64_t>(n) * c.n_ff, 1024, [&](int64_t b, int64_t e) {
-      cpu::silu_mul(ws.gate.data() + b, ws.up.data() + b, ws.gate.data() + b, e - b);
-    });
-    cpu::matmul(L.w_down, ws.gate.data(), n, c.n_ff, xn, E, pool, ws.scratch);
-    pool.parallel_for(static_cast<int64_t>(n) * E, 1024, [&](int64_t b, int64_t e) {
-      for (int64_t j = b; j < e; ++j) x[j] += xn[j];
-    });
-    if (obs_layer) observer_->on_block(l, ws.block_in.data(), x, n, E);
+      // --- feed-forward ---
+      pool.parallel_for(nb, 1, [&](int64_t bb, int64_t e) {
+        for (int64_t i = bb; i < e; ++i) cpu::rms_norm_row(xc + i * E, L.ffn_norm, xn + i * E, E, c.rms_eps);
+      });
+      cpu::matmul(L.w_gate, xn, nb, E, ws.gate.data(), c.n_ff, pool, ws.scratch);
+      cpu::matmul(L.w_up, xn, nb, E, ws.up.data(), c.n_ff, pool, ws.scratch);
+      pool.parallel_for(static_cast<int64_t>(nb) * c.n_ff, 1024, [&](int64_t bb, int64_t e) {
+        cpu::silu_mul(ws.gate.data() + bb, ws.up.data() + bb, ws.gate.data() + bb, e - bb);
+      });
+      cpu::matmul(L.w_down, ws.gate.data(), nb, c.n_ff, xn, E, pool, ws.scratch);
+      pool.parallel_for(static_cast<int64_t>(nb) * E, 1024, [&](int64_t bb, int64_t e) {
+        for (int64_t j = bb; j < e; ++j) xc[j] += xn[j];
+      });
+      if (obs_layer) observer_->on_block(l, ws.block_in.data(), xc, nb, E);
+    }
+    if (prefill_policy) {
+      PrefillLayerView view{l, n_past_, n, tail_rows, c.n_head, c.n_head_kv, HD, ws.q_tail.data(), ws.q_pre_tail.data()};
+      policy_->on_prefill_layer(view, *kv_);
+    }
   }
+  if (prefill_policy) policy_->on_prefill_done(*kv_);
   n_past_ += n;
 
-  // Final norm and output head, for every token or only the last.
+  // Final norm and output head, for every token or only the last, chunk by chunk.
   const bool obs_final = observe && observer_->wants_layer(c.n_layer);
-  const int first = all_logits ? 0 : n - 1;
-  const int n_out = n - first;
-  const int first_norm = obs_final ? 0 : first;
-  pool.parallel_for(n - first_norm, 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i)
-      cpu::rms_norm_row(x + (first_norm + i) * E, w.output_norm, xn + (first_norm + i) * E, E, c.rms_eps);
-  });
-  if (obs_final) observer_->on_block(c.n_layer, x, xn, n, E);
-  if (logits_out) cpu::matmul(w.output, xn + static_cast<int64_t>(first) * E, n_out, E, logits_out, c.n_vocab, pool, ws.scratch);
+  const int first = (all_logits || obs_final) ? 0 : n - 1;
+  for (int b = first; b < n; b += chunk) {
+    const int nb = std::min(chunk, n - b);
+    float* xc = x + static_cast<int64_t>(b) * E;
+    pool.parallel_for(nb, 1, [&](int64_t bb, int64_t e) {
+      for (int64_t i = bb; i < e; ++i) cpu::rms_norm_row(xc + i * E, w.output_norm, xn + i * E, E, c.rms_eps);
+    });
+    if (obs_final) observer_->on_block(c.n_layer, xc, xn, nb, E);
+    if (all_logits) {
+      cpu::matmul(w.output, xn, nb, E, logits_out + static_cast<size_t>(b) * c.n_vocab, c.n_vocab, pool, ws.scratch);
+    } else if (b + nb == n) {
+      cpu::matmul(w.output, xn + static_cast<int64_t>(nb - 1) * E, 1, E, logits_out, c.n_vocab, pool, ws.scratch);
+    }
+  }
 }
 
 }  // namespace tappa

@@ -26,7 +26,7 @@ void Progress::update(int64_t done) {
     }
   } else {
     const int decile = static_cast<int>(10 * done_ / total_);
-    if (decile != last_decile_) {
+    if (decile != last_decile_ && decile < 10) {  // 100% is printed once, by finish()
       last_decile_ = decile;
       draw(false);
     }

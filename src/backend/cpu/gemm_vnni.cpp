@@ -331,7 +331,7 @@ void gemm_quantize_token(TensorType t, const float* x_t, int64_t cols, int64_t t
     int32_t* c0 = reinterpret_cast<int32_t*>(s + group);
     int32_t* c1 = c0 + group;
     d[ti] = a.d[b];
-    s[ti] = a.s[b];
+    s[ti] = t == TensorType::Q4_1 ? a.s1[b] : a.s[b];  // Q4_1: ggml's fp16 Q8_1 sum
     if (t == TensorType::Q6_K) {
       c0[ti] = -32 * a.bsum[2 * b];
       c1[ti] = -32 * a.bsum[2 * b + 1];

@@ -25,6 +25,7 @@ struct Out {
   float* s;
   int32_t* isum;
   int16_t* bsum;
+  float* s1;
 };
 
 Out out_of(uint8_t* rec, int64_t cols) {
@@ -35,6 +36,7 @@ Out out_of(uint8_t* rec, int64_t cols) {
   o.s = o.d + nb;
   o.isum = reinterpret_cast<int32_t*>(o.s + nb);
   o.bsum = reinterpret_cast<int16_t*>(o.isum + nb);
+  o.s1 = reinterpret_cast<float*>(o.bsum + cols / 16);
   return o;
 }
 
@@ -84,7 +86,8 @@ struct MaxPs {
 
 // Stores the 32 group sums of 16 blocks (even[i], odd[i] = first and second half of block i) as int16
 // bsum[0..32), the block sums isum[0..16) and s = d * isum.
-inline void store_sums16(__m512i even, __m512i odd, __m512 d, int16_t* bsum, int32_t* isum, float* s) {
+inline void store_sums16(__m512i even, __m512i odd, __m512 d, __m512 d_f32, int16_t* bsum, int32_t* isum, float* s,
+                         float* s1) {
   const __m512i lo = _mm512_permutex2var_epi32(even, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), odd);
   const __m512i hi = _mm512_permutex2var_epi32(even, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), odd);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(bsum), _mm512_cvtepi32_epi16(lo));
@@ -92,6 +95,8 @@ inline void store_sums16(__m512i even, __m512i odd, __m512 d, int16_t* bsum, int
   const __m512i tot = _mm512_add_epi32(even, odd);
   _mm512_storeu_si512(isum, tot);
   _mm512_storeu_ps(s, _mm512_mul_ps(d, _mm512_cvtepi32_ps(tot)));
+  const __m512 s81 = _mm512_mul_ps(d_f32, _mm512_cvtepi32_ps(tot));
+  _mm512_storeu_ps(s1, _mm512_cvtph_ps(_mm512_cvtps_ph(s81, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
 }
 
 void quantize_b32(const float* x, int64_t cols, const Out& o) {
@@ -108,7 +113,8 @@ void quantize_b32(const float* x, int64_t cols, const Out& o) {
     }
     const __m512 amax = reduce16x16(am, MaxPs{});
     const __m512 d = _mm512_div_ps(amax, _mm512_set1_ps(127.0f));
-    const __m512 id = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_OQ), _mm512_set1_ps(1.0f), d);
+    // ggml: id = 127 / amax (not 1 / d: the two differ in the last bit and flip some roundings).
+    const __m512 id = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_NEQ_OQ), _mm512_set1_ps(127.0f), amax);
     const __m512 d16 = _mm512_cvtph_ps(_mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     alignas(64) float ids[16];
     _mm512_store_ps(ids, id);
@@ -123,7 +129,8 @@ void quantize_b32(const float* x, int64_t cols, const Out& o) {
       s0[j] = q0;
       s1[j] = q1;
     }
-    store_sums16(reduce16x16(s0, AddI32{}), reduce16x16(s1, AddI32{}), d16, o.bsum + 2 * b, o.isum + b, o.s + b);
+    store_sums16(reduce16x16(s0, AddI32{}), reduce16x16(s1, AddI32{}), d16, d, o.bsum + 2 * b, o.isum + b, o.s + b,
+                 o.s1 + b);
   }
   for (; b < nb; ++b) {
     const __m512 x0 = _mm512_loadu_ps(x + 32 * b);
@@ -131,7 +138,7 @@ void quantize_b32(const float* x, int64_t cols, const Out& o) {
     const __m512 am = _mm512_max_ps(_mm512_andnot_ps(sign, x0), _mm512_andnot_ps(sign, x1));
     const float amax = _mm512_reduce_max_ps(am);
     const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     const float d16 = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
     const __m512 vid = _mm512_set1_ps(id);
     const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vid));
@@ -144,6 +151,7 @@ void quantize_b32(const float* x, int64_t cols, const Out& o) {
     o.isum[b] = s0 + s1;
     o.d[b] = d16;
     o.s[b] = d16 * static_cast<float>(s0 + s1);
+    o.s1[b] = _cvtsh_ss(_cvtss_sh(d * static_cast<float>(s0 + s1), _MM_FROUND_TO_NEAREST_INT));
   }
 }
 
@@ -202,11 +210,14 @@ void quantize_b32(const float* x, int64_t cols, const Out& o) {
     float amax = 0.0f;
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[32 * b + j]));
     const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     o.d[b] = quant::fp16_to_fp32(quant::fp32_to_fp16(d));
+    o.s1[b] = d;  // unrounded scale, turned into the Q8_1 sum below
     for (int j = 0; j < 32; ++j) o.q[32 * b + j] = static_cast<int8_t>(std::nearbyint(x[32 * b + j] * id));
   }
   finish_sums(o, cols);
+  for (int64_t b = 0; b < cols / 32; ++b)
+    o.s1[b] = quant::fp16_to_fp32(quant::fp32_to_fp16(o.s1[b] * static_cast<float>(o.isum[b])));
 }
 
 void quantize_k256(const float* x, int64_t cols, const Out& o) {

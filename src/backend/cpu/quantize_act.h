@@ -2,7 +2,8 @@
 //
 // Each token's activation row x[0..cols) is quantized to int8 once per matmul call, in one of two
 // ways that are bit-identical to quant::quantize_row:
-//   B32:  like Q8_0 - one scale per 32 elements, d = fp16(amax / 127), q = round(x * 127 / amax).
+//   B32:  like Q8_0/Q8_1 - one scale per 32 elements, d = fp16(amax / 127), q = round(x * (127 / amax))
+//         (ties to even), exactly as ggml's x86 quantize_row_q8_0/q8_1 compute it.
 //   K256: like Q8_K - one scale per 256 elements, the value of largest magnitude maps to -127.
 // The result is stored in a kernel-friendly layout (not a GGUF block layout), one record per token:
 //   int8  q[cols]        the codes, contiguous
@@ -10,6 +11,9 @@
 //   float s[cols/32]     d * (sum of the block's codes): the min/offset terms of Q4_1, Q4_K, Q5_K
 //   int32 isum[cols/32]  sum of the block's codes
 //   int16 bsum[cols/16]  sum of each 16-element group's codes (Q6_K)
+//   float s1[cols/32]    fp16(d_f32 * isum) with the unrounded scale: ggml's Q8_1 "s", which its
+//                        Q4_1 dot product uses for the min term (B32 only; matching it keeps
+//                        tappa's Q4_1 logits on llama.cpp's to rounding level)
 // Records are padded to 64 bytes.
 #pragma once
 #include <cstddef>
@@ -25,6 +29,7 @@ struct ActRow {
   const float* s;
   const int32_t* isum;
   const int16_t* bsum;
+  const float* s1;
 };
 
 class ActBuffer {
@@ -34,7 +39,7 @@ class ActBuffer {
 
   static size_t record_bytes(int64_t cols) {
     const size_t nb = static_cast<size_t>(cols / 32);
-    const size_t b = static_cast<size_t>(cols) + nb * 12 + static_cast<size_t>(cols / 16) * 2;
+    const size_t b = static_cast<size_t>(cols) + nb * 16 + static_cast<size_t>(cols / 16) * 2;
     return (b + 63) & ~size_t{63};
   }
 
@@ -47,6 +52,7 @@ class ActBuffer {
     r.s = r.d + nb;
     r.isum = reinterpret_cast<const int32_t*>(r.s + nb);
     r.bsum = reinterpret_cast<const int16_t*>(r.isum + nb);
+    r.s1 = reinterpret_cast<const float*>(r.bsum + cols_ / 16);
     return r;
   }
 

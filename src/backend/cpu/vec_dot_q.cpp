@@ -2,10 +2,11 @@
 //
 // Per 32-element block b with weight scale dw and activation scale da = a.d[b]:
 //   Q4_0: dw*da * sum((q-8)*a)  = dw*da * sum(q*a) - 8 * dw * a.s[b]
-//   Q4_1: dw*da * sum(q*a) + m * a.s[b]                 (a.s[b] = da * sum(a))
+//   Q4_1: dw*da * sum(q*a) + m * a.s1[b]                (a.s1[b] = fp16(da_f32 * sum(a)), ggml's Q8_1 s)
 //   Q8_0: dw*da * sum(q*a)
 // The integer sums use unsigned-by-signed byte products (vpdpbusd / vpmaddubsw): the nibbles are
-// unsigned as stored, Q8_0 uses |w| against sign(a, w).
+// unsigned as stored; Q8_0 uses |w| against sign(a, w) in the single-row kernels and w + 128 with an
+// exact -128 * sum(a) correction in the AVX-512 four-row kernel.
 #include <type_traits>
 
 #include "backend/cpu/simd.h"
@@ -24,6 +25,7 @@ using quant::BlockQ8_0;
 // hardware prefetcher follows poorly (measured: a third of the single-stream bandwidth from DRAM);
 // fetching the same bytes linearly kPrefetchBytes ahead restores it. Each call to step() advances
 // the read position by `step` bytes and prefetches every cache line that has come into range once.
+// The four rows must be contiguous (row_stride == bytes per row, as in every GGUF weight).
 class LinearPrefetch {
  public:
   static constexpr size_t kPrefetchBytes = 6144;
@@ -85,14 +87,14 @@ float vec_dot_q4_1(const uint8_t* w, const ActRow& a, int64_t cols) {
                                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + 32 * b + 32)));
     acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * a.d[b]), acc0);
     acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1 * a.d[b + 1]), acc1);
-    mins += half_to_float_fast(x[b].m) * a.s[b] + half_to_float_fast(x[b + 1].m) * a.s[b + 1];
+    mins += half_to_float_fast(x[b].m) * a.s1[b] + half_to_float_fast(x[b + 1].m) * a.s1[b + 1];
   }
   for (; b < nb; ++b) {
     const float d0 = half_to_float_fast(x[b].d);
     const __m256i s0 = dot_u8s8(_mm256_setzero_si256(), unpack_nibbles16(x[b].qs),
                                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + 32 * b)));
     acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * a.d[b]), acc0);
-    mins += half_to_float_fast(x[b].m) * a.s[b];
+    mins += half_to_float_fast(x[b].m) * a.s1[b];
   }
   return hsum256(_mm256_add_ps(acc0, acc1)) + mins;
 }
@@ -182,7 +184,7 @@ void dot4_q4(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t cols,
       dw = _mm_cvtph_ps(dh);
       mw = dw;  // Q4_0: x = d q - 8 d, the "min" is -8 d (the factor -8 is applied at the end)
     }
-    mins = _mm_fmadd_ps(mw, _mm_set1_ps(a.s[b]), mins);
+    mins = _mm_fmadd_ps(mw, _mm_set1_ps(kQ4_1 ? a.s1[b] : a.s[b]), mins);
     const __m512 sc = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_set1_ps(a.d[b]))));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), sc, acc);
   }
@@ -290,7 +292,7 @@ void vec_dot4_q4_1(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t
     const __m128 dw = _mm_shuffle_ps(lo, hi, 0x88);  // d0 d1 d2 d3
     const __m128 mw = _mm_shuffle_ps(lo, hi, 0xDD);  // m0 m1 m2 m3
     const __m128 sc = _mm_mul_ps(dw, _mm_set1_ps(a.d[b]));
-    mins = _mm_fmadd_ps(mw, _mm_set1_ps(a.s[b]), mins);
+    mins = _mm_fmadd_ps(mw, _mm_set1_ps(a.s1[b]), mins);
     #pragma GCC unroll 4
     for (int r = 0; r < 4; ++r) {
       const __m256i s = dot_u8s8(_mm256_setzero_si256(), unpack_nibbles16(x[r][b].qs), av);
@@ -359,7 +361,7 @@ float vec_dot_q4_1(const uint8_t* w, const ActRow& a, int64_t cols) {
   float sum = 0.0f;
   for (int64_t b = 0; b < cols / 32; ++b) {
     const float d = half_to_float_fast(x[b].d), m = half_to_float_fast(x[b].m);
-    sum += d * a.d[b] * static_cast<float>(dot_nibbles(x[b].qs, a.q + 32 * b)) + m * a.s[b];
+    sum += d * a.d[b] * static_cast<float>(dot_nibbles(x[b].qs, a.q + 32 * b)) + m * a.s1[b];
   }
   return sum;
 }

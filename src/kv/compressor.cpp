@@ -1,0 +1,494 @@
+// KvCompressor: see compressor.h and docs/KV_COMPRESSION.md ("Engine integration").
+#include "kv/compressor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
+
+#include "kv/kv_cache.h"
+#include "tappa/error.h"
+#include "tappa/model.h"
+
+namespace tappa::kv {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& what) { throw Error(what); }
+
+using Clock = std::chrono::steady_clock;
+double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+bool preference_allocator(const Method& m) {
+  return m.allocator == AllocatorKind::cake || m.allocator == AllocatorKind::tappa ||
+         m.allocator == AllocatorKind::tappa_head;
+}
+
+double parse_double(const std::string& flag, const std::string& s) {
+  size_t used = 0;
+  double v = 0.0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != s.size() || s.empty()) fail(flag + ": '" + s + "' is not a number");
+  return v;
+}
+
+}  // namespace
+
+const std::vector<int> KvCompressor::kEmpty;
+
+CompressorOptions make_compressor_options(const CompressorFlags& f) {
+  const Method& m = find_method(f.method);
+  CompressorOptions c;
+  c.method = std::string(m.name);
+  c.opts = m.defaults;
+  MethodOptions& o = c.opts;
+  if (f.budget && f.ratio) fail("give either --budget (tokens per layer) or --ratio (compression ratio), not both");
+  if (f.budget && *f.budget <= 0)
+    fail("--budget must be a positive number of tokens per layer (window included), got " + std::to_string(*f.budget));
+  if (f.ratio && !(*f.ratio >= 0.0 && *f.ratio < 1.0))
+    fail("--ratio must be in [0, 1) (the fraction of the prompt removed), got " + std::to_string(*f.ratio));
+  c.budget = f.budget;
+  c.ratio = f.ratio;
+  if (f.window) {
+    if (*f.window < 1) fail("--kv-window must be at least 1, got " + std::to_string(*f.window));
+    o.window = *f.window;
+  }
+  if (f.alpha) {
+    const std::string& a = *f.alpha;
+    if (a == "inf" || a == "infinity" || a == "Inf" || a == "INF") {
+      o.alpha = std::numeric_limits<double>::infinity();
+    } else {
+      o.alpha = parse_double("--alpha", a);
+      if (!(o.alpha >= 0.0)) fail("--alpha must be 'inf' or a number >= 0, got " + a);
+    }
+  }
+  if (f.gamma) {
+    if (!(*f.gamma >= 0.0) || !std::isfinite(*f.gamma)) fail("--gamma must be a finite number >= 0");
+    o.gamma = *f.gamma;
+  }
+  if (f.pool) o.pool = parse_pooling(*f.pool);
+  if (f.cascading) {
+    if (*f.cascading && !preference_allocator(m))
+      fail("--cascading applies to cake, tappa and tappa-head only (" + std::string(m.name) +
+           " evicts each layer as soon as it is scored anyway)");
+    o.cascading = *f.cascading;
+  }
+  if (f.decode_evict) o.decode_eviction = *f.decode_evict;
+  if (f.n_sink) {
+    if (*f.n_sink < 0) fail("--n-sink must be >= 0");
+    o.n_sink = *f.n_sink;
+    o.ea.n_sink = *f.n_sink;
+  }
+  o.streaming_keep_first = o.streaming_keep_first || f.streaming_keep_first;
+  if (f.h2o_rows) {
+    if (*f.h2o_rows < 1) fail("--h2o-rows must be >= 1");
+    o.h2o_rows = *f.h2o_rows;
+  }
+  o.h2o_official_mask = o.h2o_official_mask || f.h2o_official_mask;
+  if (f.pyramid_beta) {
+    if (*f.pyramid_beta < 1) fail("--pyramid-beta must be >= 1");
+    o.pyramid_beta = *f.pyramid_beta;
+  }
+  if (f.tau) {
+    const std::string& t = *f.tau;
+    const size_t comma = t.find(',');
+    if (comma == std::string::npos) fail("--tau must be 'tau1,tau2', got '" + t + "'");
+    CakeTau tau{parse_double("--tau", t.substr(0, comma)), parse_double("--tau", t.substr(comma + 1))};
+    if (!(tau.tau1 > 0.0) || !(tau.tau2 > 0.0)) fail("--tau values must be positive");
+    o.tau = tau;
+  }
+  if (f.seed) o.seed = *f.seed;
+  if (f.min_head_frac) {
+    if (!(*f.min_head_frac >= 0.0 && *f.min_head_frac <= 1.0)) fail("--min-head-frac must be in [0, 1]");
+    o.min_head_frac = *f.min_head_frac;
+  }
+  o.snapkv_mean_rows = o.snapkv_mean_rows || f.snapkv_mean;
+  if (f.ea_stat_rows) {
+    if (*f.ea_stat_rows < 0) fail("--ea-stat-rows must be >= 0");
+    c.ea_stat_rows = *f.ea_stat_rows;
+  }
+  if (m.scorer != ScorerKind::none && !c.budget && !c.ratio)
+    fail("--kv " + std::string(m.name) + " needs a budget: --budget N (tokens per layer, window included) or --ratio R");
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+KvCompressor::KvCompressor(const Model& model, CompressorOptions options)
+    : model_(model), options_(std::move(options)), method_(&find_method(options_.method)), opts_(options_.opts) {
+  const ModelConfig& c = model.config();
+  n_layer_ = c.n_layer;
+  n_head_ = c.n_head;
+  n_head_kv_ = c.n_head_kv;
+  head_dim_ = c.head_dim;
+  if (options_.budget && options_.ratio) fail("give either a budget in tokens or a compression ratio, not both");
+  if (options_.budget && *options_.budget <= 0)
+    fail("KV budget must be a positive number of tokens per layer, got " + std::to_string(*options_.budget));
+  if (options_.ratio && !(*options_.ratio >= 0.0 && *options_.ratio < 1.0))
+    fail("KV compression ratio must be in [0, 1), got " + std::to_string(*options_.ratio));
+  if (active() && !options_.budget && !options_.ratio)
+    fail("KV method " + std::string(method_->name) + " needs a budget (tokens per layer) or a compression ratio");
+  if (opts_.window < 1) fail("KV window must be at least 1, got " + std::to_string(opts_.window));
+  if (opts_.cascading && !preference_allocator(*method_))
+    fail("cascading applies to cake, tappa and tappa-head only");
+  skip_.assign(n_layer_, 0);
+  for (int l : options_.skip_layers) {
+    if (l < 0 || l >= n_layer_) fail("skipped layer " + std::to_string(l) + " does not exist");
+    skip_[l] = 1;
+  }
+  n_active_ = static_cast<int>(std::count(skip_.begin(), skip_.end(), 0));
+  if (n_active_ == 0) fail("every layer is skipped");
+  layers_.resize(n_layer_);
+  record_.method = std::string(method_->name);
+  record_.scorer = std::string(scorer_name(method_->scorer));
+  record_.allocator = std::string(allocator_name(method_->allocator));
+  record_.window = opts_.window;
+  record_.cascading = opts_.cascading;
+  record_.decode_eviction = opts_.decode_eviction && active();
+}
+
+size_t KvCompressor::row_bytes() const { return static_cast<size_t>(head_dim_) * 2 * sizeof(float); }
+
+int KvCompressor::capacity_for(int n_prompt) const {
+  if (!active()) return std::max(n_prompt, 0);
+  if (options_.budget) return *options_.budget;
+  return capacity_from_ratio(*options_.ratio, n_prompt);
+}
+
+void KvCompressor::check(int n_prompt) const {
+  if (!active()) return;
+  const int C = capacity_for(n_prompt);
+  const int W = opts_.window;
+  const std::string what = options_.ratio ? "ratio " + std::to_string(*options_.ratio) + " keeps " + std::to_string(C) +
+                                                " tokens per layer, which is"
+                                          : "budget " + std::to_string(C) + " is";
+  if (C < W && n_prompt > C)
+    fail("KV " + what + " smaller than the window W = " + std::to_string(W) + " (the budget counts the window; the " +
+         std::to_string(n_prompt) + "-token prompt needs compressing): raise the budget or lower --kv-window");
+  if (C < W && opts_.decode_eviction)
+    fail("KV " + what + " smaller than the window W = " + std::to_string(W) +
+         " (decode eviction keeps budget tokens per layer, window included): raise the budget or lower --kv-window");
+}
+
+const std::vector<int>& KvCompressor::positions(int layer, int head) const {
+  if (layer < 0 || layer >= n_layer_ || head < 0 || head >= n_head_kv_) return kEmpty;
+  const auto& pos = layers_[layer].pos;
+  return head < static_cast<int>(pos.size()) ? pos[head] : kEmpty;
+}
+
+int KvCompressor::decode_budget(int layer, int head) const {
+  if (!active()) return kUnlimitedBudget;
+  if (layer >= 0 && layer < n_layer_ && head >= 0 && planned_decode_) {
+    const auto& d = layers_[layer].decode_budget;
+    if (head < static_cast<int>(d.size())) return d[head];
+  }
+  if (options_.budget) return std::max(*options_.budget - opts_.window, 0);
+  return kUnlimitedBudget;
+}
+
+int KvCompressor::prefill_query_rows() const {
+  if (!active()) return opts_.window;  // the window q-sim of the record only
+  const LayerNeeds needs = layer_needs(*method_, opts_, std::numeric_limits<int>::max() / 4);
+  int rows = std::max(needs.query_rows, opts_.window);
+  if (method_->scorer == ScorerKind::expected_attention)
+    rows = options_.ea_stat_rows > 0 ? std::max(rows, options_.ea_stat_rows) : std::numeric_limits<int>::max() / 4;
+  return rows;
+}
+
+bool KvCompressor::wants_decode_attention() const {
+  return active() && opts_.decode_eviction && (planned_decode_ || options_.budget.has_value());
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& cache) {
+  in_prefill_ = true;
+  compress_ = false;
+  planned_decode_ = false;
+  seen_.clear();
+  prefs_.clear();
+  const CompressionRecord keep_decode = record_;
+  record_ = CompressionRecord{};
+  record_.method = keep_decode.method;
+  record_.scorer = keep_decode.scorer;
+  record_.allocator = keep_decode.allocator;
+  record_.window = opts_.window;
+  record_.cascading = opts_.cascading;
+  record_.decode_eviction = keep_decode.decode_eviction;
+  record_.layers.assign(n_layer_, LayerRecord{});
+  for (int l = 0; l < n_layer_; ++l) {
+    record_.layers[l].layer = l;
+    record_.layers[l].active = !skip_[l];
+  }
+  record_.bytes_held_before = cache.bytes_held();
+
+  // Rows each list held before this call: layer view.layer already appended this call's tokens.
+  int prev = -1;
+  bool uniform = true;
+  for (int l = 0; l < n_layer_ && uniform; ++l) {
+    if (skip_[l]) continue;
+    for (int h = 0; h < n_head_kv_; ++h) {
+      const int len = cache.length(l, h) - (l == view.layer ? view.n_tokens : 0);
+      if (prev < 0) prev = len;
+      if (len != prev) uniform = false;
+    }
+  }
+  if (prev < 0) prev = 0;
+  N_ = prev + view.n_tokens;
+  W_ = opts_.window;
+  C_ = capacity_for(N_);
+  record_.n_prompt = N_;
+  record_.capacity = C_;
+  record_.ratio = ratio_from_capacity(C_, N_);
+  if (!active()) return;
+  check(N_);
+  if (!options_.opts.tau) opts_.tau = cake_tau(cake_tau_key(model_.config().name), C_);
+  opts_.ea.future_pos0 = view.pos0 + view.n_tokens;
+
+  // Positions of the rows held (absolute), reused from the previous call when they are known.
+  for (int l = 0; l < n_layer_; ++l) {
+    LayerState& st = layers_[l];
+    st.pos.resize(n_head_kv_);
+    st.kept_scores.assign(n_head_kv_, {});
+    st.decode_budget.assign(n_head_kv_, kUnlimitedBudget);
+    st.bytes_before.assign(n_head_kv_, 0);
+    st.seen = false;
+    for (int h = 0; h < n_head_kv_; ++h) {
+      std::vector<int>& p = st.pos[h];
+      if (static_cast<int>(p.size()) != prev) {
+        p.resize(prev);
+        for (int i = 0; i < prev; ++i) p[i] = static_cast<int>(view.pos0) - prev + i;
+      }
+      for (int i = 0; i < view.n_tokens; ++i) p.push_back(static_cast<int>(view.pos0) + i);
+    }
+  }
+
+  if (N_ <= C_) return;  // the budget holds the whole prompt: nothing to evict
+  if (!uniform) {
+    record_.skipped_reason = "the cache held lists of different lengths before this call";
+    return;
+  }
+  const LayerNeeds needs = layer_needs(*method_, opts_, N_);
+  if (view.n_rows < std::min(needs.query_rows, N_) || view.n_rows < std::min(W_, N_)) {
+    record_.skipped_reason = "the call has fewer tokens (" + std::to_string(view.n_tokens) +
+                             ") than the query rows the method needs";
+    return;
+  }
+  ctx_ = BudgetContext{n_active_, N_, C_, W_};
+  const std::vector<double> dummy(n_active_, 1.0);
+  planned_ = plan_budgets(*method_, opts_, ctx_, dummy);
+  compress_ = planned_.compress;
+}
+
+void KvCompressor::evict_layer(int layer, const std::vector<int>& head_budgets, KvCache& cache) {
+  LayerState& st = layers_[layer];
+  bool any = false;
+  for (int kv = 0; kv < n_head_kv_; ++kv) {
+    const int cur = cache.length(layer, kv);
+    const int P = cur - W_;
+    if (P <= 0 || head_budgets[kv] >= P) continue;  // a grown share: keep what is there
+    std::vector<float>& sc = st.kept_scores[kv];
+    if (static_cast<int>(sc.size()) != P) fail("internal: stored scores out of step with the cache");
+    select_keep(sc, head_budgets[kv], W_, keep_);
+    const size_t held0 = cache.bytes_held();
+    cache.keep_rows(layer, kv, keep_);
+    const size_t held1 = cache.bytes_held();
+    if (st.bytes_before[kv] == 0) st.bytes_before[kv] = held0 - held1 + keep_.size() * row_bytes();
+    const int kept_prefix = static_cast<int>(keep_.size()) - W_;
+    for (int j = 0; j < kept_prefix; ++j) sc[j] = sc[keep_[j]];
+    sc.resize(kept_prefix);
+    std::vector<int>& pos = st.pos[kv];
+    if (static_cast<int>(pos.size()) == cur) {
+      for (size_t j = 0; j < keep_.size(); ++j) pos[j] = pos[keep_[j]];
+      pos.resize(keep_.size());
+    }
+    any = true;
+  }
+  if (any) ++record_.layers[layer].re_evictions;
+}
+
+void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache) {
+  const int l = view.layer;
+  if (l < 0 || l >= n_layer_ || skip_[l]) return;
+  if (seen_.empty()) begin_prefill(view, cache);
+  const int idx = static_cast<int>(seen_.size());
+  seen_.push_back(l);
+  LayerState& st = layers_[l];
+  st.seen = true;
+  LayerRecord& rec = record_.layers[l];
+  rec.n_tokens = cache.length(l, 0);
+  record_.bytes_held_peak = std::max(record_.bytes_held_peak, cache.bytes_held());
+  record_.bytes_peak_layerwise = std::max(record_.bytes_peak_layerwise, cache.bytes_used());
+
+  const auto t0 = Clock::now();
+  // Window q-similarity of every layer (the record; tappa's preference uses the same numbers).
+  const int wrows = std::min(view.n_rows, W_ > 0 ? W_ : opts_.window);
+  std::vector<double> head_qsim(n_head_kv_, 0.0);
+  if (wrows >= 2 && view.q_post) {
+    const HeadsView qwin = HeadsView::token_major(view.q_post, view.n_rows, view.n_head, view.head_dim).last_rows(wrows);
+    head_qsim = group_qsim(qwin, n_head_kv_);
+    rec.qsim = layer_qsim(qwin);
+  }
+  rec.heads.assign(n_head_kv_, HeadRecord{});
+  for (int kv = 0; kv < n_head_kv_; ++kv) rec.heads[kv].qsim = head_qsim[kv];
+  if (!compress_) {
+    record_.t_score += seconds(t0, Clock::now());
+    return;
+  }
+
+  // Score the layer.
+  const ModelConfig& c = model_.config();
+  const int N = cache.length(l, 0);
+  kptr_.resize(n_head_kv_);
+  vptr_.resize(n_head_kv_);
+  for (int kv = 0; kv < n_head_kv_; ++kv) {
+    kptr_[kv] = cache.keys(l, kv);
+    vptr_[kv] = cache.values(l, kv);
+  }
+  LayerInputs in;
+  in.layer = l;
+  in.queries = HeadsView::token_major(view.q_post, view.n_rows, view.n_head, view.head_dim);
+  in.keys = HeadsView::per_head(kptr_.data(), n_head_kv_, N, head_dim_);
+  in.values = HeadsView::per_head(vptr_.data(), n_head_kv_, N, head_dim_);
+  if (method_->scorer == ScorerKind::expected_attention && view.q_pre) {
+    in.stat_queries = HeadsView::token_major(view.q_pre, view.n_rows, view.n_head, view.head_dim);
+    in.stat_pos0 = view.pos0 + view.n_tokens - view.n_rows;
+  }
+  in.n_head = view.n_head;
+  in.rope = RopeSpec{std::span<const float>(model_.rope_inv_freq()), c.n_rot, c.rope_layout == RopeLayout::Neox};
+  score_layer(*method_, opts_, in, st.scores);
+  rec.preference = st.scores.preference;
+  for (int kv = 0; kv < n_head_kv_; ++kv) {
+    const auto s = st.scores.head(kv);
+    st.kept_scores[kv].assign(s.begin(), s.end());
+    rec.heads[kv].preference =
+        st.scores.head_preference.empty() ? st.scores.preference : st.scores.head_preference[kv];
+  }
+  const auto t1 = Clock::now();
+  record_.t_score += seconds(t0, t1);
+
+  // Evict as early as the method allows.
+  if (!preference_allocator(*method_)) {
+    evict_layer(l, layer_head_budgets(*method_, opts_, st.scores, planned_.prefill[idx]), cache);
+  } else {
+    prefs_.push_back(st.scores.preference);
+    if (opts_.cascading) {
+      const std::vector<int> shares = cascade_shares(*method_, opts_, ctx_, prefs_);
+      for (int i = 0; i <= idx; ++i) {
+        const int li = seen_[i];
+        evict_layer(li, layer_head_budgets(*method_, opts_, layers_[li].scores, shares[i]), cache);
+      }
+    }
+  }
+  record_.t_evict += seconds(t1, Clock::now());
+}
+
+void KvCompressor::on_prefill_done(KvCache& cache) {
+  if (!in_prefill_) return;
+  in_prefill_ = false;
+  const auto t0 = Clock::now();
+  record_.bytes_held_peak = std::max(record_.bytes_held_peak, cache.bytes_held());
+  record_.bytes_peak_layerwise = std::max(record_.bytes_peak_layerwise, cache.bytes_used());
+  const int n_seen = static_cast<int>(seen_.size());
+  if (compress_ && preference_allocator(*method_)) {
+    if (n_seen != n_active_)
+      fail("KV compression: saw " + std::to_string(n_seen) + " layers, expected " + std::to_string(n_active_) +
+           " (pass the engine's skipped layers to the compressor)");
+    planned_ = plan_budgets(*method_, opts_, ctx_, prefs_);
+    compress_ = planned_.compress;
+    if (compress_)
+      for (int i = 0; i < n_seen; ++i)
+        evict_layer(seen_[i], layer_head_budgets(*method_, opts_, layers_[seen_[i]].scores, planned_.prefill[i]),
+                    cache);
+  }
+  record_.compressed = compress_;
+
+  // Decode budgets and the record.
+  const size_t rb = row_bytes();
+  size_t expected = 0;
+  for (int i = 0; i < n_seen; ++i) {
+    const int l = seen_[i];
+    LayerState& st = layers_[l];
+    LayerRecord& rec = record_.layers[l];
+    std::vector<int> heads;
+    if (compress_) {
+      heads = layer_head_budgets(*method_, opts_, st.scores, planned_.prefill[i]);
+      const int d = planned_.decode[i];
+      st.decode_budget = d == planned_.prefill[i] ? heads : layer_head_budgets(*method_, opts_, st.scores, d);
+    } else {
+      heads.assign(n_head_kv_, std::max(rec.n_tokens - W_, 0));
+      st.decode_budget.assign(n_head_kv_, active() && C_ >= W_ ? C_ - W_ : kUnlimitedBudget);
+    }
+    rec.budget = 0;
+    rec.kept = 0;
+    rec.bytes_before = rec.bytes_after = 0;
+    for (int kv = 0; kv < n_head_kv_; ++kv) {
+      HeadRecord& h = rec.heads[kv];
+      const int cap_rows = std::min(heads[kv], std::max(rec.n_tokens - W_, 0)) + std::min(W_, rec.n_tokens);
+      h.budget = cap_rows;
+      h.kept = cache.length(l, kv);
+      h.bytes_after = static_cast<size_t>(h.kept) * rb;
+      h.bytes_before = st.bytes_before[kv] ? st.bytes_before[kv] : static_cast<size_t>(rec.n_tokens) * rb;
+      rec.budget = std::max(rec.budget, cap_rows);
+      rec.kept += h.kept;
+      rec.bytes_before += h.bytes_before;
+      rec.bytes_after += h.bytes_after;
+      expected += static_cast<size_t>(cap_rows) * rb;
+    }
+    if (!st.scores.head_preference.empty()) {
+      // tappa-head: the layer's budget is the mean of its heads'.
+      int sum = 0;
+      for (const HeadRecord& h : rec.heads) sum += h.budget;
+      rec.budget = (sum + n_head_kv_ / 2) / n_head_kv_;
+    }
+  }
+  planned_decode_ = active();
+  record_.bytes_expected = expected;
+  record_.bytes_held_after = cache.bytes_held();
+  record_.t_evict += seconds(t0, Clock::now());
+}
+
+void KvCompressor::on_decode_layer(int layer, const std::vector<const float*>& probs, KvCache& cache) {
+  if (layer < 0 || layer >= n_layer_ || skip_[layer] || !active()) return;
+  const auto t0 = Clock::now();
+  bool first_active = true;
+  for (int l = 0; l < layer; ++l)
+    if (!skip_[l]) first_active = false;
+  if (first_active) ++record_.decode_steps;
+  const int G = n_head_ / n_head_kv_;
+  const int W = opts_.window;
+  LayerState& st = layers_[layer];
+  for (int kv = 0; kv < n_head_kv_; ++kv) {
+    const int n = cache.length(layer, kv);
+    // Track the new row's position (the largest so far).
+    if (kv < static_cast<int>(st.pos.size())) {
+      std::vector<int>& pos = st.pos[kv];
+      if (static_cast<int>(pos.size()) == n - 1) {
+        pos.push_back(pos.empty() ? 0 : pos.back() + 1);  // rows stay in positional order
+      } else if (static_cast<int>(pos.size()) != n) {
+        pos.clear();
+      }
+    }
+    const int b = decode_budget(layer, kv);
+    if (static_cast<int64_t>(n) <= static_cast<int64_t>(b) + W) continue;
+    probs_.resize(static_cast<size_t>(G) * n);
+    for (int g = 0; g < G; ++g) std::memcpy(probs_.data() + static_cast<size_t>(g) * n, probs[kv * G + g], sizeof(float) * n);
+    if (!decode_keep(probs_.data(), G, n, n, b, W, keep_, scratch_, opts_.pool)) continue;
+    cache.keep_rows(layer, kv, keep_);
+    record_.decode_evicted += n - static_cast<int64_t>(keep_.size());
+    if (kv < static_cast<int>(st.pos.size()) && static_cast<int>(st.pos[kv].size()) == n) {
+      std::vector<int>& pos = st.pos[kv];
+      for (size_t j = 0; j < keep_.size(); ++j) pos[j] = pos[keep_[j]];
+      pos.resize(keep_.size());
+    }
+  }
+  record_.t_decode += seconds(t0, Clock::now());
+}
+
+}  // namespace tappa::kv

@@ -1,0 +1,198 @@
+// KvCompressor: the KvPolicy that runs a KV-compression method (methods.h: scorer × allocator) inside
+// the engine and really frees the memory of the evicted rows (KvCache::keep_rows).
+//
+// What happens during an eval call of ≥ 2 tokens (the prompt), layer by layer (the engine calls
+// on_prefill_layer(l) once layer l holds the K/V of every prompt token):
+//   1. score_layer(): token scores [H_kv][P] and the layer's preference (and the window q-sim of
+//      every layer, for the record, whatever the method);
+//   2. eviction, as early as the method allows, so the cache never holds more than the compressed
+//      layers plus the current one:
+//        uniform / pyramidkv budgets do not depend on scores → layer l is cut at once;
+//        cake / tappa / tappa-head with cascading → cascade_shares(prefs[0..l]) and every seen
+//          layer is re-evicted to its new share (nested top-k on the stored, gathered scores);
+//        cake / tappa / tappa-head without cascading → all layers are cut in on_prefill_done;
+//   3. on_prefill_done: final budgets (plan_budgets), last evictions, the record.
+// Decoding (opts.decode_eviction): after each 1-token step, every (layer, KV head) holding more than
+// b + W rows is cut back to b + W by the current query's pooled attention (CAKE's layer-wise rule).
+//
+// Positions: the cache stores keys after RoPE and the engine's n_past() is independent of cache
+// lengths, so kept rows keep their original positions; positions() reports them (for tests and
+// analysis).
+//
+// Budget: `tokens` = C, tokens per layer on average including the protected window W (the papers'
+// unit), or `ratio` = fraction of the prompt removed (kvpress's unit: C = ⌊N·(1 − r)⌋). C ≥ N means
+// nothing is evicted. Errors (tappa::Error, one line): C ≤ 0, r ∉ [0, 1), C < W when the prompt
+// (or decode eviction) would need compressing.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kv/methods.h"
+#include "kv/policy.h"
+
+namespace tappa {
+class Model;
+}
+
+namespace tappa::kv {
+
+struct CompressorOptions {
+  std::string method = "fullkv";
+  // Starts as the method's defaults (Method::defaults); see make_compressor_options.
+  MethodOptions opts;
+  std::optional<int> budget;     // C: tokens per layer on average, window included
+  std::optional<double> ratio;   // kvpress compression ratio (exclusive with budget)
+  // expected-attention: pre-RoPE prompt query rows used for the statistics (0: every prompt row,
+  // as kvpress does; otherwise the last N rows).
+  int ea_stat_rows = 0;
+  // Layers the engine skips (Engine::set_skip_layers): they hold no cache and get no budget.
+  std::vector<int> skip_layers;
+};
+
+// The textual knobs of the CLI (every one optional: unset keeps the method's default).
+struct CompressorFlags {
+  std::string method = "fullkv";
+  std::optional<int> budget;
+  std::optional<double> ratio;
+  std::optional<int> window;
+  std::optional<std::string> alpha;      // "inf" or a number
+  std::optional<double> gamma;
+  std::optional<std::string> pool;       // none, avg5, max7, …
+  std::optional<bool> cascading;
+  std::optional<bool> decode_evict;
+  std::optional<int> n_sink;
+  bool streaming_keep_first = false;
+  std::optional<int> h2o_rows;
+  bool h2o_official_mask = false;
+  std::optional<int> pyramid_beta;
+  std::optional<std::string> tau;        // "t1,t2"
+  std::optional<uint64_t> seed;
+  std::optional<double> min_head_frac;
+  bool snapkv_mean = false;
+  std::optional<int> ea_stat_rows;
+};
+// Method defaults + flags. Throws tappa::Error (one line) on an unknown method, both --budget and
+// --ratio, a non-positive budget, a bad ratio, pooling or alpha.
+CompressorOptions make_compressor_options(const CompressorFlags& flags);
+
+// One KV head of one layer after the prefill.
+struct HeadRecord {
+  int budget = 0;          // tokens this head may keep (prefix budget + W); = n_tokens when nothing to evict
+  int kept = 0;            // tokens it holds after prefill compression
+  double qsim = 0.0;       // q-similarity of its query group (last W post-RoPE queries)
+  double preference = 0.0; // tappa-head: 1 − qsim of the group; otherwise the layer's preference
+  size_t bytes_before = 0; // memory held by this list before compression
+  size_t bytes_after = 0;  // after
+};
+
+struct LayerRecord {
+  int layer = 0;
+  bool active = true;      // false: skipped by the engine (pruned)
+  int n_tokens = 0;        // N: rows per head before compression
+  int budget = 0;          // tokens the layer may keep per head (b_l + W), papers' unit
+  int kept = 0;            // tokens kept, summed over KV heads
+  double qsim = 0.0;       // window q-similarity (mean over query heads)
+  double preference = 0.0; // p_l (cake / tappa / tappa-head), else 0
+  int re_evictions = 0;    // cascading: times the layer was cut
+  size_t bytes_before = 0, bytes_after = 0;
+  std::vector<HeadRecord> heads;
+};
+
+struct CompressionRecord {
+  std::string method;
+  std::string allocator, scorer;
+  int n_prompt = 0;        // N of the last compressed prefill
+  int capacity = 0;        // C (tokens per layer on average, window included)
+  int window = 0;          // W
+  double ratio = 0.0;      // kvpress ratio equivalent of C
+  bool compressed = false; // false: budget ≥ prompt (or skip rule): nothing evicted
+  bool cascading = false, decode_eviction = false;
+  std::string skipped_reason;  // why a prefill was not compressed (empty when it was or need not be)
+  std::vector<LayerRecord> layers;
+  size_t bytes_held_before = 0;   // KvCache::bytes_held() when the first layer was handed over
+  size_t bytes_held_after = 0;    // after on_prefill_done
+  size_t bytes_held_peak = 0;     // largest bytes_held() seen during the prefill hooks
+  // Peak the cascading schedule needs when layer l's rows are allocated only when layer l runs:
+  // max over l of (rows held by layers < l after their eviction + layer l's full rows) × bytes/row.
+  size_t bytes_peak_layerwise = 0;
+  size_t bytes_expected = 0;      // C·L·H_kv·d·2·4 when compressing (the budget's memory)
+  double t_score = 0.0, t_evict = 0.0;  // seconds inside the prefill hooks
+  double t_total() const { return t_score + t_evict; }
+  // Decoding.
+  int64_t decode_steps = 0;     // 1-token calls seen by the decode hook
+  int64_t decode_evicted = 0;   // rows evicted at decode, summed over layers and heads
+  double t_decode = 0.0;        // seconds inside the decode hook
+};
+
+class KvCompressor : public KvPolicy {
+ public:
+  KvCompressor(const Model& model, CompressorOptions options);
+
+  const Method& method() const { return *method_; }
+  const MethodOptions& method_options() const { return opts_; }
+  const CompressorOptions& options() const { return options_; }
+  // The capacity C the budget gives for an n_prompt-token prompt.
+  int capacity_for(int n_prompt) const;
+  // Throws the error a prefill of n_prompt tokens would throw (call before Engine::eval to fail early).
+  void check(int n_prompt) const;
+  // Whether this policy does anything (fullkv: no).
+  bool active() const { return method_->scorer != ScorerKind::none; }
+
+  const CompressionRecord& record() const { return record_; }
+  // Original positions (relative to the first prompt token's position pos0 of the compressed eval)
+  // of the rows a (layer, KV head) list holds, in cache order; empty before a compressed prefill.
+  const std::vector<int>& positions(int layer, int head) const;
+  // Decode budget (prefix tokens) of a (layer, KV head): the list is kept at ≤ this + W.
+  int decode_budget(int layer, int head) const;
+
+  // KvPolicy
+  int prefill_query_rows() const override;
+  void on_prefill_layer(const PrefillLayerView& view, KvCache& cache) override;
+  void on_prefill_done(KvCache& cache) override;
+  bool wants_decode_attention() const override;
+  void on_decode_layer(int layer, const std::vector<const float*>& probs, KvCache& cache) override;
+
+ private:
+  struct LayerState {
+    LayerScores scores;                     // as scored (n_prefix = original P)
+    std::vector<std::vector<float>> kept_scores;  // per head: scores of the kept prefix rows, cache order
+    std::vector<std::vector<int>> pos;      // per head: original positions of the rows held
+    std::vector<int> decode_budget;         // per head
+    std::vector<size_t> bytes_before;       // per head
+    bool seen = false;
+  };
+  void begin_prefill(const PrefillLayerView& view, const KvCache& cache);
+  void evict_layer(int layer, const std::vector<int>& head_budgets, KvCache& cache);
+  void finish_record(const KvCache& cache);
+  size_t row_bytes() const;
+
+  const Model& model_;
+  CompressorOptions options_;
+  const Method* method_;
+  MethodOptions opts_;
+  int n_layer_, n_head_, n_head_kv_, head_dim_;
+  std::vector<char> skip_;
+  int n_active_ = 0;
+
+  // Per prefill call.
+  bool in_prefill_ = false;
+  bool compress_ = false;   // this prefill evicts
+  int N_ = 0, C_ = 0, W_ = 0;
+  BudgetContext ctx_;
+  LayerBudgets planned_;    // uniform / pyramidkv: known up front; preference: final at done
+  std::vector<int> seen_;   // active layers handed over so far (in order)
+  std::vector<double> prefs_;
+  std::vector<LayerState> layers_;
+  std::vector<const float*> kptr_, vptr_;
+  std::vector<int> keep_;
+  bool planned_decode_ = false;
+
+  std::vector<float> scratch_, probs_;
+  CompressionRecord record_;
+  static const std::vector<int> kEmpty;
+};
+
+}  // namespace tappa::kv

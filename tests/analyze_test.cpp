@@ -1,0 +1,182 @@
+// `tappa analyze` end to end on the default model (small inputs to keep CI fast): the report files
+// exist, the JSON is internally consistent, the HTML shows the JSON's numbers, and the capture
+// observer hands over proper attention rows.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "analysis/analyzer.h"
+#include "analysis/capture.h"
+#include "tappa/error.h"
+#include "tappa/engine.h"
+#include "test_util.h"
+
+namespace tappa {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class Analyze : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (test::exists(test::default_model())) model_ = Model::load(test::default_model()).release();
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    model_ = nullptr;
+  }
+  void SetUp() override {
+    if (!model_) GTEST_SKIP() << "default model missing: run scripts/fetch_model.sh";
+    dir_ = fs::temp_directory_path() / ("tappa_analyze_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  static std::string text() { return slurp(test::source_dir() + "/tests/data/prompts/prose_lighthouse.txt"); }
+  static Model* model_;
+  fs::path dir_;
+};
+Model* Analyze::model_ = nullptr;
+
+TEST_F(Analyze, ReportIsCompleteAndConsistent) {
+  analysis::AnalyzeOptions o;
+  o.input_name = "prose_lighthouse";
+  o.max_tokens = 200;
+  o.rows = 24;
+  o.last_window = 24;
+  o.sliding_window = 128;
+  o.sliding_stride = 64;
+  o.grid = 32;
+  o.gallery = 4;
+  o.n_threads = 2;
+  o.progress = false;
+  const auto j = analysis::analyze(*model_, text(), o, dir_.string());
+  const ModelConfig& c = model_->config();
+
+  ASSERT_TRUE(fs::exists(dir_ / "report.json"));
+  ASSERT_TRUE(fs::exists(dir_ / "report.html"));
+  EXPECT_EQ(nlohmann::json::parse(slurp(dir_ / "report.json")), j);
+
+  ASSERT_EQ(j["heads"].size(), static_cast<size_t>(c.n_layer * c.n_head));
+  ASSERT_EQ(j["layers"].size(), static_cast<size_t>(c.n_layer));
+  int total = 0;
+  for (const auto& [k, v] : j["label_counts"].items()) total += v.get<int>();
+  EXPECT_EQ(total, c.n_layer * c.n_head);
+  for (const auto& h : j["heads"]) {
+    const double q = h["qsim_post_last"].get<double>();
+    EXPECT_GE(q, -1.0 - 1e-9);
+    EXPECT_LE(q, 1.0 + 1e-9);
+    const double st = h["metrics"]["topk_stability"].get<double>();
+    EXPECT_GE(st, 0.0);
+    EXPECT_LE(st, 1.0);
+    EXPECT_EQ(h["rope"]["channel_energy"].size(), static_cast<size_t>(c.n_rot / 2));
+  }
+  // Layer values are the means of their heads.
+  for (int l = 0; l < c.n_layer; ++l) {
+    double sum = 0;
+    for (int h = 0; h < c.n_head; ++h) sum += j["heads"][l * c.n_head + h]["qsim_post_last"].get<double>();
+    EXPECT_NEAR(j["layers"][l]["qsim_post_last"].get<double>(), sum / c.n_head, 1e-12);
+  }
+  EXPECT_EQ(j["correlation"]["n"].get<int>(), c.n_layer * c.n_head);
+  const double rho = j["correlation"]["spearman"].get<double>();
+  EXPECT_TRUE(std::isfinite(rho));
+
+  // The page shows the JSON's numbers and embeds every gallery picture.
+  const std::string html = slurp(dir_ / "report.html");
+  char rho_text[32];
+  std::snprintf(rho_text, sizeof rho_text, "%.3f", rho);
+  EXPECT_NE(html.find(rho_text), std::string::npos) << "Spearman " << rho_text << " not in the HTML";
+  ASSERT_EQ(j["gallery"].size(), 4u);
+  for (const auto& g : j["gallery"]) {
+    EXPECT_TRUE(fs::exists(dir_ / g["png"].get<std::string>()));
+    EXPECT_TRUE(fs::exists(dir_ / g["zoom_png"].get<std::string>()));
+  }
+  // Self-contained: nothing is loaded from elsewhere (SVG's xmlns URI is a name, not a load).
+  for (const char* ref : {"src=\"http", "href=\"http", "url(http", "src='http"})
+    EXPECT_EQ(html.find(ref), std::string::npos) << "the report loads " << ref;
+}
+
+TEST_F(Analyze, ChannelSwapInterventionComparesWithBaseline) {
+  analysis::AnalyzeOptions o;
+  o.max_tokens = 96;
+  o.rows = 16;
+  o.last_window = 16;
+  o.sliding_window = 64;
+  o.sliding_stride = 32;
+  o.grid = 16;
+  o.gallery = 2;
+  o.n_threads = 2;
+  o.progress = false;
+  o.channel_swap = std::make_pair(30, 2);
+  const auto j = analysis::analyze(*model_, text(), o, dir_.string());
+  ASSERT_FALSE(j["intervention"].is_null());
+  EXPECT_EQ(j["intervention"]["kind"], "channel_swap");
+  EXPECT_EQ(j["intervention"]["baseline"]["layers"].size(), static_cast<size_t>(model_->config().n_layer));
+  // Swapping a low- and a high-frequency channel changes what RoPE does to the queries, so the
+  // post-RoPE q-similarity of some layer must move.
+  double moved = 0;
+  for (int l = 0; l < model_->config().n_layer; ++l)
+    moved = std::max(moved, std::fabs(j["layers"][l]["qsim_post_last"].get<double>() -
+                                      j["intervention"]["baseline"]["layers"][l]["qsim_post_last"].get<double>()));
+  EXPECT_GT(moved, 1e-3);
+}
+
+TEST_F(Analyze, BadOptionsAreErrors) {
+  analysis::AnalyzeOptions o;
+  o.progress = false;
+  EXPECT_THROW(analysis::analyze(*model_, "too short", o, dir_.string()), Error);
+  o.channel_swap = std::make_pair(3, 3);
+  EXPECT_THROW(analysis::analyze(*model_, text(), o, dir_.string()), Error);
+}
+
+// The observer receives every row: probabilities over keys 0..pos that sum to 1, and the grid cell
+// means are bounded by the row maxima.
+TEST_F(Analyze, CaptureRowsAreProbabilityRows) {
+  std::vector<int32_t> toks = model_->tokenizer().encode(text(), true, false);
+  toks.resize(100);
+  analysis::CaptureOptions co;
+  co.n_tokens = 100;
+  co.rows = 10;
+  co.grid = 10;
+  co.zoom = 10;
+  analysis::AttentionCapture cap(model_->config(), co);
+  int layers_done = 0;
+  cap.set_layer_done([&](int l) {
+    ++layers_done;
+    for (int h = 0; h < model_->config().n_head; ++h) {
+      const auto& rows = cap.rows(l, h);
+      ASSERT_EQ(rows.size(), 10u);
+      for (size_t r = 0; r < rows.size(); ++r) {
+        ASSERT_EQ(rows[r].size(), 90 + r + 1);
+        double s = 0;
+        for (float p : rows[r]) s += p;
+        EXPECT_NEAR(s, 1.0, 1e-4);
+      }
+    }
+  });
+  Engine engine(*model_, EngineOptions{2, 100, 37});  // batches of 37: rows arrive across batches
+  engine.set_observer(&cap);
+  engine.eval(toks);
+  EXPECT_EQ(layers_done, model_->config().n_layer);
+  EXPECT_EQ(cap.n_tokens(), 100);
+  EXPECT_EQ(cap.q_pre(0).size(), static_cast<size_t>(100) * model_->config().n_head * model_->config().head_dim);
+  const auto g = cap.grid(3, 1);
+  for (int r = 0; r < 10; ++r) {
+    double s = 0;
+    for (int cidx = 0; cidx < 10; ++cidx) s += g[r * 10 + cidx] * 10;  // 10 keys per cell
+    EXPECT_GT(s, 0.5);  // each grid row holds ~1 unit of attention (mean row mass)
+    for (int cidx = r + 1; cidx < 10; ++cidx) EXPECT_EQ(g[r * 10 + cidx], 0.0f) << "mass above the diagonal";
+  }
+}
+
+}  // namespace
+}  // namespace tappa
