@@ -338,20 +338,35 @@ nlohmann::json analyze(const Model& model, const std::string& text, const Analyz
                     {"rule", "equal labels; a 'mixed' head agrees with any predictable prediction"}};
   for (const auto& [k, v] : by_label) j["agreement"]["by_label"][k] = {{"n", v.first}, {"agree", v.second}};
 
-  // The paper's central claim: q-similarity tracks predictability.
-  std::vector<double> xs, ys, xs_pre;
+  // The paper's central claim: q-similarity tracks predictability. Headline: pre-RoPE q-similarity
+  // of the measured window (the theorems are about pre-RoPE queries) against top-k stability; the
+  // table adds every q-similarity variant against both stability (same keys) and predictability
+  // (same keys or same offsets, so a clean diagonal counts as predictable).
+  auto column = [&](auto get) {
+    std::vector<double> v;
+    for (const auto& h : res.heads) v.push_back(get(h));
+    return v;
+  };
+  const std::vector<std::pair<std::string, std::vector<double>>> xs_all = {
+      {"qsim_pre_last", column([](const HeadResult& h) { return h.qsim_pre_last; })},
+      {"qsim_post_last", column([](const HeadResult& h) { return h.qsim_post_last; })},
+      {"qsim_pre_sliding", column([](const HeadResult& h) { return h.qsim_pre_sliding; })},
+      {"qsim_post_sliding", column([](const HeadResult& h) { return h.qsim_post_sliding; })},
+      {"qsim_lag1", column([](const HeadResult& h) { return h.qsim_lag1; })}};
+  const std::vector<std::pair<std::string, std::vector<double>>> ys_all = {
+      {"topk_stability", column([](const HeadResult& h) { return h.metrics.topk_stability; })},
+      {"topk_predictability", column([](const HeadResult& h) { return h.metrics.topk_predictability; })}};
+  nlohmann::json table = nlohmann::json::array();
+  for (const auto& [xn, xv] : xs_all)
+    for (const auto& [yn, yv] : ys_all) {
+      const CorrelationTest t = spearman_test(xv, yv);
+      table.push_back({{"x", xn}, {"y", yn}, {"spearman", t.r}, {"p_value", t.p_value}, {"n", t.n}});
+    }
   nlohmann::json points = nlohmann::json::array();
-  for (const auto& h : res.heads) {
-    xs.push_back(h.qsim_post_last);
-    xs_pre.push_back(h.qsim_pre_last);
-    ys.push_back(h.metrics.topk_stability);
-    points.push_back({h.qsim_post_last, h.metrics.topk_stability, label_name(h.cls.label)});
-  }
-  const CorrelationTest sp = spearman_test(xs, ys);
-  const CorrelationTest sp_pre = spearman_test(xs_pre, ys);
-  j["correlation"] = {{"x", "qsim_post_last"}, {"y", "topk_stability"}, {"spearman", sp.r}, {"p_value", sp.p_value},
-                      {"n", sp.n}, {"points", points},
-                      {"spearman_pre_rope", sp_pre.r}, {"p_value_pre_rope", sp_pre.p_value}};
+  for (const auto& h : res.heads) points.push_back({h.qsim_pre_last, h.metrics.topk_stability, label_name(h.cls.label)});
+  const CorrelationTest sp = spearman_test(xs_all[0].second, ys_all[0].second);
+  j["correlation"] = {{"x", "qsim_pre_last"}, {"y", "topk_stability"}, {"spearman", sp.r}, {"p_value", sp.p_value},
+                      {"n", sp.n}, {"points", points}, {"table", table}};
 
   // Gallery: for every label present, its most typical head (highest q-sim; lowest for
   // unpredictable), then the heads with the most extreme q-similarity.

@@ -99,9 +99,11 @@ void register_analyze(CLI::App& app, int& rc) {
       std::printf(", plain prefill %.2f s", j["timing"]["plain_prefill_s"].get<double>());
     std::printf("\nheads per label:");
     for (const auto& [k, v] : j["label_counts"].items()) std::printf(" %s %d", k.c_str(), v.get<int>());
-    std::printf("\nSpearman(q-sim, top-k stability) = %.3f (p = %.2g, n = %d); pre-RoPE q-sim: %.3f\n",
-                j["correlation"]["spearman"].get<double>(), j["correlation"]["p_value"].get<double>(),
-                j["correlation"]["n"].get<int>(), j["correlation"]["spearman_pre_rope"].get<double>());
+    std::printf("\nSpearman rank correlation over %d heads (q-similarity vs measured predictability):\n",
+                j["correlation"]["n"].get<int>());
+    for (const auto& row : j["correlation"]["table"])
+      std::printf("  %-18s vs %-20s rho = %+.3f  (p = %.2g)\n", row["x"].get<std::string>().c_str(),
+                  row["y"].get<std::string>().c_str(), row["spearman"].get<double>(), row["p_value"].get<double>());
     std::printf("prediction from q/k similarity and RoPE channels agrees with the measured label for %d of %d heads\n",
                 j["agreement"]["n_agree"].get<int>(), j["agreement"]["n_heads"].get<int>());
     std::printf("report: %s\n", (std::filesystem::path(o->out) / "report.html").string().c_str());

@@ -246,11 +246,6 @@ void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& ca
   record_.n_prompt = N_;
   record_.capacity = C_;
   record_.ratio = ratio_from_capacity(C_, N_);
-  if (!active()) return;
-  check(N_);
-  if (!options_.opts.tau) opts_.tau = cake_tau(cake_tau_key(model_.config().name), C_);
-  opts_.ea.future_pos0 = view.pos0 + view.n_tokens;
-
   // Positions of the rows held (absolute), reused from the previous call when they are known.
   for (int l = 0; l < n_layer_; ++l) {
     LayerState& st = layers_[l];
@@ -269,6 +264,10 @@ void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& ca
     }
   }
 
+  if (!active()) return;
+  check(N_);
+  if (!options_.opts.tau) opts_.tau = cake_tau(cake_tau_key(model_.config().name), C_);
+  opts_.ea.future_pos0 = view.pos0 + view.n_tokens;
   if (N_ <= C_) return;  // the budget holds the whole prompt: nothing to evict
   if (!uniform) {
     record_.skipped_reason = "the cache held lists of different lengths before this call";

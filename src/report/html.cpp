@@ -194,6 +194,7 @@ std::string metric_name(std::string_view key) {
       {"qsim_lag1", "q-sim lag-1 (consecutive queries)"},
       {"ksim_lag1", "k-sim lag-1 (consecutive keys)"},
       {"topk_stability", "top-k stability"},
+      {"topk_predictability", "top-k predictability"},
       {"sink_mass", "sink mass"},
       {"reaccess_mass", "re-access mass"},
       {"diag_mass", "diagonal mass"},
@@ -645,7 +646,7 @@ std::string render_gallery(const Context& c) {
     s += "<span class=\"gq\">q-sim <b>" + show(at(g, "qsim")) + "</b></span></div>";
     if (!str(g, "why").empty()) s += "<div class=\"why\">" + escape(str(g, "why")) + "</div>";
     s += "<div class=\"gimgs\"><figure>" + image_or_placeholder(c.out_dir, str(g, "png"), title + " full map", "gimg") +
-         "<figcaption>whole sequence (max-pooled)</figcaption></figure><figure>" +
+         "<figcaption>whole sequence (cell means)</figcaption></figure><figure>" +
          image_or_placeholder(c.out_dir, str(g, "zoom_png"), title + " zoom", "gimg") +
          "<figcaption>zoom on the last queries</figcaption></figure></div>";
     s += metrics_table(h, g);
@@ -734,7 +735,21 @@ std::string render_scatter(const Context& c) {
   s += "<p class=\"verdict\">" +
        escape(spearman_sentence(num(corr, "spearman"), num(corr, "p_value"), integer(corr, "n").value_or(0), c.xkey,
                                 c.ykey)) +
-       "</p></section>";
+       "</p>";
+  // Every q-similarity variant against both measures, when the analyzer provides them.
+  const json& table = at(corr, "table");
+  if (table.is_array() && !table.empty()) {
+    s += "<table class=\"data\"><thead><tr><th>q-similarity</th><th>measure</th><th>Spearman ρ</th><th>p</th>"
+         "<th>n</th></tr></thead><tbody>";
+    for (const json& row : table)
+      s += "<tr><td>" + escape(metric_name(str(row, "x"))) + "</td><td>" + escape(metric_name(str(row, "y"))) +
+           "</td><td>" + fixed(num(row, "spearman"), 3) + "</td><td>" + pvalue_text(num(row, "p_value")) + "</td><td>" +
+           show(at(row, "n")) + "</td></tr>";
+    s += "</tbody></table><p class=\"muted\">Stability: Jaccard overlap of the top-k keys of consecutive queries. "
+         "Predictability: share of the next top-k keys that the current step foresees as the same key or the same "
+         "relative offset (a clean diagonal is predictable but not stable).</p>";
+  }
+  s += "</section>";
   return s;
 }
 
