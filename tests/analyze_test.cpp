@@ -130,6 +130,27 @@ TEST_F(Analyze, ChannelSwapInterventionComparesWithBaseline) {
   EXPECT_GT(moved, 1e-3);
 }
 
+// Queries produced during generation are analysed like prompt queries: the measured rows then end
+// at the last generated position.
+TEST_F(Analyze, GeneratedTokensAreAnalysed) {
+  analysis::AnalyzeOptions o;
+  o.max_tokens = 64;
+  o.generate = 6;
+  o.rows = 8;
+  o.last_window = 8;
+  o.sliding_window = 32;
+  o.sliding_stride = 16;
+  o.grid = 16;
+  o.gallery = 1;
+  o.n_threads = 2;
+  o.progress = false;
+  const auto j = analysis::analyze(*model_, text(), o, dir_.string());
+  EXPECT_EQ(j["input"]["n_prompt_tokens"].get<int>(), 64);
+  EXPECT_EQ(j["input"]["n_generated"].get<int>(), 6);
+  EXPECT_EQ(j["input"]["n_tokens"].get<int>(), 70);
+  EXPECT_FALSE(j["input"]["generated_text"].get<std::string>().empty());
+}
+
 TEST_F(Analyze, BadOptionsAreErrors) {
   analysis::AnalyzeOptions o;
   o.progress = false;

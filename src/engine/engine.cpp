@@ -217,7 +217,7 @@ void Engine::forward(const int32_t* tokens, int n, bool all_logits, float* logit
       std::atomic<int64_t> next_task{0};
       const int64_t tasks = static_cast<int64_t>(nb) * c.n_head;
       const int64_t grab = std::max<int64_t>(1, tasks / (16 * pool.size()));
-      pool.run([&](int t) {
+      auto attend = [&](int t) {
         float* scores = ws.scores[t].data();
         for (;;) {
           const int64_t begin = next_task.fetch_add(grab, std::memory_order_relaxed);
@@ -240,7 +240,8 @@ void Engine::forward(const int32_t* tokens, int n, bool all_logits, float* logit
             for (int j = 0; j < n_vis; ++j) cpu::axpy_f32(scores[j], V + static_cast<int64_t>(j) * HD, out, HD);
           }
         }
-      });
+      };
+      pool.run_each(attend);
       if (decode_hook) {
         std::vector<const float*>& probs = decode_prob_ptrs_;
         probs.resize(c.n_head);

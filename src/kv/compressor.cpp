@@ -315,7 +315,8 @@ void KvCompressor::evict_layer(int layer, const std::vector<int>& head_budgets, 
 void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache) {
   const int l = view.layer;
   if (l < 0 || l >= n_layer_ || skip_[l]) return;
-  if (seen_.empty()) begin_prefill(view, cache);
+  // A new eval call (also after an exception left the previous one unfinished).
+  if (!in_prefill_ || (!seen_.empty() && l <= seen_.back())) begin_prefill(view, cache);
   const int idx = static_cast<int>(seen_.size());
   seen_.push_back(l);
   LayerState& st = layers_[l];
@@ -361,7 +362,9 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   }
   in.n_head = view.n_head;
   in.rope = RopeSpec{std::span<const float>(model_.rope_inv_freq()), c.n_rot, c.rope_layout == RopeLayout::Neox};
+  st.scores.scratch.swap(attn_scratch_);  // one window-attention scratch for all layers
   score_layer(*method_, opts_, in, st.scores);
+  st.scores.scratch.swap(attn_scratch_);
   rec.preference = st.scores.preference;
   for (int kv = 0; kv < n_head_kv_; ++kv) {
     const auto s = st.scores.head(kv);
@@ -369,6 +372,8 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
     rec.heads[kv].preference =
         st.scores.head_preference.empty() ? st.scores.preference : st.scores.head_preference[kv];
   }
+  // Only the shape and the head preferences are needed from here on (layer_head_budgets).
+  std::vector<float>().swap(st.scores.scores);
   const auto t1 = Clock::now();
   record_.t_score += seconds(t0, t1);
 

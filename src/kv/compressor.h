@@ -190,7 +190,7 @@ class KvCompressor : public KvPolicy {
   std::vector<int> keep_;
   bool planned_decode_ = false;
 
-  std::vector<float> scratch_, probs_;
+  std::vector<float> scratch_, probs_, attn_scratch_;
   CompressionRecord record_;
   static const std::vector<int> kEmpty;
 };

@@ -75,21 +75,4 @@ void ThreadPool::run(const std::function<void(int)>& fn) {
   job_ = nullptr;
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
-  if (n <= 0) return;
-  grain = std::max<int64_t>(1, grain);
-  const int64_t n_grains = (n + grain - 1) / grain;
-  const int threads = static_cast<int>(std::min<int64_t>(n_threads_, n_grains));
-  if (threads <= 1) {
-    fn(0, n);
-    return;
-  }
-  run([&](int t) {
-    if (t >= threads) return;
-    const int64_t g0 = n_grains * t / threads, g1 = n_grains * (t + 1) / threads;
-    const int64_t b = g0 * grain, e = std::min(n, g1 * grain);
-    if (b < e) fn(b, e);
-  });
-}
-
 }  // namespace tappa::cpu

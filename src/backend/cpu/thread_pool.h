@@ -28,10 +28,36 @@ class ThreadPool {
   // when all have finished. fn must split its work by thread_index itself.
   void run(const std::function<void(int)>& fn);
 
+  // Same, for any callable, without allocating: the std::function holds only a pointer to fn, which
+  // fits its inline buffer (a lambda with many captures would be copied to the heap on every call,
+  // hundreds of times per generated token).
+  template <class F>
+  void run_each(F& fn) {
+    F* p = &fn;
+    run([p](int t) { (*p)(t); });
+  }
+
   // Splits [0, n) into contiguous chunks, one per thread, and calls fn(begin, end) for each non-empty
   // chunk. Chunk boundaries are multiples of `grain` (except the last), so callers can keep SIMD
-  // blocks or cache tiles whole.
-  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+  // blocks or cache tiles whole. Does not allocate.
+  template <class F>
+  void parallel_for(int64_t n, int64_t grain, F&& fn) {
+    if (n <= 0) return;
+    grain = grain < 1 ? 1 : grain;
+    const int64_t n_grains = (n + grain - 1) / grain;
+    const int threads = static_cast<int>(n_grains < n_threads_ ? n_grains : n_threads_);
+    if (threads <= 1) {
+      fn(int64_t{0}, n);
+      return;
+    }
+    auto body = [&](int t) {
+      if (t >= threads) return;
+      const int64_t g0 = n_grains * t / threads, g1 = n_grains * (t + 1) / threads;
+      const int64_t b = g0 * grain, e = g1 * grain < n ? g1 * grain : n;
+      if (b < e) fn(b, e);
+    };
+    run_each(body);
+  }
 
  private:
   void worker_loop(int index);
