@@ -12,7 +12,8 @@
 #        METHODS="tappa snapkv" REPEAT=5 THREADS=2 bench/kv_compress.sh
 # Environment: BUILD (build), TAPPA (binary), MODEL, TEXT (default: the essays, concatenated),
 #              N (4096), BUDGET (256), DECODE (128), REPEAT (3), THREADS (1), OUT (out/kv_compress),
-#              METHODS ("tappa"), PREFILL_METHODS (every other method; "" to skip).
+#              METHODS ("tappa"), PREFILL_METHODS (every other method; "" to skip),
+#              EXTRA (more `tappa compress` flags, e.g. "--no-decode-evict").
 # The machine this was measured on is shared and noisy: a spinning thread pool suffers badly when
 # the cores are oversubscribed, so THREADS=1 gives the steadiest numbers there.
 set -euo pipefail
@@ -44,7 +45,7 @@ run() {  # method decode repeat
   local m=$1 dec=$2 rep=$3
   echo "== $m (N=$N, budget $BUDGET, decode $dec, repeat $rep, threads $THREADS)" >&2
   "$TAPPA" compress "${MODEL_ARGS[@]}" -f "$TEXT" --max-tokens "$N" -c "$CTX" -t "$THREADS" \
-    --kv "$m" --budget "$BUDGET" --decode "$dec" --repeat "$rep" --json "$OUT/$m.json" > "$OUT/$m.txt"
+    --kv "$m" --budget "$BUDGET" --decode "$dec" --repeat "$rep" --json "$OUT/$m.json" ${EXTRA:-} > "$OUT/$m.txt"
   tail -n 6 "$OUT/$m.txt" >&2
 }
 

@@ -469,6 +469,48 @@ TEST_F(KvCompress, BytesHeldFallByTheExpectedFactor) {
   EXPECT_EQ(e.kv_cache().bytes_held(), lists * (kPrompt / 4) * row);
 }
 
+// h2o can sum the attention rows the engine computes anyway (an observer) instead of recomputing the
+// last 512 rows: same kept tokens (up to fp32 near-ties), bit-identical rows.
+TEST_F(KvCompress, H2oFromEngineAttentionRowsMatchesRecomputation) {
+  const ModelConfig& c = model_->config();
+  kv::KvCompressor own(*model_, method("h2o", 96)), rows(*model_, method("h2o", 96));
+  Engine a(*model_, opts()), b(*model_, opts());
+  a.set_kv_policy(&own);
+  b.set_kv_policy(&rows);
+  ASSERT_NE(rows.observer(), nullptr);
+  b.set_observer(rows.observer());
+  rows.expect_prompt(kPrompt);
+  a.eval(*prompt_);
+  b.eval(*prompt_);
+  EXPECT_FALSE(own.record().h2o_from_engine_rows);
+  EXPECT_TRUE(rows.record().h2o_from_engine_rows);
+  EXPECT_GT(rows.record().t_observe, 0.0);
+  int differ = 0, total = 0;
+  for (int l = 0; l < c.n_layer; ++l)
+    for (int h = 0; h < c.n_head_kv; ++h) {
+      const std::vector<int>& pa = own.positions(l, h);
+      const std::vector<int>& pb = rows.positions(l, h);
+      ASSERT_EQ(pa.size(), pb.size());
+      std::vector<int> only;
+      std::set_symmetric_difference(pa.begin(), pa.end(), pb.begin(), pb.end(), std::back_inserter(only));
+      differ += static_cast<int>(only.size()) / 2;
+      total += static_cast<int>(pa.size());
+      for (size_t r = 0; r < pb.size(); ++r)
+        ASSERT_EQ(std::memcmp(b.kv_cache().keys(l, h) + r * c.head_dim, fk(l, h).data() + static_cast<size_t>(pb[r]) * c.head_dim,
+                              sizeof(float) * c.head_dim),
+                  0);
+    }
+  EXPECT_LE(differ, total / 100) << differ << " of " << total << " kept tokens differ";
+  // Without the hint the rows are not collected and h2o falls back to its own pass.
+  kv::KvCompressor nohint(*model_, method("h2o", 96));
+  Engine e(*model_, opts());
+  e.set_kv_policy(&nohint);
+  e.set_observer(nohint.observer());
+  e.eval(*prompt_);
+  EXPECT_FALSE(nohint.record().h2o_from_engine_rows);
+  for (int l = 0; l < c.n_layer; ++l) EXPECT_EQ(nohint.positions(l, 0), own.positions(l, 0));
+}
+
 // (5) TAPPA: lower q-similarity ⇒ more budget (α = ∞: b_l ∝ 1 − qsim_l up to integer rounding), and
 // the recorded q-sim is the window q-similarity of the uncompressed run's queries.
 TEST_F(KvCompress, TappaGivesMoreBudgetToLowerQsimLayers) {
@@ -547,6 +589,24 @@ TEST_F(KvCompress, DecodeEvictionBoundsEveryLayer) {
     }
     EXPECT_EQ(comp.record().decode_steps, 6);
     EXPECT_GT(comp.record().decode_evicted, 0) << name;
+  }
+  // Batched: lists grow to b + W + K − 1, then go back to b + W.
+  kv::CompressorFlags f;
+  f.method = "tappa";
+  f.budget = 64;
+  f.decode_evict_every = 4;
+  kv::KvCompressor comp(*model_, kv::make_compressor_options(f));
+  Engine e(*model_, opts());
+  e.set_kv_policy(&comp);
+  e.eval(*prompt_);
+  const int n0 = e.kv_cache().length(0, 0);
+  for (int step = 0; step < 6; ++step) {
+    const int32_t t[1] = {(*decode_)[step % kDecode]};
+    e.eval(t);
+    for (int l = 0; l < c.n_layer; ++l)
+      for (int h = 0; h < c.n_head_kv; ++h) EXPECT_LE(e.kv_cache().length(l, h), comp.decode_budget(l, h) + kW + 3);
+    // Layer 0 holds b + W after prefill: 3 steps grow it, the 4th cuts it back.
+    EXPECT_EQ(e.kv_cache().length(0, 0), step % 4 == 3 ? n0 : n0 + step % 4 + 1) << step;
   }
 }
 

@@ -49,6 +49,9 @@ void add_kv_flags(CLI::App& cmd, kv::CompressorFlags& f) {
                         "cake/tappa/tappa-head: re-allocate after every layer during prefill (default on)");
   cmd.add_flag_function("--decode-evict,!--no-decode-evict", [&f](int64_t n) { f.decode_evict = n > 0; },
                         "Evict while decoding (CAKE's rule: keep b_l + W per layer; default on for cake/tappa/tappa-head)");
+  cmd.add_option_function<int>("--decode-evict-every", [&f](const int& v) { f.decode_evict_every = v; },
+                               "Decode eviction in batches: let a list grow to b + W + K - 1 rows, then cut it to "
+                               "b + W (default 1: CAKE's one row per step)");
   cmd.add_option_function<int>("--n-sink", [&f](const int& v) { f.n_sink = v; },
                                "streamingllm / expected-attention: attention sinks kept (default 4)");
   cmd.add_flag("--streaming-first", f.streaming_keep_first,
@@ -150,6 +153,10 @@ void register_run(CLI::App& app, int& rc) {
       compressor = std::make_unique<kv::KvCompressor>(*model, kv_opts);
       compressor->check(static_cast<int>(tokens.size()));
       engine.set_kv_policy(compressor.get());
+      if (Observer* ob = compressor->observer()) {  // h2o: reuse the engine's attention rows
+        engine.set_observer(ob);
+        compressor->expect_prompt(static_cast<int>(tokens.size()));
+      }
     }
 
     if (!o->quiet) {
@@ -159,7 +166,7 @@ void register_run(CLI::App& app, int& rc) {
     const auto t0 = std::chrono::steady_clock::now();
     std::span<const float> logits = engine.eval(tokens);
     const double t_prompt = seconds_since(t0);
-    if (compressor) {
+    if (compressor && !o->quiet) {
       const kv::CompressionRecord& r = compressor->record();
       const double mib = 1048576.0;
       std::fprintf(stderr,

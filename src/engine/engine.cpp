@@ -130,7 +130,6 @@ void Engine::forward(const int32_t* tokens, int n, bool all_logits, float* logit
   const bool observe = observer_ != nullptr;
   const int chunk = std::min(n, n_batch_);
   ws.ensure(c, n, chunk, observe);
-  kv_->reserve_extra(n);
   for (auto& s : ws.scores)
     if (s.size() < static_cast<size_t>(n_ctx_)) s.resize(n_ctx_);
 
@@ -169,6 +168,7 @@ void Engine::forward(const int32_t* tokens, int n, bool all_logits, float* logit
     if (skip_[l]) continue;
     const LayerWeights& L = w.layers[l];
     const bool obs_layer = observe && observer_->wants_layer(l);
+    kv_->reserve_extra(l, n);  // per layer: earlier layers may already be compressed
     for (int h = 0; h < c.n_head_kv; ++h) ws.kv_len0[h] = kv_->length(l, h);
 
     for (int b = 0; b < n; b += chunk) {

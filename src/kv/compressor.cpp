@@ -113,6 +113,10 @@ CompressorOptions make_compressor_options(const CompressorFlags& f) {
     if (*f.ea_stat_rows < 0) fail("--ea-stat-rows must be >= 0");
     c.ea_stat_rows = *f.ea_stat_rows;
   }
+  if (f.decode_evict_every) {
+    if (*f.decode_evict_every < 1) fail("--decode-evict-every must be >= 1");
+    c.decode_evict_every = *f.decode_evict_every;
+  }
   if (m.scorer != ScorerKind::none && !c.budget && !c.ratio)
     fail("--kv " + std::string(m.name) + " needs a budget: --budget N (tokens per layer, window included) or --ratio R");
   return c;
@@ -135,6 +139,7 @@ KvCompressor::KvCompressor(const Model& model, CompressorOptions options)
   if (active() && !options_.budget && !options_.ratio)
     fail("KV method " + std::string(method_->name) + " needs a budget (tokens per layer) or a compression ratio");
   if (opts_.window < 1) fail("KV window must be at least 1, got " + std::to_string(opts_.window));
+  if (options_.decode_evict_every < 1) fail("decode_evict_every must be at least 1");
   if (opts_.cascading && !preference_allocator(*method_))
     fail("cascading applies to cake, tappa and tappa-head only");
   skip_.assign(n_layer_, 0);
@@ -151,6 +156,60 @@ KvCompressor::KvCompressor(const Model& model, CompressorOptions options)
   record_.window = opts_.window;
   record_.cascading = opts_.cascading;
   record_.decode_eviction = opts_.decode_eviction && active();
+}
+
+KvCompressor::~KvCompressor() = default;
+
+// Sums the attention rows the engine hands to observers (several threads at once, different
+// (head, position) pairs: one lock per query head).
+class KvCompressor::RowSum : public Observer {
+ public:
+  explicit RowSum(KvCompressor& c) : c_(c) {}
+  bool wants_layer(int layer) override {
+    return c_.hint_n_ > 0 && layer >= 0 && layer < c_.n_layer_ && !c_.skip_[layer];
+  }
+  bool wants_attention_row(int layer, int head, int64_t pos) override {
+    const int64_t end = c_.hint_pos0_ + c_.hint_n_;
+    return c_.hint_n_ > 0 && pos >= end - c_.rowsum_rows_ && pos < end;
+  }
+  void on_attention_row(int layer, int head, int64_t pos, const float* probs, int n) override {
+    const auto t0 = Clock::now();
+    if (head < 0 || head >= c_.n_head_ || n > c_.rowsum_stride_) return;  // not counted: fallback
+    c_.rowsum_layer_.store(layer, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(c_.rowsum_mu_[head]);
+      float* acc = c_.rowsum_acc_.data() + static_cast<size_t>(head) * c_.rowsum_stride_;
+      for (int j = 0; j < n; ++j) acc[j] += probs[j];
+    }
+    c_.rowsum_count_.fetch_add(1, std::memory_order_relaxed);
+    c_.rowsum_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count(),
+                            std::memory_order_relaxed);
+  }
+
+ private:
+  KvCompressor& c_;
+};
+
+Observer* KvCompressor::observer() {
+  if (method_->scorer != ScorerKind::h2o) return nullptr;
+  if (!rowsum_) {
+    rowsum_ = std::make_unique<RowSum>(*this);
+    rowsum_mu_ = std::make_unique<std::mutex[]>(n_head_);
+  }
+  return rowsum_.get();
+}
+
+void KvCompressor::expect_prompt(int n_tokens, int64_t pos0) {
+  hint_n_ = std::max(n_tokens, 0);
+  hint_pos0_ = pos0;
+  rowsum_rows_ = std::min(std::max(opts_.h2o_rows, opts_.window), hint_n_);
+  rowsum_ns_ = 0;
+  rowsum_count_ = 0;
+  rowsum_layer_ = -1;
+  if (method_->scorer == ScorerKind::h2o && hint_n_ > 0) {
+    rowsum_stride_ = pos0 + hint_n_;
+    rowsum_acc_.assign(static_cast<size_t>(n_head_) * rowsum_stride_, 0.0f);
+  }
 }
 
 size_t KvCompressor::row_bytes() const { return static_cast<size_t>(head_dim_) * 2 * sizeof(float); }
@@ -226,8 +285,6 @@ void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& ca
     record_.layers[l].layer = l;
     record_.layers[l].active = !skip_[l];
   }
-  record_.bytes_held_before = cache.bytes_held();
-
   // Rows each list held before this call: layer view.layer already appended this call's tokens.
   int prev = -1;
   bool uniform = true;
@@ -241,6 +298,16 @@ void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& ca
   }
   if (prev < 0) prev = 0;
   N_ = prev + view.n_tokens;
+  // "Before" is what the uncompressed cache holds for this prompt: every active list with N rows.
+  // It is computed, not read from the cache, because the engine reserves each layer only when it
+  // runs it, so with cascading compression the whole uncompressed cache never exists at once.
+  if (uniform) {
+    size_t lists = 0;
+    for (int l = 0; l < n_layer_; ++l) lists += skip_[l] ? 0 : static_cast<size_t>(n_head_kv_);
+    record_.bytes_held_before = lists * static_cast<size_t>(N_) * row_bytes();
+  } else {
+    record_.bytes_held_before = cache.bytes_held();
+  }
   W_ = opts_.window;
   C_ = capacity_for(N_);
   record_.n_prompt = N_;
@@ -279,6 +346,7 @@ void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& ca
                              ") than the query rows the method needs";
     return;
   }
+  record_.h2o_from_engine_rows = method_->scorer == ScorerKind::h2o && rowsum_ != nullptr;
   ctx_ = BudgetContext{n_active_, N_, C_, W_};
   const std::vector<double> dummy(n_active_, 1.0);
   planned_ = plan_budgets(*method_, opts_, ctx_, dummy);
@@ -338,6 +406,11 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   rec.heads.assign(n_head_kv_, HeadRecord{});
   for (int kv = 0; kv < n_head_kv_; ++kv) rec.heads[kv].qsim = head_qsim[kv];
   if (!compress_) {
+    if (rowsum_ && rowsum_count_.load() > 0) {
+      std::fill(rowsum_acc_.begin(), rowsum_acc_.end(), 0.0f);
+      rowsum_count_ = 0;
+      rowsum_layer_ = -1;
+    }
     record_.t_score += seconds(t0, Clock::now());
     return;
   }
@@ -362,6 +435,16 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   }
   in.n_head = view.n_head;
   in.rope = RopeSpec{std::span<const float>(model_.rope_inv_freq()), c.n_rot, c.rope_layout == RopeLayout::Neox};
+  const bool rows_summed = method_->scorer == ScorerKind::h2o && rowsum_ && hint_n_ == view.n_tokens &&
+                           hint_pos0_ == view.pos0 && rowsum_layer_.load() == l &&
+                           rowsum_rows_ == std::min(std::max(opts_.h2o_rows, W_), N) &&
+                           rowsum_count_.load() == static_cast<int64_t>(n_head_) * rowsum_rows_;
+  if (rows_summed) {
+    in.h2o_accumulated = rowsum_acc_.data();
+    in.h2o_stride = rowsum_stride_;
+  } else {
+    record_.h2o_from_engine_rows = false;
+  }
   st.scores.scratch.swap(attn_scratch_);  // one window-attention scratch for all layers
   score_layer(*method_, opts_, in, st.scores);
   st.scores.scratch.swap(attn_scratch_);
@@ -374,6 +457,11 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   }
   // Only the shape and the head preferences are needed from here on (layer_head_budgets).
   std::vector<float>().swap(st.scores.scores);
+  if (rowsum_ && rowsum_count_.load() > 0) {  // ready for the next layer's rows
+    std::fill(rowsum_acc_.begin(), rowsum_acc_.end(), 0.0f);
+    rowsum_count_ = 0;
+    rowsum_layer_ = -1;
+  }
   const auto t1 = Clock::now();
   record_.t_score += seconds(t0, t1);
 
@@ -453,6 +541,11 @@ void KvCompressor::on_prefill_done(KvCache& cache) {
     }
   }
   planned_decode_ = active();
+  if (rowsum_) {
+    record_.t_observe = rowsum_ns_.load() * 1e-9;
+    hint_n_ = 0;  // the hinted call is over
+    rowsum_ns_ = 0;
+  }
   record_.bytes_expected = expected;
   record_.bytes_held_after = cache.bytes_held();
   record_.t_evict += seconds(t0, Clock::now());
@@ -480,7 +573,7 @@ void KvCompressor::on_decode_layer(int layer, const std::vector<const float*>& p
       }
     }
     const int b = decode_budget(layer, kv);
-    if (static_cast<int64_t>(n) <= static_cast<int64_t>(b) + W) continue;
+    if (static_cast<int64_t>(n) <= static_cast<int64_t>(b) + W + (options_.decode_evict_every - 1)) continue;
     probs_.resize(static_cast<size_t>(G) * n);
     for (int g = 0; g < G; ++g) std::memcpy(probs_.data() + static_cast<size_t>(g) * n, probs[kv * G + g], sizeof(float) * n);
     if (!decode_keep(probs_.data(), G, n, n, b, W, keep_, scratch_, opts_.pool)) continue;

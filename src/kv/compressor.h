@@ -24,14 +24,18 @@
 // nothing is evicted. Errors (tappa::Error, one line): C ≤ 0, r ∉ [0, 1), C < W when the prompt
 // (or decode eviction) would need compressing.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "kv/methods.h"
 #include "kv/policy.h"
+#include "tappa/observer.h"
 
 namespace tappa {
 class Model;
@@ -50,6 +54,10 @@ struct CompressorOptions {
   int ea_stat_rows = 0;
   // Layers the engine skips (Engine::set_skip_layers): they hold no cache and get no budget.
   std::vector<int> skip_layers;
+  // Decode eviction in batches: a list may grow to b + W + K − 1 rows and is then cut back to b + W
+  // (by that step's attention). K = 1 is CAKE's rule (one row per step); K > 1 trades a slightly
+  // larger bound for K times fewer list compactions (each keep_rows copies the whole list).
+  int decode_evict_every = 1;
 };
 
 // The textual knobs of the CLI (every one optional: unset keeps the method's default).
@@ -73,6 +81,7 @@ struct CompressorFlags {
   std::optional<double> min_head_frac;
   bool snapkv_mean = false;
   std::optional<int> ea_stat_rows;
+  std::optional<int> decode_evict_every;
 };
 // Method defaults + flags. Throws tappa::Error (one line) on an unknown method, both --budget and
 // --ratio, a non-positive budget, a bad ratio, pooling or alpha.
@@ -120,7 +129,11 @@ struct CompressionRecord {
   size_t bytes_peak_layerwise = 0;
   size_t bytes_expected = 0;      // C·L·H_kv·d·2·4 when compressing (the budget's memory)
   double t_score = 0.0, t_evict = 0.0;  // seconds inside the prefill hooks
-  double t_total() const { return t_score + t_evict; }
+  // h2o through observer(): seconds spent summing the engine's attention rows (thread time, summed
+  // over the threads that delivered them); part of the compression cost.
+  double t_observe = 0.0;
+  bool h2o_from_engine_rows = false;    // h2o scores came from the engine's own attention rows
+  double t_total() const { return t_score + t_evict + t_observe; }
   // Decoding.
   int64_t decode_steps = 0;     // 1-token calls seen by the decode hook
   int64_t decode_evicted = 0;   // rows evicted at decode, summed over layers and heads
@@ -130,6 +143,7 @@ struct CompressionRecord {
 class KvCompressor : public KvPolicy {
  public:
   KvCompressor(const Model& model, CompressorOptions options);
+  ~KvCompressor() override;
 
   const Method& method() const { return *method_; }
   const MethodOptions& method_options() const { return opts_; }
@@ -140,6 +154,14 @@ class KvCompressor : public KvPolicy {
   void check(int n_prompt) const;
   // Whether this policy does anything (fullkv: no).
   bool active() const { return method_->scorer != ScorerKind::none; }
+
+  // h2o: an observer that sums the attention rows the engine computes anyway for the last
+  // h2o_rows prompt queries (Engine::set_observer), so scoring costs no second attention pass;
+  // nullptr for other methods. It needs the prompt's length beforehand (expect_prompt). Without it
+  // (or when the rows did not all arrive) h2o computes those rows itself (h2o_scores_streaming).
+  Observer* observer();
+  // The next multi-token eval call: n_tokens tokens starting at position pos0.
+  void expect_prompt(int n_tokens, int64_t pos0 = 0);
 
   const CompressionRecord& record() const { return record_; }
   // Original positions (relative to the first prompt token's position pos0 of the compressed eval)
@@ -191,6 +213,20 @@ class KvCompressor : public KvPolicy {
   bool planned_decode_ = false;
 
   std::vector<float> scratch_, probs_, attn_scratch_;
+
+  // h2o from the engine's attention rows.
+  class RowSum;
+  friend class RowSum;
+  std::unique_ptr<RowSum> rowsum_;
+  int64_t hint_pos0_ = 0;
+  int hint_n_ = 0;             // 0: no hint
+  int rowsum_rows_ = 0;        // query rows summed (the last ones of the hinted call)
+  int64_t rowsum_stride_ = 0;  // floats per head in rowsum_acc_
+  std::vector<float> rowsum_acc_;       // [H][stride]
+  std::unique_ptr<std::mutex[]> rowsum_mu_;  // one per query head
+  std::atomic<int> rowsum_layer_{-1};
+  std::atomic<int64_t> rowsum_count_{0};
+  std::atomic<int64_t> rowsum_ns_{0};
   CompressionRecord record_;
   static const std::vector<int> kEmpty;
 };

@@ -10,15 +10,28 @@ KvCache::KvCache(int n_layer, int n_head_kv, int head_dim)
     : n_layer_(n_layer), n_head_kv_(n_head_kv), head_dim_(head_dim),
       slots_(static_cast<size_t>(n_layer) * n_head_kv) {}
 
+namespace {
+// Grows a list's storage to hold `need` rows: by at least 1.5x so a long generation reallocates
+// O(log n) times, and with reserve() first because resize() alone may double the capacity.
+void grow(std::vector<float>& k, std::vector<float>& v, int& capacity, int need, int head_dim) {
+  if (need <= capacity) return;
+  const int cap = std::max(need, capacity + capacity / 2);
+  k.reserve(static_cast<size_t>(cap) * head_dim);
+  v.reserve(static_cast<size_t>(cap) * head_dim);
+  k.resize(static_cast<size_t>(cap) * head_dim);
+  v.resize(static_cast<size_t>(cap) * head_dim);
+  capacity = cap;
+}
+}  // namespace
+
 void KvCache::reserve_extra(int extra) {
-  for (Slot& s : slots_) {
-    const int need = s.length + extra;
-    if (need <= s.capacity) continue;
-    // Grow by at least 1.5x so a long generation reallocates O(log n) times.
-    const int cap = std::max(need, s.capacity + s.capacity / 2);
-    s.k.resize(static_cast<size_t>(cap) * head_dim_);
-    s.v.resize(static_cast<size_t>(cap) * head_dim_);
-    s.capacity = cap;
+  for (Slot& s : slots_) grow(s.k, s.v, s.capacity, s.length + extra, head_dim_);
+}
+
+void KvCache::reserve_extra(int layer, int extra) {
+  for (int h = 0; h < n_head_kv_; ++h) {
+    Slot& s = slot(layer, h);
+    grow(s.k, s.v, s.capacity, s.length + extra, head_dim_);
   }
 }
 

@@ -26,6 +26,9 @@ class KvCache {
 
   // Makes room for `extra` more tokens in every list (may allocate; call before a batch, not per token).
   void reserve_extra(int extra);
+  // The same for the lists of one layer only: the engine reserves each layer just before it appends
+  // to it, so a policy that compresses finished layers keeps the peak at compressed layers + one.
+  void reserve_extra(int layer, int extra);
   // Appends n rows to one list; rows are head_dim floats, `stride` floats apart in src.
   void append(int layer, int head, const float* k_src, const float* v_src, int n, int64_t stride);
   // Keeps only the listed rows (ascending or not) of one list, in the given order, and compacts.
