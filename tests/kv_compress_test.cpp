@@ -437,7 +437,9 @@ TEST_F(KvCompress, BytesHeldFallByTheExpectedFactor) {
       // (cascading: the shares of the layers seen so far sum to at most (C − W)·L, + W each).
       // (PyramidKV's schedule does not preserve the total: no such bound.)
       if (name != "pyramidkv") {
-        EXPECT_LE(r.bytes_peak_layerwise, static_cast<size_t>(C * c.n_layer + kPrompt) * c.n_head_kv * row) << name;
+        const size_t bound = static_cast<size_t>(C * c.n_layer + kPrompt) * c.n_head_kv * row;
+        EXPECT_LE(r.bytes_peak_layerwise, bound) << name;
+        EXPECT_LE(r.bytes_held_peak, bound) << name << ": the memory really held during the prefill";
       }
     }
   }

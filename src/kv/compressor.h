@@ -121,11 +121,14 @@ struct CompressionRecord {
   bool cascading = false, decode_eviction = false;
   std::string skipped_reason;  // why a prefill was not compressed (empty when it was or need not be)
   std::vector<LayerRecord> layers;
-  size_t bytes_held_before = 0;   // KvCache::bytes_held() when the first layer was handed over
-  size_t bytes_held_after = 0;    // after on_prefill_done
-  size_t bytes_held_peak = 0;     // largest bytes_held() seen during the prefill hooks
-  // Peak the cascading schedule needs when layer l's rows are allocated only when layer l runs:
-  // max over l of (rows held by layers < l after their eviction + layer l's full rows) × bytes/row.
+  // What the uncompressed cache holds for this prompt (every active list with N rows): computed,
+  // since the engine reserves a layer only when it runs it and the full cache never exists at once.
+  size_t bytes_held_before = 0;
+  size_t bytes_held_after = 0;    // KvCache::bytes_held() after on_prefill_done
+  // Largest KvCache::bytes_held() at the prefill hooks (entry: the compressed layers + the layer just
+  // computed, still full): the prefill's peak cache memory.
+  size_t bytes_held_peak = 0;
+  // The same from the lists' lengths (bytes_used): the peak of a cache allocating rows exactly.
   size_t bytes_peak_layerwise = 0;
   size_t bytes_expected = 0;      // C·L·H_kv·d·2·4 when compressing (the budget's memory)
   double t_score = 0.0, t_evict = 0.0;  // seconds inside the prefill hooks
