@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 
+#include "backend/cpu/attention.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/ops.h"
 #include "backend/cpu/thread_pool.h"
@@ -227,17 +228,20 @@ void Engine::forward(const int32_t* tokens, int n, bool all_logits, float* logit
             const int i = static_cast<int>(task / c.n_head), h = static_cast<int>(task % c.n_head);
             const int kvh = h / group;
             const int n_vis = ws.kv_len0[kvh] + b + i + 1;
-            const float* qv = ws.q.data() + static_cast<int64_t>(i) * QD + h * HD;
-            const float* K = kv_->keys(l, kvh);
-            const float* V = kv_->values(l, kvh);
-            for (int j = 0; j < n_vis; ++j) scores[j] = cpu::dot_f32(qv, K + static_cast<int64_t>(j) * HD, HD) * kq_scale;
-            cpu::softmax(scores, n_vis);
+            cpu::AttentionRow row;
+            row.q = ws.q.data() + static_cast<int64_t>(i) * QD + h * HD;
+            row.K = kv_->keys(l, kvh);
+            row.V = kv_->values(l, kvh);
+            row.first = 0;
+            row.n_vis = n_vis;
+            row.head_dim = HD;
+            row.scale = kq_scale;
+            row.single_token = n == 1;
+            float* out = ws.attn.data() + static_cast<int64_t>(i) * QD + h * HD;
+            cpu::attention_row(row, scores, out);
             const int64_t pos = n_past_ + b + i;
             if (obs_layer && observer_->wants_attention_row(l, h, pos)) observer_->on_attention_row(l, h, pos, scores, n_vis);
             if (decode_hook) std::memcpy(ws.decode_probs.data() + static_cast<size_t>(h) * n_ctx_, scores, sizeof(float) * n_vis);
-            float* out = ws.attn.data() + static_cast<int64_t>(i) * QD + h * HD;
-            std::fill(out, out + HD, 0.0f);
-            for (int j = 0; j < n_vis; ++j) cpu::axpy_f32(scores[j], V + static_cast<int64_t>(j) * HD, out, HD);
           }
         }
       };
