@@ -2,20 +2,20 @@
 // llama.cpp's f32 K/V cache and flash attention off): next-token argmax over 256 positions per
 // prompt, |Δlogit| on llama.cpp's top-40 tokens, and greedy 64-token continuations.
 //
-// Why the bounds are not "bit-identical": this model's logits move by ~0.1-0.2 under perturbations
-// at the level of float rounding. Every matmul input is rounded to 8 bits per 32-value block, and a
-// value that sits within one ulp of a rounding boundary flips one quantization step (~1% of the
-// block maximum) when the summation order changes; 30 layers amplify the flips. llama.cpp disagrees
-// with itself by as much when only its own settings change (f16 vs f32 K/V cache, flash attention on
-// vs off): mean |Δ| 0.14-0.17, max up to 1.8, argmax agreement 94-97% on these prompts
-// (docs/ORACLE.md). What does not move is every decision with a clear margin. So we require:
-//   - the argmax agrees wherever llama.cpp's top-1/top-2 margin is >= 0.5 (every such position);
-//   - overall argmax agreement >= 95% (llama.cpp's self-agreement range);
-//   - mean |Δ| < 0.25 and max |Δ| < 2.5 on the top-40 (about 1.5x llama.cpp's self-disagreement);
-//   - greedy continuations identical up to the first step where llama.cpp's margin is < 0.5.
+// tappa computes every op of this model in llama.cpp's own order and rounding (Q4_1/Q8_0 dot
+// products with ggml's eight float lanes, ggml's exp in softmax and SiLU, RMSNorm sums of float
+// squares in double, ggml's q.k and p.V summation trees — see docs/ORACLE.md), so the logits are
+// bit-identical to llama.cpp's; tools/op_check.cpp checks that op by op. The golden files keep 4
+// decimals, so an identical logit reads back within 5e-5 (plus float printing). The bounds:
+//   - argmax agreement >= 99% and identical wherever llama.cpp's top-1/top-2 margin is >= 0.5;
+//   - max |Δlogit| < 2e-3 on llama.cpp's top-40: 40x the rounding of the file, yet far below what
+//     any arithmetic difference produces — one last-bit change anywhere flips an 8-bit activation
+//     rounding and 30 layers amplify it to mean |Δ| ~0.15, max > 1 (measured before the ops were
+//     aligned, and llama.cpp against itself with other settings, docs/ORACLE.md);
+//   - greedy 64-token continuations identical on every prompt.
 // A real bug (wrong RoPE pairing or base, a missing bias or norm weight, a wrong GQA grouping, an
-// off-by-one position) shifts logits by whole units and fails all four by far: the tiny-model tests
-// (engine_tiny_test.cpp) check the arithmetic itself to 1e-6 where no 8-bit rounding is involved.
+// off-by-one position) shifts logits by whole units; the tiny-model tests (engine_tiny_test.cpp)
+// check the arithmetic of architectures without a llama.cpp golden against numpy.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -129,18 +129,20 @@ TEST_F(EngineGolden, LogitsAndArgmaxMatchLlamaCpp) {
   RecordProperty("max_abs_dlogit", std::to_string(max_diff));
   RecordProperty("mean_abs_dlogit", std::to_string(mean_diff));
   EXPECT_EQ(clear_agree, clear) << "argmax differs where llama.cpp's decision is clear";
-  EXPECT_GE(static_cast<double>(agree) / total, 0.95);
-  EXPECT_LT(mean_diff, 0.25);
-  EXPECT_LT(max_diff, 2.5);
+  EXPECT_GE(static_cast<double>(agree) / total, 0.99);
+  EXPECT_LT(max_diff, 2e-3);
+  EXPECT_LT(mean_diff, 2e-4);
 }
 
-TEST_F(EngineGolden, GreedyContinuationsIdenticalWhileDecisionsAreClear) {
+TEST_F(EngineGolden, GreedyContinuationsIdentical) {
   TAPPA_REQUIRE_MODEL(test::default_model());
   const auto goldens = load_goldens();
   ASSERT_GE(goldens.size(), 3u);
   int fully_identical = 0;
   for (const Golden& g : goldens) {
-    Engine engine(*model_, EngineOptions{2, g.prefix_len + static_cast<int>(g.greedy.size()) + 8, 512});
+    // One thread: results do not depend on the thread count (every output is summed by one thread
+    // in a fixed order), and 256 one-token steps stay fast on a loaded CI machine.
+    Engine engine(*model_, EngineOptions{1, g.prefix_len + static_cast<int>(g.greedy.size()) + 8, 512});
     auto logits = engine.eval(std::span(g.tokens.data(), g.prefix_len));
     std::vector<int32_t> ours;
     for (size_t i = 0; i < g.greedy.size(); ++i) {
@@ -157,7 +159,7 @@ TEST_F(EngineGolden, GreedyContinuationsIdenticalWhileDecisionsAreClear) {
     std::printf("[golden] %-12s greedy: identical for %zu of %zu tokens (llama.cpp's first margin < 0.5 at step %zu)\n",
                 g.name.c_str(), first_diff, g.greedy.size(), first_close);
     fully_identical += first_diff == g.greedy.size();
-    EXPECT_GE(first_diff, std::min(first_close, g.greedy.size())) << g.name << ": diverged at a clear step";
+    EXPECT_EQ(first_diff, g.greedy.size()) << g.name << ": greedy continuation differs from llama.cpp's";
   }
   std::printf("[golden] greedy continuations identical over all 64 tokens: %d of %zu prompts\n", fully_identical,
               goldens.size());

@@ -1,3 +1,19 @@
+// Attention of one query row, summed in the order llama.cpp's CPU backend sums it (non-flash
+// attention path, f32 K/V), so that the two agree bit for bit (docs/ORACLE.md):
+//
+//   q·k      ggml_vec_dot_f32: four 16-lane FMA accumulators over 64-element steps, folded as
+//            (a0 + a2) + (a1 + a3), then a 16-lane tree (i, i+8), (i, i+4), (i, i+2), (0, 1)
+//            — the tree of GCC's _mm512_reduce_add_ps.
+//   softmax  x·scale, max, exp (exp_approx.h) in 16-wide chunks counted from key 0, each chunk's
+//            sum folded by the same tree and accumulated in double; weights scaled by
+//            float(1 / sum).
+//   p·V      a batch (several query tokens) goes through llamafile's tinyBLAS: one 16-lane
+//            accumulator per output over the keys, key j in lane j mod 16, then the tree. A single
+//            token goes through ggml_vec_dot_f32 over the keys instead: key j in accumulator
+//            (j mod 64) / 16, lane j mod 16.
+// Keys outside the visible range contribute exact zeros in llama.cpp (masked to -inf, exp = 0),
+// so they are skipped here. Lanes are vectorised over the head dimension: "lane r" below is a row
+// of head_dim partial sums.
 // GCC 12 reports a false -Wmaybe-uninitialized inside _mm512_reduce_add_ps; silence it here only.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -5,19 +21,167 @@
 #include "backend/cpu/attention.h"
 
 #include <algorithm>
+#include <cmath>
+#include <vector>
 
-#include "backend/cpu/ops.h"
-#include "backend/cpu/vec.h"
+#include "backend/cpu/exp_approx.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace tappa::cpu {
+namespace {
 
-void attention_row(const AttentionRow& a, float* probs, float* out) {
-  const int HD = a.head_dim;
-  std::fill(probs, probs + a.first, 0.0f);
-  for (int j = a.first; j < a.n_vis; ++j) probs[j] = dot_f32(a.q, a.K + static_cast<int64_t>(j) * HD, HD) * a.scale;
-  softmax(probs + a.first, a.n_vis - a.first);
-  std::fill(out, out + HD, 0.0f);
-  for (int j = a.first; j < a.n_vis; ++j) axpy_f32(probs[j], a.V + static_cast<int64_t>(j) * HD, out, HD);
+// Sum of 16 values in the tree order of _mm512_reduce_add_ps.
+inline float reduce16(const float* v) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_ps(_mm512_loadu_ps(v));
+#else
+  float t[8];
+  for (int i = 0; i < 8; ++i) t[i] = v[i + 8] + v[i];
+  float u[4];
+  for (int i = 0; i < 4; ++i) u[i] = t[i + 4] + t[i];
+  return (u[0] + u[2]) + (u[1] + u[3]);
+#endif
 }
+
+// ggml_vec_dot_f32 for the lengths attention uses (head_dim; any n works).
+inline float dot_ggml(const float* x, const float* y, int n) {
+  const int np = n & ~63;
+  float sumf = 0.0f;
+#if defined(__AVX512F__)
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (int i = 0; i < np; i += 64) {
+    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), a0);
+    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), a1);
+    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(y + i + 32), a2);
+    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(y + i + 48), a3);
+  }
+  sumf = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3)));
+#else
+  float a[4][16] = {};
+  for (int i = 0; i < np; i += 64)
+    for (int k = 0; k < 4; ++k)
+      for (int l = 0; l < 16; ++l) a[k][l] = std::fma(x[i + 16 * k + l], y[i + 16 * k + l], a[k][l]);
+  float s[16];
+  for (int l = 0; l < 16; ++l) s[l] = (a[0][l] + a[2][l]) + (a[1][l] + a[3][l]);
+  sumf = reduce16(s);
+#endif
+  // ggml's scalar tail (`sumf += x*y`, contracted to an FMA by its GNU-mode build).
+  for (int i = np; i < n; ++i) sumf = std::fma(x[i], y[i], sumf);
+  return sumf;
+}
+
+// acc[r][0..n) += p * v[0..n)  (fused per element, as the vector FMA).
+inline void fma_row(float p, const float* v, float* acc, int n) {
+  int i = 0;
+#if defined(__AVX512F__)
+  const __m512 vp = _mm512_set1_ps(p);
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(_mm512_loadu_ps(v + i), vp, _mm512_loadu_ps(acc + i)));
+#endif
+  for (; i < n; ++i) acc[i] = std::fma(v[i], p, acc[i]);
+}
+
+// dst[0..n) = a[0..n) + b[0..n)
+inline void add_rows(const float* a, const float* b, float* dst, int n) {
+  int i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_add_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
+#endif
+  for (; i < n; ++i) dst[i] = a[i] + b[i];
+}
+
+// Per-thread lane rows (64 × head_dim floats at most); grows once, then the hot loop is allocation-free.
+float* lane_scratch(size_t floats) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < floats) buf.resize(floats);
+  return buf.data();
+}
+
+}  // namespace
+
+namespace {
+
+// Softmax of probs[first, n) in place (scores in, weights out), in ggml's order (see the header).
+void softmax_ggml(float* probs, int first, int n, float mx) {
+  double sum = 0.0;
+  for (int c = first & ~15; c < n; c += 16) {
+    alignas(64) float chunk[16];
+#if defined(__AVX512F__)
+    const int lo = std::max(first - c, 0), hi = std::min(n - c, 16);
+    const __mmask16 m = static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+    const __m512 x = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, probs + c);
+    const __m512 e = _mm512_maskz_mov_ps(m, exp_approx16(_mm512_sub_ps(x, _mm512_set1_ps(mx))));
+    _mm512_store_ps(chunk, e);
+    _mm512_mask_storeu_ps(probs + c, m, e);
+#else
+    for (int l = 0; l < 16; ++l) {
+      const int j = c + l;
+      const bool in = j >= first && j < n;
+      chunk[l] = in ? exp_approx(probs[j] - mx) : 0.0f;
+      if (in) probs[j] = chunk[l];
+    }
+#endif
+    sum += static_cast<double>(reduce16(chunk));
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int j = first; j < n; ++j) probs[j] *= inv;
+}
+
+// Folds `lanes` lane rows of acc into out[HD] (ggml_vec_dot_f32's / tinyBLAS's reduction).
+void fold_lanes(float* acc, int lanes, int HD, float* out) {
+  if (lanes == 64) {  // ggml_vec_dot_f32's four accumulators: (a0 + a2) + (a1 + a3)
+    for (int r = 0; r < 32; ++r) add_rows(acc + r * HD, acc + (r + 32) * HD, acc + r * HD, HD);
+    for (int r = 0; r < 16; ++r) add_rows(acc + r * HD, acc + (r + 16) * HD, acc + r * HD, HD);
+  }
+  for (int r = 0; r < 8; ++r) add_rows(acc + (r + 8) * HD, acc + r * HD, acc + r * HD, HD);
+  for (int r = 0; r < 4; ++r) add_rows(acc + (r + 4) * HD, acc + r * HD, acc + r * HD, HD);
+  add_rows(acc, acc + 2 * HD, acc, HD);
+  add_rows(acc + HD, acc + 3 * HD, acc + HD, HD);
+  add_rows(acc, acc + HD, out, HD);
+}
+
+}  // namespace
+
+void attention_rows(const AttentionRow* rows, int count, float* const* probs, float* const* outs) {
+  const AttentionRow& a = rows[0];  // K, V, first, n_vis, head_dim, single_token are shared
+  const int HD = a.head_dim;
+  const int first = a.first, n = a.n_vis;
+  constexpr int kMaxGroup = 16;
+  float mx[kMaxGroup];
+  for (int h0 = 0; h0 < count; h0 += kMaxGroup) {
+    const int g = std::min(kMaxGroup, count - h0);
+    // Scores: each key row is loaded once for the whole group of query heads.
+    for (int h = 0; h < g; ++h) {
+      std::fill(probs[h0 + h], probs[h0 + h] + first, 0.0f);
+      mx[h] = -INFINITY;
+    }
+    for (int j = first; j < n; ++j) {
+      const float* kj = a.K + static_cast<int64_t>(j) * HD;
+      for (int h = 0; h < g; ++h) {
+        const float s = dot_ggml(kj, rows[h0 + h].q, HD) * rows[h0 + h].scale;
+        probs[h0 + h][j] = s;
+        mx[h] = std::max(mx[h], s);
+      }
+    }
+    for (int h = 0; h < g; ++h) softmax_ggml(probs[h0 + h], first, n, mx[h]);
+
+    // Weighted sum of V in lane rows (one set per head), each V row loaded once for the group.
+    const int lanes = a.single_token ? 64 : 16;
+    const size_t per_head = static_cast<size_t>(lanes) * HD;
+    float* acc = lane_scratch(per_head * g);
+    std::fill(acc, acc + per_head * g, 0.0f);
+    for (int j = first; j < n; ++j) {
+      const float* vj = a.V + static_cast<int64_t>(j) * HD;
+      const size_t lane_off = static_cast<size_t>(j % lanes) * HD;
+      for (int h = 0; h < g; ++h) fma_row(probs[h0 + h][j], vj, acc + per_head * h + lane_off, HD);
+    }
+    for (int h = 0; h < g; ++h) fold_lanes(acc + per_head * h, lanes, HD, outs[h0 + h]);
+  }
+}
+
+void attention_row(const AttentionRow& a, float* probs, float* out) { attention_rows(&a, 1, &probs, &out); }
 
 }  // namespace tappa::cpu

@@ -23,4 +23,10 @@ struct AttentionRow {
 // observers can read probs[0..n_vis)); out[head_dim] the weighted sum of V rows.
 void attention_row(const AttentionRow& a, float* probs, float* out);
 
+// Several query heads that share one KV head (GQA) and the same K, V, first, n_vis, head_dim and
+// single_token (q and scale may differ): each key and value row is read once for the group, which
+// divides the memory traffic of long-context decoding by the group size. Results are bit-identical
+// to attention_row on each head.
+void attention_rows(const AttentionRow* rows, int count, float* const* probs, float* const* outs);
+
 }  // namespace tappa::cpu

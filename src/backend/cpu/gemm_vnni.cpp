@@ -1,5 +1,6 @@
 #include "backend/cpu/gemm_vnni.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "backend/cpu/simd.h"
@@ -236,6 +237,80 @@ void kernel(const uint8_t* panel, int64_t nb, const uint8_t* act, float* y, int6
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
 }
 
+// Q4_1 and Q8_0 in llama.cpp's order (see vec_dot_q4_1 / vec_dot_q8_0 in vec_dot_q.cpp): for each
+// output, eight float accumulators, one per 4-element group k of the 32-element block (ggml's
+// lanes), acc[k] = fma(dw*da, int lane sum, acc[k]) block after block; then hsum256's fold
+// ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)), and for Q4_1 the min terms accumulated with their own
+// FMA and added last. Every product and sum is the one ggml computes, so prompt processing gives
+// the same bits as llama.cpp's row-by-row dot products. Costs one convert and one FMA per group
+// instead of one per block; tokens go two at a time so the 2 x 8 accumulators stay in registers.
+template <int G, int NT, bool kQ8>
+void kernel_lanes(const uint8_t* panel, int64_t nb, const uint8_t* act, int t_base, float* y, int64_t ldy,
+                  __mmask16 rows) {
+  constexpr Mode kMode = kQ8 ? Mode::kOffset : Mode::kMin;
+  constexpr size_t bb = block_bytes(kMode);
+  constexpr size_t hb = header_bytes(kMode);
+  constexpr size_t ab = act_block_bytes(G);
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512 acc[NT][8];
+  __m512 mins[NT];
+  #pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) {
+    mins[t] = _mm512_setzero_ps();
+    #pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) acc[t][k] = _mm512_setzero_ps();
+  }
+  for (int64_t b = 0; b < nb; ++b, panel += bb, act += ab) {
+    const uint8_t* q = panel + hb;
+    const float* ad = reinterpret_cast<const float*>(act + 32 * G);
+    const float* as = ad + G;
+    const __m512 dw = _mm512_load_ps(reinterpret_cast<const float*>(panel));
+    __m512 sc[NT];
+    #pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) sc[t] = _mm512_mul_ps(dw, _mm512_set1_ps(ad[t_base + t]));
+    #pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      const __m512i wv = _mm512_load_si512(q + 64 * k);
+      #pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) {
+        const __m512i av = _mm512_set1_epi32(static_cast<int>(load_u32(act + 4 * (k * G + t_base + t))));
+        // Q8_0 codes are stored +128 (unsigned for vpdpbusd): start at -128 * sum(a of the group).
+        const __m512i init = kQ8 ? _mm512_sub_epi32(_mm512_setzero_si512(),
+                                                    _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, av), 7))
+                                 : _mm512_setzero_si512();
+        acc[t][k] = _mm512_fmadd_ps(sc[t], _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init, wv, av)), acc[t][k]);
+      }
+    }
+    if constexpr (!kQ8) {
+      const __m512 mn = _mm512_load_ps(reinterpret_cast<const float*>(panel) + kPanelRows);
+      #pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) mins[t] = _mm512_fmadd_ps(mn, _mm512_set1_ps(as[t_base + t]), mins[t]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) {
+    const __m512 t0 = _mm512_add_ps(acc[t][4], acc[t][0]), t1 = _mm512_add_ps(acc[t][5], acc[t][1]);
+    const __m512 t2 = _mm512_add_ps(acc[t][6], acc[t][2]), t3 = _mm512_add_ps(acc[t][7], acc[t][3]);
+    __m512 r = _mm512_add_ps(_mm512_add_ps(t0, t2), _mm512_add_ps(t1, t3));
+    if constexpr (!kQ8) r = _mm512_add_ps(r, mins[t]);
+    _mm512_mask_storeu_ps(y + t * ldy, rows, r);
+  }
+}
+
+template <int G, bool kQ8>
+void run_groups_lanes(const uint8_t* panel, int nrows, int64_t cols, const uint8_t* act, int64_t m, float* y,
+                      int64_t ldy) {
+  const int64_t nb = cols / 32;
+  const __mmask16 rows = static_cast<__mmask16>((1u << nrows) - 1);
+  const size_t group_bytes = static_cast<size_t>(nb) * act_block_bytes(G);
+  for (int64_t g0 = 0; g0 < m; g0 += G, act += group_bytes) {
+    const int in_group = static_cast<int>(std::min<int64_t>(G, m - g0));
+    int t = 0;
+    for (; t + 2 <= in_group; t += 2) kernel_lanes<G, 2, kQ8>(panel, nb, act, t, y + (g0 + t) * ldy, ldy, rows);
+    if (t < in_group) kernel_lanes<G, 1, kQ8>(panel, nb, act, t, y + (g0 + t) * ldy, ldy, rows);
+  }
+}
+
 template <int G, Mode kMode>
 void run_groups(const uint8_t* panel, int nrows, int64_t cols, const uint8_t* act, int64_t m, float* y, int64_t ldy) {
   const int64_t nb = cols / 32;
@@ -261,6 +336,8 @@ void run_groups(const uint8_t* panel, int nrows, int64_t cols, const uint8_t* ac
 template <int G>
 void run_mode(TensorType t, const uint8_t* panel, int nrows, int64_t cols, const uint8_t* act, int64_t m, float* y,
               int64_t ldy) {
+  if (t == TensorType::Q4_1) return run_groups_lanes<G, false>(panel, nrows, cols, act, m, y, ldy);
+  if (t == TensorType::Q8_0) return run_groups_lanes<G, true>(panel, nrows, cols, act, m, y, ldy);
   switch (mode_of(t)) {
     case Mode::kOffset: run_groups<G, Mode::kOffset>(panel, nrows, cols, act, m, y, ldy); break;
     case Mode::kMin: run_groups<G, Mode::kMin>(panel, nrows, cols, act, m, y, ldy); break;

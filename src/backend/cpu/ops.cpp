@@ -2,14 +2,15 @@
 
 #include <cmath>
 
+#include "backend/cpu/exp_approx.h"
 #include "backend/cpu/vec.h"
 
 namespace tappa::cpu {
 
 void rms_norm_row(const float* x, const float* w, float* out, int64_t n, float eps) {
-  // Accumulate in double: llama.cpp's ggml_rms_norm sums in ggml_float (double) too.
+  // As ggml_rms_norm: each square rounded to float, the sum accumulated in double.
   double ss = 0.0;
-  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i] * x[i]);
   const float scale = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
 }
@@ -51,9 +52,20 @@ void rope_apply(const RopeParams& p, const float* cos_sin, float* x, int n_heads
 }
 
 void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
+  // silu(g) = g / (1 + exp(-g)) with ggml's exp (exp_approx.h), so the result is bit-identical to
+  // llama.cpp's SwiGLU whatever the split of the range.
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 g = _mm512_loadu_ps(gate + i);
+    const __m512 e = exp_approx16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), _mm512_loadu_ps(up + i)));
+  }
+#endif
+  for (; i < n; ++i) {
     const float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+    out[i] = g / (1.0f + exp_approx(0.0f - g)) * up[i];
   }
 }
 

@@ -7,6 +7,7 @@
 // The integer sums use unsigned-by-signed byte products (vpdpbusd / vpmaddubsw): the nibbles are
 // unsigned as stored; Q8_0 uses |w| against sign(a, w) in the single-row kernels and w + 128 with an
 // exact -128 * sum(a) correction in the AVX-512 four-row kernel.
+#include <cmath>
 #include <type_traits>
 
 #include "backend/cpu/simd.h"
@@ -73,30 +74,24 @@ float vec_dot_q4_0(const uint8_t* w, const ActRow& a, int64_t cols) {
   return hsum256(_mm256_add_ps(acc0, acc1)) - 8.0f * corr;
 }
 
+// Q4_1 and Q8_0 follow ggml's x86 order exactly (ggml_vec_dot_q4_1_q8_1 / _q8_0_q8_0): one 8-lane
+// accumulator, lane j holding elements 4j..4j+3 of every block, acc = fma(dw*da, lane sum, acc)
+// block after block, the 8 lanes folded as hsum256 does, and for Q4_1 the min terms accumulated
+// separately with a scalar FMA and added last. Same operations, same roundings: bit-identical
+// dot products, which is what keeps tappa's logits on llama.cpp's (docs/ORACLE.md).
 float vec_dot_q4_1(const uint8_t* w, const ActRow& a, int64_t cols) {
   const auto* x = reinterpret_cast<const BlockQ4_1*>(w);
   const int64_t nb = cols / 32;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps();
   float mins = 0.0f;
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    const float d0 = half_to_float_fast(x[b].d), d1 = half_to_float_fast(x[b + 1].d);
-    const __m256i s0 = dot_u8s8(_mm256_setzero_si256(), unpack_nibbles16(x[b].qs),
-                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + 32 * b)));
-    const __m256i s1 = dot_u8s8(_mm256_setzero_si256(), unpack_nibbles16(x[b + 1].qs),
-                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + 32 * b + 32)));
-    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * a.d[b]), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1 * a.d[b + 1]), acc1);
-    mins += half_to_float_fast(x[b].m) * a.s1[b] + half_to_float_fast(x[b + 1].m) * a.s1[b + 1];
+  for (int64_t b = 0; b < nb; ++b) {
+    const float d = half_to_float_fast(x[b].d);
+    mins = std::fma(half_to_float_fast(x[b].m), a.s1[b], mins);
+    const __m256i s = dot_u8s8(_mm256_setzero_si256(), unpack_nibbles16(x[b].qs),
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + 32 * b)));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d[b]), _mm256_cvtepi32_ps(s), acc);
   }
-  for (; b < nb; ++b) {
-    const float d0 = half_to_float_fast(x[b].d);
-    const __m256i s0 = dot_u8s8(_mm256_setzero_si256(), unpack_nibbles16(x[b].qs),
-                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + 32 * b)));
-    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * a.d[b]), acc0);
-    mins += half_to_float_fast(x[b].m) * a.s1[b];
-  }
-  return hsum256(_mm256_add_ps(acc0, acc1)) + mins;
+  return hsum256(acc) + mins;
 }
 
 namespace {
@@ -110,19 +105,12 @@ inline __m256i dot_q8_block(const int8_t* wq, const int8_t* aq) {
 float vec_dot_q8_0(const uint8_t* w, const ActRow& a, int64_t cols) {
   const auto* x = reinterpret_cast<const BlockQ8_0*>(w);
   const int64_t nb = cols / 32;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    const __m256i s0 = dot_q8_block(x[b].qs, a.q + 32 * b);
-    const __m256i s1 = dot_q8_block(x[b + 1].qs, a.q + 32 * b + 32);
-    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(half_to_float_fast(x[b].d) * a.d[b]), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(half_to_float_fast(x[b + 1].d) * a.d[b + 1]), acc1);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m256i s = dot_q8_block(x[b].qs, a.q + 32 * b);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float_fast(x[b].d) * a.d[b]), _mm256_cvtepi32_ps(s), acc);
   }
-  for (; b < nb; ++b) {
-    const __m256i s0 = dot_q8_block(x[b].qs, a.q + 32 * b);
-    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(half_to_float_fast(x[b].d) * a.d[b]), acc0);
-  }
-  return hsum256(_mm256_add_ps(acc0, acc1));
+  return hsum256(acc);
 }
 
 #if TAPPA_X86_GEMM512
@@ -198,8 +186,44 @@ void vec_dot4_q4_0(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t
   dot4_q4<false>(w, row_stride, a, cols, out);
 }
 
+// Q4_1, four rows, in ggml's order (see vec_dot_q4_1): the low-nibble vpdpbusd leaves ggml's lanes
+// 0..3 of each row (elements 0..15) and the high-nibble one its lanes 4..7, so two float
+// accumulators hold exactly ggml's eight lanes per row. The fold lo + hi is hsum256's first step;
+// then (t0 + t2) + (t1 + t3) per row.
 void vec_dot4_q4_1(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t cols, float* out) {
-  dot4_q4<true>(w, row_stride, a, cols, out);
+  const BlockQ4_1* x0 = reinterpret_cast<const BlockQ4_1*>(w);
+  const BlockQ4_1* x1 = reinterpret_cast<const BlockQ4_1*>(w + row_stride);
+  const BlockQ4_1* x2 = reinterpret_cast<const BlockQ4_1*>(w + 2 * row_stride);
+  const BlockQ4_1* x3 = reinterpret_cast<const BlockQ4_1*>(w + 3 * row_stride);
+  const int64_t nb = cols / 32;
+  LinearPrefetch prefetch(w, 4 * sizeof(BlockQ4_1));
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  __m512 acc_lo = _mm512_setzero_ps(), acc_hi = _mm512_setzero_ps();
+  __m128 mins = _mm_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    prefetch.step();
+    const __m512i alo = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.q + 32 * b)));
+    const __m512i ahi = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.q + 32 * b + 16)));
+    const __m512i v = load_rows16(x0[b].qs, x1[b].qs, x2[b].qs, x3[b].qs);
+    const __m512i slo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v, m4), alo);
+    const __m512i shi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(v, 4), m4), ahi);
+    const __m128i dm = _mm_setr_epi32(static_cast<int>(load_u32(&x0[b].d)), static_cast<int>(load_u32(&x1[b].d)),
+                                      static_cast<int>(load_u32(&x2[b].d)), static_cast<int>(load_u32(&x3[b].d)));
+    const __m256 dmf = _mm256_cvtph_ps(dm);  // d0 m0 d1 m1 | d2 m2 d3 m3
+    const __m128 lo = _mm256_castps256_ps128(dmf), hi = _mm256_extractf128_ps(dmf, 1);
+    const __m128 dw = _mm_shuffle_ps(lo, hi, 0x88);
+    const __m128 mw = _mm_shuffle_ps(lo, hi, 0xDD);
+    mins = _mm_fmadd_ps(mw, _mm_set1_ps(a.s1[b]), mins);
+    const __m512 sc = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_set1_ps(a.d[b]))));
+    acc_lo = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(slo), acc_lo);
+    acc_hi = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(shi), acc_hi);
+  }
+  const __m512 t = _mm512_add_ps(acc_hi, acc_lo);                            // t0..t3 per row
+  const __m512 u = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));             // t0+t2, t1+t3
+  const __m512 r = _mm512_add_ps(u, _mm512_permute_ps(u, 0xB1));             // (t0+t2)+(t1+t3)
+  const __m128 sums = _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), r));
+  _mm_storeu_ps(out, _mm_add_ps(sums, mins));
 }
 
 // Q8_0: two rows' blocks per zmm against the activation block broadcast twice. The signed weights
@@ -213,14 +237,17 @@ void vec_dot4_q8_0(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t
   const int64_t nb = cols / 32;
   LinearPrefetch prefetch(w, 4 * sizeof(BlockQ8_0));
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i ones = _mm512_set1_epi8(1);
   const __m512i lo_idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   const __m512i hi_idx = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
   __m512 acc01 = _mm512_setzero_ps(), acc23 = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     prefetch.step();
     const __m512i av = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + 32 * b)));
-    // One lane per row carries the correction (each row's sum is spread over 8 lanes).
-    const __m512i init = _mm512_maskz_set1_epi32(0x0101, -128 * a.isum[b]);
+    // Each lane starts at -128 * (its four activation codes' sum), so every lane ends exactly at
+    // ggml's lane sum of w * a (the 8 lanes per row are ggml's lanes; see vec_dot_q8_0).
+    const __m512i init = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                          _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, av), 7));
     const __m512i v01 = _mm512_inserti64x4(
         _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x0[b].qs))),
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x1[b].qs)), 1);
@@ -232,8 +259,8 @@ void vec_dot4_q8_0(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t
     const __m128i dh = _mm_setr_epi16(static_cast<short>(x0[b].d), static_cast<short>(x1[b].d),
                                       static_cast<short>(x2[b].d), static_cast<short>(x3[b].d), 0, 0, 0, 0);
     const __m512 sc = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(dh), _mm_set1_ps(a.d[b])));
-    acc01 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s01), _mm512_permutexvar_ps(lo_idx, sc), acc01);
-    acc23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s23), _mm512_permutexvar_ps(hi_idx, sc), acc23);
+    acc01 = _mm512_fmadd_ps(_mm512_permutexvar_ps(lo_idx, sc), _mm512_cvtepi32_ps(s01), acc01);
+    acc23 = _mm512_fmadd_ps(_mm512_permutexvar_ps(hi_idx, sc), _mm512_cvtepi32_ps(s23), acc23);
   }
   out[0] = hsum256(_mm512_castps512_ps256(acc01));
   out[1] = hsum256(_mm512_extractf32x8_ps(acc01, 1));

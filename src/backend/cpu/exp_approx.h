@@ -1,0 +1,64 @@
+// exp(x) for softmax and SiLU, rounded exactly as llama.cpp's CPU backend rounds it.
+//
+// ggml evaluates exp in its vectorised softmax and SiLU with a range reduction plus a degree-5
+// polynomial (the single-precision expf of Arm's optimized-routines: x = n ln2 + b, |b| <= ln2/2,
+// exp(b) ~ 1 + c1 b + ... + c5 b^5, result scaled by 2^n), not with libm. The result differs
+// from expf in the last bit for some inputs; every such difference moves an 8-bit activation
+// rounding somewhere in the next matmul, and 30 layers turn that into a different token now and
+// then. Using the same reduction constants, coefficients and fused-operation order gives
+// bit-identical values, which is what lets tappa's logits match llama.cpp's (docs/ORACLE.md).
+// The maximum error of the approximation is about 1.5 ulp, far below what softmax needs.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace tappa::cpu {
+
+namespace exp_approx_detail {
+constexpr float kShift = 0x1.8p23f;      // adding it rounds to an integer in the low mantissa bits
+constexpr float kLog2e = 0x1.715476p+0f;
+constexpr float kLn2Hi = 0x1.62e4p-1f;   // ln2 split in two so n*ln2 is subtracted without error
+constexpr float kLn2Lo = 0x1.7f7d1cp-20f;
+constexpr float kC1 = 0x1.ffffecp-1f, kC2 = 0x1.fffdb6p-2f, kC3 = 0x1.555e66p-3f;
+constexpr float kC4 = 0x1.573e2ep-5f, kC5 = 0x1.0e4020p-7f;
+}  // namespace exp_approx_detail
+
+// Scalar form: the same operations one lane at a time (std::fma is a single rounding, like the
+// vector FMA; ldexp is exact or correctly rounded like vscalefps).
+inline float exp_approx(float x) {
+  using namespace exp_approx_detail;
+  const float z = std::fma(x, kLog2e, kShift);
+  const float n = z - kShift;
+  if (std::isnan(n)) return n;
+  const float b = std::fma(-n, kLn2Lo, std::fma(-n, kLn2Hi, x));
+  if (std::fabs(n) > 192.0f) return n <= 0.0f ? 0.0f : INFINITY;
+  const float u = b * b;
+  const float j = std::fma(std::fma(std::fma(kC5, b, kC4), u, std::fma(kC3, b, kC2)), u, std::fma(kC1, b, 1.0f));
+  return std::ldexp(j, static_cast<int>(n));
+}
+
+#if defined(__AVX512F__)
+inline __m512 exp_approx16(__m512 x) {
+  using namespace exp_approx_detail;
+  const __m512 shift = _mm512_set1_ps(kShift);
+  const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(kLog2e), shift);
+  const __m512 n = _mm512_sub_ps(z, shift);
+  const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x));
+  const __mmask16 out_of_range = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192.0f), _CMP_GT_OQ);
+  const __m512 u = _mm512_mul_ps(b, b);
+  const __m512 hi = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(kC5), b, _mm512_set1_ps(kC4)), u,
+                                    _mm512_fmadd_ps(_mm512_set1_ps(kC3), b, _mm512_set1_ps(kC2)));
+  const __m512 j = _mm512_fmadd_ps(hi, u, _mm512_fmadd_ps(_mm512_set1_ps(kC1), b, _mm512_set1_ps(1.0f)));
+  const __m512 r = _mm512_scalef_ps(j, n);
+  if (out_of_range == 0) return r;
+  const __m512 big = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ),
+                                          _mm512_set1_ps(INFINITY), _mm512_setzero_ps());
+  return _mm512_mask_blend_ps(out_of_range, r, big);
+}
+#endif
+
+}  // namespace tappa::cpu
