@@ -1,21 +1,46 @@
 #!/usr/bin/env bash
-# Compares tappa's speed with llama.cpp's on one GGUF: prompt processing (pp512) and generation
-# (tg128), same thread count, runs interleaved so that both see the same machine load.
+# Compares tappa's speed with llama.cpp's on one GGUF, same thread count, runs interleaved so that
+# both see the same machine load. Rows of the table (tokens/s, mean ± sample sd over the rounds):
 #
-# Each of R rounds runs `llama-bench ... -r 1` and then `tappa bench ... -r 1` (each does its own
-# warm-up); the R per-round samples of each side give mean ± sample sd. Prints one markdown table:
+#   pp512                      prompt processing of 512 random tokens
+#   tg128                      generating 128 tokens from an empty cache
+#   tg128 @ d4096              generating 128 tokens after 4096 tokens already in the cache
+#   tappa tg128 @ d4096, tappa budget 256
+#                              the same with the 4096-token context compressed by a KV method (tappa
+#                              only: its ratio column compares it with tappa's own full cache)
 #
-#   | test | llama.cpp t/s | tappa t/s | tappa / llama.cpp |
+# Each of R rounds runs, in this order, `llama-bench ... -r 1` and `tappa bench ... -r 1` for pp+tg,
+# then both at depth, then tappa with the compressed cache (each call does its own warm-up); the R
+# per-round samples of each side give mean ± sd, and the ratios are given for the means and for the
+# medians.
 #
-# Usage: bench/compare.sh [-m MODEL] [-t THREADS] [-r ROUNDS] [-p N_PROMPT] [-n N_GEN]
-#                         [--llama-only | --tappa-only] [--keep DIR]
-# Defaults: the default model in models/, -t 2, -r 5, -p 512, -n 128.
-# Env: TAPPA_BIN (default <repo>/build/tappa), LLAMA_BENCH (default: from the oracle, see
-#      scripts/oracle/build_oracle.sh), LLAMA_BENCH_ARGS (extra llama-bench flags, e.g. "-fa off"),
-#      TAPPA_BENCH_ARGS (extra tappa bench flags).
+# Usage: bench/compare.sh [-m MODEL] [-t THREADS] [-r ROUNDS] [-p N_PROMPT] [-n N_GEN] [-d DEPTH]
+#                         [--kv METHOD] [--budget C] [--variants] [--make-variants]
+#                         [--llama-only | --tappa-only] [--keep DIR] [--out FILE]
+#   -m MODEL        GGUF to run (default: models/SmolLM2-135M-Instruct.Q4_1.gguf)
+#   -t THREADS      threads for both (default 2)
+#   -r ROUNDS       interleaved rounds (default 5)
+#   -p / -n         prompt and generation lengths (default 512 / 128)
+#   -d DEPTH        context depth of the depth rows (default 4096; 0 skips the depth rows)
+#   --depth-only    run only the depth rows (with -d > 0)
+#   --kv METHOD     KV-compression method of the compressed row (default tappa; "none" skips the row)
+#   --budget C      its budget, tokens per layer (default 256)
+#   --variants      also make (if missing) and run the Q8_0 and F16 variants of MODEL: one table each
+#   --make-variants only make the variants (models/<name>.Q8_0.gguf, .F16.gguf) and exit
+#   --keep DIR      keep the raw JSON of every call in DIR
+#   --out FILE      also write the tables to FILE (atomically)
+# Env: TAPPA_BIN (default <repo>/build/tappa), LLAMA_BENCH / LLAMA_QUANTIZE (default: from the oracle,
+#      see scripts/oracle/build_oracle.sh, built on first use), LLAMA_BENCH_ARGS (extra llama-bench
+#      flags, e.g. "-fa off"), TAPPA_BENCH_ARGS (extra tappa bench flags).
 #
-# tappa's side assumes `tappa bench -m MODEL -t T -p 512 -n 128 -r R -o json` prints a JSON array of
-# {"test": "pp512"|"tg128", "n_prompt": 512, "n_gen": 0, "avg_ts": .., "stddev_ts": .., "samples_ts": [..]}.
+# Examples:
+#   bench/compare.sh -t 2 -r 5                       # the full table for the default model
+#   bench/compare.sh -t 2 -r 5 -d 0 --variants      # pp/tg for Q4_1, Q8_0 and F16
+#   bench/compare.sh -m models/gemma-3-270m-q4_k_m.gguf -d 0
+#
+# Variants are requantized from MODEL with llama-quantize --allow-requantize, so their weights are
+# MODEL's rounded values in the new format: the same arithmetic work and bytes as a genuine Q8_0 /
+# F16 file, which is what a speed comparison needs (not for quality comparisons).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,114 +49,185 @@ THREADS=2
 ROUNDS=5
 N_PROMPT=512
 N_GEN=128
+DEPTH=4096
+KV_METHOD=tappa
+KV_BUDGET=256
 RUN_LLAMA=1
 RUN_TAPPA=1
+VARIANTS=0
+MAKE_ONLY=0
+BASE_ROWS=1
 KEEP=""
+OUT=""
 
 die() { echo "compare.sh: error: $*" >&2; exit 1; }
+need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    -m) MODEL="$2"; shift 2 ;;
-    -t) THREADS="$2"; shift 2 ;;
-    -r) ROUNDS="$2"; shift 2 ;;
-    -p) N_PROMPT="$2"; shift 2 ;;
-    -n) N_GEN="$2"; shift 2 ;;
+    -m) need_arg "$@"; MODEL="$2"; shift 2 ;;
+    -t) need_arg "$@"; THREADS="$2"; shift 2 ;;
+    -r) need_arg "$@"; ROUNDS="$2"; shift 2 ;;
+    -p) need_arg "$@"; N_PROMPT="$2"; shift 2 ;;
+    -n) need_arg "$@"; N_GEN="$2"; shift 2 ;;
+    -d) need_arg "$@"; DEPTH="$2"; shift 2 ;;
+    --kv) need_arg "$@"; KV_METHOD="$2"; shift 2 ;;
+    --budget) need_arg "$@"; KV_BUDGET="$2"; shift 2 ;;
+    --variants) VARIANTS=1; shift ;;
+    --depth-only) BASE_ROWS=0; shift ;;
+    --make-variants) MAKE_ONLY=1; shift ;;
     --llama-only) RUN_TAPPA=0; shift ;;
     --tappa-only) RUN_LLAMA=0; shift ;;
-    --keep) KEEP="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) die "unknown argument $1" ;;
+    --keep) need_arg "$@"; KEEP="$2"; shift 2 ;;
+    --out) need_arg "$@"; OUT="$2"; shift 2 ;;
+    -h|--help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
   esac
 done
 [[ -f "${MODEL}" ]] || die "model ${MODEL} not found (scripts/fetch_model.sh fetches the default)"
-[[ "${ROUNDS}" =~ ^[1-9][0-9]*$ ]] || die "-r must be a positive integer"
+for v in ROUNDS THREADS; do [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "${v} must be a positive integer"; done
+for v in N_PROMPT N_GEN DEPTH KV_BUDGET; do [[ "${!v}" =~ ^[0-9]+$ ]] || die "${v} must be a non-negative integer"; done
+[[ ${RUN_LLAMA} -eq 1 || ${RUN_TAPPA} -eq 1 ]] || die "--llama-only and --tappa-only exclude each other"
 
-if [[ ${RUN_LLAMA} -eq 1 && -z "${LLAMA_BENCH:-}" ]]; then
-  ORACLE_ENV="${TAPPA_ORACLE_DIR:-${HOME}/.cache/tappa/oracle}/oracle.env"
-  if [[ ! -f "${ORACLE_ENV}" ]]; then
-    "${REPO_ROOT}/scripts/oracle/build_oracle.sh" >&2
-  fi
+oracle_var() {  # prints a variable of the oracle's env file, building the oracle on first use
+  local env_file="${TAPPA_ORACLE_DIR:-${HOME}/.cache/tappa/oracle}/oracle.env"
+  [[ -f "${env_file}" ]] || "${REPO_ROOT}/scripts/oracle/build_oracle.sh" >&2
   # shellcheck disable=SC1090
-  LLAMA_BENCH="$(. "${ORACLE_ENV}" && echo "${LLAMA_BENCH}")"
+  (. "${env_file}" && echo "${!1}")
+}
+
+# ---- variants (Q8_0, F16) of MODEL, made once into models/ (ignored by git) ----
+variant_path() { local base; base="$(basename "$1" .gguf)"; echo "${REPO_ROOT}/models/${base%.*}.$2.gguf"; }
+make_variant() {
+  local src="$1" type="$2" dst
+  dst="$(variant_path "${src}" "${type}")"
+  if [[ ! -f "${dst}" ]]; then
+    [[ -n "${LLAMA_QUANTIZE:-}" ]] || LLAMA_QUANTIZE="$(oracle_var LLAMA_QUANTIZE)"
+    [[ -x "${LLAMA_QUANTIZE}" ]] || die "llama-quantize not found (${LLAMA_QUANTIZE})"
+    echo "compare.sh: making ${dst} (${type}) from $(basename "${src}")" >&2
+    "${LLAMA_QUANTIZE}" --allow-requantize "${src}" "${dst}.tmp" "${type}" > "${dst}.log" 2>&1 \
+      || { tail -5 "${dst}.log" >&2; rm -f "${dst}.tmp"; die "llama-quantize failed (log: ${dst}.log)"; }
+    mv "${dst}.tmp" "${dst}"
+  fi
+  echo "${dst}"
+}
+MODELS=("${MODEL}")
+if [[ ${VARIANTS} -eq 1 || ${MAKE_ONLY} -eq 1 ]]; then
+  MODELS+=("$(make_variant "${MODEL}" Q8_0)" "$(make_variant "${MODEL}" F16)")
+fi
+if [[ ${MAKE_ONLY} -eq 1 ]]; then printf '%s\n' "${MODELS[@]:1}"; exit 0; fi
+
+if [[ ${RUN_LLAMA} -eq 1 ]]; then
+  [[ -n "${LLAMA_BENCH:-}" ]] || LLAMA_BENCH="$(oracle_var LLAMA_BENCH)"
+  [[ -x "${LLAMA_BENCH}" ]] || die "llama-bench not found (${LLAMA_BENCH})"
 fi
 TAPPA_BIN="${TAPPA_BIN:-${REPO_ROOT}/build/tappa}"
-if [[ ${RUN_LLAMA} -eq 1 ]]; then [[ -x "${LLAMA_BENCH}" ]] || die "llama-bench not found (${LLAMA_BENCH})"; fi
 if [[ ${RUN_TAPPA} -eq 1 ]]; then [[ -x "${TAPPA_BIN}" ]] || die "tappa not found (${TAPPA_BIN}); build it or use --llama-only"; fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tappa-compare.XXXXXX")"
-trap 'if [[ -n "${KEEP}" ]]; then mkdir -p "${KEEP}" && cp "${WORK}"/*.json "${KEEP}"/ 2>/dev/null || true; fi; rm -rf "${WORK}"' EXIT
+trap 'if [[ -n "${KEEP}" ]]; then mkdir -p "${KEEP}" && cp -r "${WORK}"/. "${KEEP}"/ 2>/dev/null || true; fi; rm -rf "${WORK}"' EXIT
 
-# shellcheck disable=SC2086
-for ((i = 1; i <= ROUNDS; i++)); do
-  if [[ ${RUN_LLAMA} -eq 1 ]]; then
-    echo "compare.sh: round ${i}/${ROUNDS}: llama-bench" >&2
-    "${LLAMA_BENCH}" -m "${MODEL}" -t "${THREADS}" -p "${N_PROMPT}" -n "${N_GEN}" -r 1 -o json \
-      ${LLAMA_BENCH_ARGS:-} > "${WORK}/llama_${i}.json" 2> "${WORK}/llama_${i}.err" \
-      || { cat "${WORK}/llama_${i}.err" >&2; die "llama-bench failed"; }
-  fi
-  if [[ ${RUN_TAPPA} -eq 1 ]]; then
-    echo "compare.sh: round ${i}/${ROUNDS}: tappa bench" >&2
-    "${TAPPA_BIN}" bench -m "${MODEL}" -t "${THREADS}" -p "${N_PROMPT}" -n "${N_GEN}" -r 1 -o json \
-      ${TAPPA_BENCH_ARGS:-} > "${WORK}/tappa_${i}.json" 2> "${WORK}/tappa_${i}.err" \
-      || { cat "${WORK}/tappa_${i}.err" >&2; die "tappa bench failed"; }
-  fi
+# run_one NAME OUTFILE CMD... : runs one benchmark call, its stderr kept beside the JSON.
+run_one() {
+  local name="$1" out="$2"
+  shift 2
+  echo "compare.sh: ${name}" >&2
+  "$@" > "${out}" 2> "${out%.json}.err" && return 0
+  # One retry: on a shared machine a call can be killed from outside (seen: SIGTERM, empty stderr).
+  echo "compare.sh: ${name} failed (exit $?); retrying once" >&2
+  "$@" > "${out}" 2> "${out%.json}.err" || { tail -5 "${out%.json}.err" >&2; die "${name} failed"; }
+}
+
+for mi in "${!MODELS[@]}"; do
+  m="${MODELS[$mi]}"
+  dir="${WORK}/model${mi}"
+  mkdir -p "${dir}"
+  echo "${m}" > "${dir}/model"
+  # shellcheck disable=SC2086
+  for ((i = 1; i <= ROUNDS; i++)); do
+    tag="$(basename "${m}") round ${i}/${ROUNDS}"
+    if [[ ${BASE_ROWS} -eq 1 && $((N_PROMPT + N_GEN)) -gt 0 ]]; then
+      [[ ${RUN_LLAMA} -eq 0 ]] || run_one "${tag}: llama-bench pp${N_PROMPT} tg${N_GEN}" "${dir}/llama_base_${i}.json" \
+        "${LLAMA_BENCH}" -m "${m}" -t "${THREADS}" -p "${N_PROMPT}" -n "${N_GEN}" -r 1 -o json ${LLAMA_BENCH_ARGS:-}
+      [[ ${RUN_TAPPA} -eq 0 ]] || run_one "${tag}: tappa bench pp${N_PROMPT} tg${N_GEN}" "${dir}/tappa_base_${i}.json" \
+        "${TAPPA_BIN}" bench -m "${m}" -t "${THREADS}" -p "${N_PROMPT}" -n "${N_GEN}" -r 1 -o json ${TAPPA_BENCH_ARGS:-}
+    fi
+    if [[ ${DEPTH} -gt 0 && ${N_GEN} -gt 0 ]]; then
+      [[ ${RUN_LLAMA} -eq 0 ]] || run_one "${tag}: llama-bench tg${N_GEN} @ d${DEPTH}" "${dir}/llama_depth_${i}.json" \
+        "${LLAMA_BENCH}" -m "${m}" -t "${THREADS}" -p 0 -n "${N_GEN}" -d "${DEPTH}" -r 1 -o json ${LLAMA_BENCH_ARGS:-}
+      [[ ${RUN_TAPPA} -eq 0 ]] || run_one "${tag}: tappa bench tg${N_GEN} @ d${DEPTH}" "${dir}/tappa_depth_${i}.json" \
+        "${TAPPA_BIN}" bench -m "${m}" -t "${THREADS}" -p 0 -n "${N_GEN}" -d "${DEPTH}" -r 1 -o json ${TAPPA_BENCH_ARGS:-}
+      if [[ ${RUN_TAPPA} -eq 1 && "${KV_METHOD}" != none ]]; then
+        run_one "${tag}: tappa bench tg${N_GEN} @ d${DEPTH} --kv ${KV_METHOD} --budget ${KV_BUDGET}" \
+          "${dir}/tappa_kv_${i}.json" "${TAPPA_BIN}" bench -m "${m}" -t "${THREADS}" -p 0 -n "${N_GEN}" \
+          -d "${DEPTH}" -r 1 -o json --kv "${KV_METHOD}" --budget "${KV_BUDGET}" ${TAPPA_BENCH_ARGS:-}
+      fi
+    fi
+  done
 done
 
-python3 - "${WORK}" "${N_PROMPT}" "${N_GEN}" "${THREADS}" "${ROUNDS}" "$(basename "${MODEL}")" <<'EOF'
-import glob, json, math, os, sys
+TABLE="${WORK}/table.md"
+python3 - "${WORK}" "${THREADS}" "${ROUNDS}" "${KV_METHOD}" "${KV_BUDGET}" > "${TABLE}" <<'EOF'
+import glob, json, math, os, statistics, sys
 
-work, n_prompt, n_gen, threads, rounds, model = sys.argv[1:7]
-n_prompt, n_gen = int(n_prompt), int(n_gen)
+work, threads, rounds, kv_method, kv_budget = sys.argv[1:6]
 
 
 def test_name(obj):
-    if "test" in obj:
-        return obj["test"]
-    p, g = int(obj.get("n_prompt", 0)), int(obj.get("n_gen", 0))
-    if p > 0 and g == 0:
-        return f"pp{p}"
-    if g > 0 and p == 0:
-        return f"tg{g}"
-    return f"pp{p}+tg{g}"
+    # llama-bench's JSON has no test name: rebuild llama-bench's own label from the sizes.
+    p, g, d = int(obj.get("n_prompt", 0)), int(obj.get("n_gen", 0)), int(obj.get("n_depth", 0))
+    name = f"pp{p}" if g == 0 else f"tg{g}" if p == 0 else f"pp{p}+tg{g}"
+    return name + (f" @ d{d}" if d else "")
 
 
-def collect(prefix):
+def collect(dir_, side, kinds):
     samples = {}
-    for path in sorted(glob.glob(os.path.join(work, f"{prefix}_*.json"))):
-        with open(path) as f:
-            text = f.read().strip()
-        if not text:
-            continue
-        for obj in json.loads(text):
-            vals = obj.get("samples_ts") or [obj["avg_ts"]]
-            samples.setdefault(test_name(obj), []).extend(float(v) for v in vals)
+    for kind in kinds:
+        for path in sorted(glob.glob(os.path.join(dir_, f"{side}_{kind}_*.json"))):
+            with open(path) as f:
+                text = f.read().strip()
+            for obj in json.loads(text) if text else []:
+                vals = obj.get("samples_ts") or [obj["avg_ts"]]
+                samples.setdefault(test_name(obj), []).extend(float(v) for v in vals)
     return samples
 
 
-def mean_sd(xs):
+def stats(xs):
     if not xs:
-        return None, None
-    m = sum(xs) / len(xs)
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, sd
+        return None
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return statistics.mean(xs), sd, statistics.median(xs)
 
 
-llama, tappa = collect("llama"), collect("tappa")
-tests = [t for t in (f"pp{n_prompt}", f"tg{n_gen}") if t in llama or t in tappa]
-tests += sorted((set(llama) | set(tappa)) - set(tests))
+def fmt(s):
+    return "n/a" if s is None else f"{s[0]:.2f} ± {s[1]:.2f}"
 
 
-def fmt(ms):
-    m, sd = ms
-    return "n/a" if m is None else f"{m:.2f} ± {sd:.2f}"
+def ratio(a, b, i):
+    return f"{b[i] / a[i]:.2f}" if a and b and a[i] > 0 else "n/a"
 
 
-print(f"model `{model}`, {threads} threads, {rounds} interleaved rounds\n")
-print("| test | llama.cpp t/s | tappa t/s | tappa / llama.cpp |")
-print("|---|---:|---:|---:|")
-for t in tests:
-    a, b = mean_sd(llama.get(t, [])), mean_sd(tappa.get(t, []))
-    ratio = f"{b[0] / a[0]:.2f}" if a[0] and b[0] else "n/a"
-    print(f"| {t} | {fmt(a)} | {fmt(b)} | {ratio} |")
+for model_dir in sorted(glob.glob(os.path.join(work, "model*"))):
+    model = open(os.path.join(model_dir, "model")).read().strip()
+    llama = collect(model_dir, "llama", ["base", "depth"])
+    tappa = collect(model_dir, "tappa", ["base", "depth"])
+    kv = collect(model_dir, "tappa", ["kv"])
+    n_rounds = max([len(v) for v in list(llama.values()) + list(tappa.values())] + [0])
+    print(f"model `{os.path.basename(model)}`, {threads} threads, {n_rounds} interleaved rounds "
+          f"(tokens/s, mean ± sd; ratios of the means and of the medians)\n")
+    print("| test | llama.cpp t/s | tappa t/s | tappa / llama.cpp (means) | (medians) |")
+    print("|---|---:|---:|---:|---:|")
+    order = sorted(set(llama) | set(tappa), key=lambda t: (" @ " in t, not t.startswith("pp"), t))
+    for t in order:
+        a, b = stats(llama.get(t, [])), stats(tappa.get(t, []))
+        print(f"| {t} | {fmt(a)} | {fmt(b)} | {ratio(a, b, 0)} | {ratio(a, b, 2)} |")
+    for t, xs in sorted(kv.items()):
+        full, comp = stats(tappa.get(t, [])), stats(xs)
+        print(f"| tappa {t}, {kv_method} budget {kv_budget} | — | {fmt(comp)} | "
+              f"{ratio(full, comp, 0)} vs tappa full cache | {ratio(full, comp, 2)} vs full |")
+    print()
 EOF
+cat "${TABLE}"
+if [[ -n "${OUT}" ]]; then
+  cp "${TABLE}" "${OUT}.tmp.$$" && mv "${OUT}.tmp.$$" "${OUT}"
+fi

@@ -7,13 +7,26 @@
 # most exact CPU configuration of llama.cpp and the same arithmetic tappa uses (docs/ORACLE.md), and writes tests/data/golden/<name>.json.
 # See docs/ORACLE.md for the format.
 #
+# With --gemma it does the same for Gemma 3 270M (scripts/fetch_model.sh --gemma) into
+# tests/data/gemma3/golden/: prose_lighthouse, code_python_csv and chat_chatml at 256 positions, and
+# code_interval_tree at 768 positions (top-k 20), which runs past the 512-token sliding window of the
+# local layers (the sliding-window test).
+#
 # Usage: scripts/gen_golden.sh [MODEL]     (default: <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf)
+#        scripts/gen_golden.sh --gemma [MODEL]   (default: <repo>/models/gemma-3-270m-q4_k_m.gguf)
 # Env:   ORACLE_LLAMA_DIR / TAPPA_ORACLE_DIR as for scripts/oracle/build_oracle.sh
 #        GOLDEN_THREADS (default 1), GOLDEN_POSITIONS (256), GOLDEN_TOP_K (40), GOLDEN_N_GEN (64)
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-MODEL="${1:-${REPO_ROOT}/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+GEMMA=0
+if [[ "${1:-}" == "--gemma" ]]; then
+  GEMMA=1
+  shift
+  MODEL="${1:-${REPO_ROOT}/models/gemma-3-270m-q4_k_m.gguf}"
+else
+  MODEL="${1:-${REPO_ROOT}/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+fi
 ORACLE_DIR="${TAPPA_ORACLE_DIR:-${HOME}/.cache/tappa/oracle}"
 THREADS="${GOLDEN_THREADS:-1}"
 POSITIONS="${GOLDEN_POSITIONS:-256}"
@@ -25,7 +38,7 @@ OUT_DIR="${REPO_ROOT}/tests/data/golden"
 die() { echo "gen_golden.sh: error: $*" >&2; exit 1; }
 
 if [[ ! -f "${MODEL}" && -z "${1:-}" ]]; then
-  "${REPO_ROOT}/scripts/fetch_model.sh"
+  if [[ ${GEMMA} -eq 1 ]]; then "${REPO_ROOT}/scripts/fetch_model.sh" --gemma; else "${REPO_ROOT}/scripts/fetch_model.sh"; fi
 fi
 [[ -f "${MODEL}" ]] || die "model ${MODEL} not found"
 
@@ -35,6 +48,21 @@ fi
 [[ -x "${DUMP_LOGITS}" ]] || die "dump_logits missing (${DUMP_LOGITS})"
 
 sha="$(sha256sum "${MODEL}" | awk '{print $1}')"
+
+if [[ ${GEMMA} -eq 1 ]]; then
+  OUT_DIR="${REPO_ROOT}/tests/data/gemma3/golden"
+  mkdir -p "${OUT_DIR}"
+  # name positions top_k
+  for spec in "prose_lighthouse 256 ${TOP_K}" "code_python_csv 256 ${TOP_K}" "chat_chatml 256 ${TOP_K}" \
+              "code_interval_tree 768 20"; do
+    read -r name n k <<< "${spec}"
+    out="${OUT_DIR}/${name}.json"
+    "${DUMP_LOGITS}" -m "${MODEL}" -f "${PROMPT_DIR}/${name}.txt" -n "${n}" -k "${k}" -g "${N_GEN}" -p 64 \
+      -t "${THREADS}" --flash-attn off --kv-type f32 --decimals 4 --model-sha256 "${sha}" --oracle-tag "${ORACLE_TAG}" -o "${out}"
+    echo "gen_golden.sh: wrote ${out}"
+  done
+  exit 0
+fi
 mkdir -p "${OUT_DIR}"
 shopt -s nullglob
 prompts=("${PROMPT_DIR}"/*.txt)

@@ -10,28 +10,36 @@
 # prints with add_special = the model's add_bos, i.e. what tappa's encode(text, add_special=true, ...)
 # returns.
 #
+# With the optional Gemma 3 model present (scripts/fetch_model.sh --gemma), the same sets are also
+# tokenized with its SentencePiece vocabulary into golden_gemma3{,_special,_hostile}.txt.
+#
 # Usage: scripts/gen_tokenizer_golden.sh [MODEL.gguf]
 # Env:   ORACLE_BIN      llama-tokenize binary
 #                        (default /opt/oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-tokenize)
 #        TAPPA_DATA_DIR  data dir holding wikitext2/ (default <repo>/../shared/data)
 #        PYTHON          (default python3; needs the gguf package)
+#        GEMMA_MODEL     (default <repo>/models/gemma-3-270m-q4_k_m.gguf; skipped when absent)
+#        ONLY_GEMMA=1    regenerate only the Gemma 3 files
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ORACLE_BIN="${ORACLE_BIN:-/opt/oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-tokenize}"
 PYTHON="${PYTHON:-python3}"
 MODEL="${1:-${REPO}/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+GEMMA_MODEL="${GEMMA_MODEL:-${REPO}/models/gemma-3-270m-q4_k_m.gguf}"
+ONLY_GEMMA="${ONLY_GEMMA:-0}"
 OUT_DIR="${REPO}/tests/data/tokenizer"
 
 die() { echo "gen_tokenizer_golden.sh: error: $*" >&2; exit 1; }
 [[ -x "$ORACLE_BIN" ]] || die "oracle binary not found: $ORACLE_BIN (set ORACLE_BIN)"
-[[ -f "$MODEL" ]] || die "model not found: $MODEL"
+[[ "$ONLY_GEMMA" == 1 || -f "$MODEL" ]] || die "model not found: $MODEL"
+[[ "$ONLY_GEMMA" != 1 || -f "$GEMMA_MODEL" ]] || die "Gemma 3 model not found: $GEMMA_MODEL (scripts/fetch_model.sh --gemma)"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 "$PYTHON" "$REPO/scripts/make_tokenizer_corpus.py" "$WORK/corpus"
-for pre in llama-bpe qwen2 default; do
+[[ "$ONLY_GEMMA" == 1 ]] || for pre in llama-bpe qwen2 default; do
   "$PYTHON" "$REPO/scripts/make_vocab_variant.py" "$MODEL" "$WORK/$pre.gguf" --pre "$pre" \
     --drop-key tokenizer.ggml.add_bos_token
 done
@@ -55,6 +63,13 @@ tokenize_set() {
   mv "$tmp" "$out"
   echo "$5: $n documents, $(tail -n +2 "$out" | wc -w) tokens"
 }
+
+if [[ -f "$GEMMA_MODEL" ]]; then
+  tokenize_set "$GEMMA_MODEL"       all     0 gemma3    golden_gemma3.txt
+  tokenize_set "$GEMMA_MODEL"       mixed   1 gemma3    golden_gemma3_special.txt
+  tokenize_set "$GEMMA_MODEL"       hostile 0 gemma3    golden_gemma3_hostile.txt
+fi
+[[ "$ONLY_GEMMA" != 1 ]] || exit 0
 
 tokenize_set "$MODEL"               all     0 smollm    golden_smollm2.txt
 tokenize_set "$MODEL"               mixed   1 smollm    golden_smollm2_special.txt

@@ -2,6 +2,12 @@
 # Installs what tappa needs on Debian 12 (bookworm): the compiler and build tools, the libraries it
 # links (Highway, PCRE2, nlohmann-json, CLI11, GoogleTest, Google Benchmark), and a Python virtual
 # environment under .cache/venv with numpy and gguf for the test-data scripts. Safe to run again.
+#
+#   scripts/install_deps.sh           # what the build and the tests need
+#   scripts/install_deps.sh --fuzz    # also clang with libFuzzer and llvm-symbolizer (scripts/fuzz.sh) and
+#                                     # valgrind (leak checks, docs/RELIABILITY.md); the main build never
+#                                     # needs them, and the sanitizer build (scripts/test_sanitize.sh) uses
+#                                     # gcc's ASan/UBSan runtimes, which build-essential already brings
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +17,12 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PACKAGES=(build-essential cmake pkg-config git unzip ca-certificates
           libhwy-dev libpcre2-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
           python3 python3-venv python3-pip)
+if [ "${1:-}" = "--fuzz" ]; then
+  PACKAGES+=(clang libclang-rt-14-dev llvm valgrind)
+elif [ -n "${1:-}" ]; then
+  echo "usage: scripts/install_deps.sh [--fuzz]" >&2
+  exit 2
+fi
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

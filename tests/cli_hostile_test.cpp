@@ -3,11 +3,15 @@
 // (signal), a hang, or a silent success.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "tappa/gguf.h"
 #include "test_util.h"
@@ -150,11 +154,111 @@ TEST_F(CliHostile, MissingPromptFile) {
   expect_clean_error(run_tappa("run -m " + test::default_model() + " -f " + path("absent.txt")), "absent.txt");
 }
 
-TEST_F(CliHostile, NegativeTokenCountIsRejectedByTheParser) {
-  const RunResult r = run_tappa("run -n -5 -p hi");
-  EXPECT_FALSE(r.signaled);
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_FALSE(r.err.empty());
+// Flags out of range, negative, absurd or of the wrong type: the parser (or the command, for budgets
+// and method names) rejects them with one error line naming the flag.
+TEST_F(CliHostile, BadFlagsGiveOneErrorLine) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"run -n -5 -p hi", "--n-predict"},
+      {"run -c -1 -p hi", "--ctx-size"},
+      {"run -c 99999999999 -p hi", "--ctx-size"},
+      {"run -t 100000 -p hi", "--threads"},
+      {"run -t -3 -p hi", "--threads"},
+      {"run --temp -1 -p hi", "--temp"},
+      {"run --top-p 7 -p hi", "--top-p"},
+      {"run -n lots -p hi", "--n-predict"},
+      {"run --no-such-flag -p hi", "--no-such-flag"},
+      {"run --kv tappa --budget 0 -p hi -n 1", "--budget must be a positive number"},
+      {"run --kv tappa --budget -5 -p hi -n 1", "--budget must be a positive number"},
+      {"run --kv tappa --budget 99999999999 -p hi -n 1", "--budget"},
+      {"compress --kv tappa --budget 0 -p hi", "--budget must be a positive number"},
+      {"run --kv no-such-method --budget 8 -p hi -n 1", "unknown KV compression method 'no-such-method'"},
+      {"analyze --max-tokens 0 -p hi", "--max-tokens"},
+      {"analyze --rows -1 -p hi", "--rows"},
+      {"analyze --swap-channels 1 -p hi", "--swap-channels"},
+      {"tokenize --no-such-flag", "--no-such-flag"},
+      {"no-such-command", "subcommand"},
+  };
+  for (const auto& [args, needle] : cases) {
+    SCOPED_TRACE(args);
+    expect_clean_error(run_tappa(args), needle);
+  }
+}
+
+TEST_F(CliHostile, NoCommandAtAll) {
+  const RunResult r = run_tappa("");
+  expect_clean_error(r, "subcommand");
+}
+
+// Empty text is bad input for every command that needs text, and the message says where it came from.
+TEST_F(CliHostile, EmptyText) {
+  TAPPA_REQUIRE_MODEL(test::default_model());
+  std::ofstream(path("empty.txt")).flush();
+  const std::string m = " -m " + test::default_model();
+  expect_clean_error(run_tappa("run" + m + " -p '' -n 2"), "the prompt is empty");
+  expect_clean_error(run_tappa("run" + m + " -f " + path("empty.txt") + " -n 2"), "the prompt is empty");
+  expect_clean_error(run_tappa("analyze" + m + " -p '' -o " + path("out")), "the text given with -p is empty");
+  expect_clean_error(run_tappa("analyze" + m + " -f " + path("empty.txt") + " -o " + path("out")),
+                     path("empty.txt") + ": the text is empty");
+  expect_clean_error(run_tappa("compress" + m + " --kv tappa --budget 8 -f " + path("empty.txt")), "at least 2 tokens");
+  EXPECT_FALSE(fs::exists(path("out") + "/report.json"));
+  // Tokenizing nothing is not an error: it is zero tokens.
+  const RunResult t = run_tappa("tokenize" + m + " -p '' --ids");
+  EXPECT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_EQ(t.out.find_first_not_of(" \n"), std::string::npos) << t.out;
+}
+
+// Bytes that are not UTF-8 are text like any other: the tokenizer reads them leniently (as llama.cpp
+// does, U+FFFD for each bad byte), and every command runs to the end.
+TEST_F(CliHostile, NonUtf8TextIsAccepted) {
+  TAPPA_REQUIRE_MODEL(test::default_model());
+  const std::string bad = "\xff\xfe\xc3\x28 caf\xe9 \x80\x80 \xf0\x28\x8c\x28 \xed\xa0\x80 end";
+  std::ofstream(path("bad.txt"), std::ios::binary) << bad;
+  const std::string m = " -m " + test::default_model();
+  const RunResult tok = run_tappa("tokenize" + m + " -f " + path("bad.txt") + " --ids");
+  EXPECT_EQ(tok.exit_code, 0) << tok.err;
+  EXPECT_FALSE(tok.signaled);
+  EXPECT_GT(std::count(tok.out.begin(), tok.out.end(), ' '), 5) << tok.out;
+  const RunResult run = run_tappa("run" + m + " -f " + path("bad.txt") + " -n 4 -t 2");
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_FALSE(run.signaled);
+}
+
+// A model whose tensors do not fit the architecture, through the command line.
+TEST_F(CliHostile, WrongTensorShape) {
+  auto md = llama_metadata(true);
+  std::vector<float> zeros(32 * 8, 0.0f);
+  // token_embd must be [n_embd = 32, n_vocab = 4]; this one is [32, 8].
+  write_gguf(path("shape.gguf"), md, {{"token_embd.weight", {32, 8}, TensorType::F32, zeros.data(), zeros.size() * 4}});
+  expect_clean_error(run_tappa("run -m " + path("shape.gguf") + " -p hi -n 1"), path("shape.gguf"));
+  expect_clean_error(run_tappa("run -m " + path("shape.gguf") + " -p hi -n 1"), "has 8 rows but the tokenizer has 4");
+}
+
+// A 1 TiB model (a sparse file: real header, the data a hole) is refused before its weights are read.
+TEST_F(CliHostile, ModelLargerThanMemory) {
+  std::vector<uint8_t> b;
+  auto put = [&](const void* p, size_t n) { b.insert(b.end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + n); };
+  auto u32 = [&](uint32_t v) { put(&v, 4); };
+  auto u64 = [&](uint64_t v) { put(&v, 8); };
+  auto str = [&](const std::string& s) { u64(s.size()); put(s.data(), s.size()); };
+  put("GGUF", 4);
+  u32(3);
+  u64(1);
+  u64(1);
+  str("general.architecture");
+  u32(8);
+  str("llama");
+  str("token_embd.weight");
+  u32(2);
+  u64(4096);
+  u64(uint64_t{1} << 26);  // 4096 x 2^26 F32 = 1 TiB
+  u32(0);
+  u64(0);
+  while (b.size() % 32) b.push_back(0);
+  std::ofstream(path("huge.gguf"), std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  if (::truncate(path("huge.gguf").c_str(), static_cast<off_t>(b.size() + (uint64_t{1} << 40))) != 0)
+    GTEST_SKIP() << "this filesystem cannot hold a 1 TiB sparse file";
+  const RunResult r = run_tappa("run -m " + path("huge.gguf") + " -p hi -n 1");
+  expect_clean_error(r, path("huge.gguf") + ": the model's tensors take 1024.0 GiB");
 }
 
 }  // namespace

@@ -169,7 +169,8 @@ TEST(QuantRowBytes, Sizes) {
   EXPECT_EQ(row_bytes(TensorType::Q4_0, 0), 0u);
   EXPECT_THROW(row_bytes(TensorType::Q4_0, 33), Error);
   EXPECT_THROW(row_bytes(TensorType::Q4_K, 32), Error);
-  EXPECT_THROW(row_bytes(TensorType::Q5_0, 32), Error);  // not supported here
+  EXPECT_EQ(row_bytes(TensorType::Q5_0, 64), 44u);
+  EXPECT_THROW(row_bytes(TensorType::Q5_1, 32), Error);  // not supported here
   EXPECT_THROW(row_bytes(static_cast<TensorType>(1000), 32), Error);
   float out[32];
   uint8_t blk[64] = {};

@@ -583,7 +583,7 @@ TEST(TokenizerErrors, MissingOrBadKeys) {
   expect_load_error("no_tokens", [](Metadata& m) { drop_key(m, "tokenizer.ggml.tokens"); }, "tokenizer.ggml.tokens");
   expect_load_error("no_merges", [](Metadata& m) { drop_key(m, "tokenizer.ggml.merges"); }, "tokenizer.ggml.merges");
   expect_load_error("bad_pre", [](Metadata& m) { set_key(m, "tokenizer.ggml.pre", GgufValue::str("klingon-bpe")); }, "klingon-bpe");
-  expect_load_error("spm_model", [](Metadata& m) { set_key(m, "tokenizer.ggml.model", GgufValue::str("llama")); }, "llama");
+  expect_load_error("wpm_model", [](Metadata& m) { set_key(m, "tokenizer.ggml.model", GgufValue::str("bert")); }, "bert");
   expect_load_error("tokens_not_strings", [](Metadata& m) {
     set_key(m, "tokenizer.ggml.tokens", GgufValue::array(tappa::GgufType::INT32, {GgufValue::i32(1)}));
   }, "tokenizer.ggml.tokens");

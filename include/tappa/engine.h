@@ -37,6 +37,9 @@ class Engine {
   int n_ctx() const { return n_ctx_; }
   int n_threads() const;
   void reset();  // empties the cache
+  // Forgets the cached positions >= n (0 <= n <= n_past()), so several continuations of one prefix
+  // can be scored without recomputing the prefix (eval's log-likelihoods). Not with a KV policy.
+  void truncate(int64_t n);
 
   const Model& model() const { return model_; }
   KvCache& kv_cache() { return *kv_; }
@@ -67,6 +70,7 @@ class Engine {
   Observer* observer_ = nullptr;
   KvPolicy* policy_ = nullptr;
   std::vector<const float*> decode_prob_ptrs_;
+  std::vector<int> window_rows_;  // rows a local layer keeps under a KV policy (reused, no allocation per call)
 };
 
 // Sampling of the next token from logits.

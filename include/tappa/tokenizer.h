@@ -2,7 +2,8 @@
 //
 // Supported: tokenizer.ggml.model = "gpt2" (byte-level BPE) with the pre-tokenizers named by
 // tokenizer.ggml.pre that SmolLM2 ("smollm"), Llama 3 ("llama-bpe") and Qwen2 ("qwen2") use, plus
-// "default"/"gpt2". Results are identical to llama.cpp's tokenizer for the same file.
+// "default"/"gpt2"; and "llama" (SentencePiece-style: score-driven merges, <0xNN> byte fallback,
+// add_space_prefix — Llama 2, Gemma). Results are identical to llama.cpp's tokenizer for the same file.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -48,8 +49,9 @@ class Tokenizer {
   const std::string& token_text(int32_t id) const;  // the vocabulary entry as stored
 
   // Renders messages with the file's chat template. Recognises ChatML (<|im_start|>role\n...<|im_end|>,
-  // as SmolLM2 and Qwen2 use, including SmolLM2's default system message) and the Llama 3 header
-  // format; throws tappa::Error for other templates.
+  // as SmolLM2 and Qwen2 use, including SmolLM2's default system message), the Llama 3 header format
+  // and Gemma's turns (<start_of_turn>role\n...<end_of_turn>; also taken when the file has no template
+  // but these tokens); throws tappa::Error for other templates.
   std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
 
  private:

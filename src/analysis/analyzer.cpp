@@ -19,6 +19,7 @@
 #include "tappa/engine.h"
 #include "tappa/error.h"
 #include "util/progress.h"
+#include "util/stop_signal.h"
 
 namespace tappa::analysis {
 
@@ -29,6 +30,7 @@ double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 
 struct HeadResult {
   int layer = 0, head = 0, kv_head = 0;
+  int window = 0;  // sliding-window (local) layer: keys visible to a query; 0: global attention
   double qsim_post_last = 0, qsim_pre_last = 0, qsim_pre_sliding = 0, qsim_post_sliding = 0;
   double qsim_lag1 = 0, ksim_lag1 = 0;
   PatternMetrics metrics;
@@ -45,10 +47,13 @@ struct PassResult {
   std::vector<int32_t> generated;
 };
 
-cpu::RopeParams rope_params(const Model& model, const std::vector<float>& override_freq) {
+// The rotation layer `layer` applies (local layers of gemma3 have their own base and no scaling).
+cpu::RopeParams rope_params(const Model& model, const std::vector<float>& override_freq, int layer) {
   const ModelConfig& c = model.config();
-  return cpu::RopeParams{c.n_rot, c.head_dim, c.rope_base, c.rope_freq_scale, model.weights().rope_freqs,
-                         c.rope_layout == RopeLayout::Neox, override_freq.empty() ? nullptr : override_freq.data()};
+  const bool local = c.is_local(layer);
+  return cpu::RopeParams{c.n_rot, c.head_dim, local ? c.rope_base_local : c.rope_base, local ? 1.0f : c.rope_freq_scale,
+                         local ? nullptr : model.weights().rope_freqs, c.rope_layout == RopeLayout::Neox,
+                         override_freq.empty() ? nullptr : override_freq.data()};
 }
 
 // Every head's numbers from one forward pass over `tokens` (+ generation).
@@ -96,6 +101,8 @@ PassResult run_pass(const Model& model, const std::vector<int32_t>& tokens, cons
       const size_t n = std::min<size_t>(512, tokens.size() - b);
       auto logits = engine.eval(std::span(tokens.data() + b, n));
       bar.update(static_cast<int64_t>(b + n));
+      // SIGINT/SIGTERM (cmd_analyze's StopSignalScope): stop after this chunk; nothing is written.
+      if (stop_requested()) throw Error("stopped by a signal during the forward pass");
       if (b + n == tokens.size()) {
         for (int g = 0; g < o.generate; ++g) {
           const int32_t next = argmax(logits);
@@ -114,12 +121,14 @@ PassResult run_pass(const Model& model, const std::vector<int32_t>& tokens, cons
   const auto t1 = Clock::now();
   const int T = T_total, H = c.n_head, HK = c.n_head_kv, D = c.head_dim;
   const int W = std::clamp(o.last_window, 2, T);
-  const cpu::RopeParams rp = rope_params(model, freq_override);
   std::vector<float> post(static_cast<size_t>(T) * H * D), cs(c.n_rot);
   WindowSpec ws{std::min(o.sliding_window, T), std::max(1, o.sliding_stride), false};
   RopeChannelParams rcp;
   rcp.context_length = T;
   for (int l = 0; l < c.n_layer; ++l) {
+    const cpu::RopeParams rp = rope_params(model, freq_override, l);
+    // The channel frequencies this layer rotates with: the intervention's, or the layer's own.
+    const std::vector<float>& layer_theta = freq_override.empty() ? model.rope_inv_freq(l) : theta;
     const float* qp = cap.q_pre(l).data();
     const float* kp = cap.k_pre(l).data();
     std::copy(qp, qp + post.size(), post.begin());
@@ -132,6 +141,7 @@ PassResult run_pass(const Model& model, const std::vector<int32_t>& tokens, cons
       hr.layer = l;
       hr.head = h;
       hr.kv_head = kv_head_of(h, H, HK);
+      hr.window = c.window(l);
       const HeadRows q_pre = head_rows(qp, T, H, D, h);
       const HeadRows q_post = head_rows(post.data(), T, H, D, h);
       const HeadRows k_pre = head_rows(kp, T, HK, D, hr.kv_head);
@@ -142,7 +152,7 @@ PassResult run_pass(const Model& model, const std::vector<int32_t>& tokens, cons
       QsimOptions cosine;
       hr.qsim_lag1 = qsim_lag_head(q_pre, 1, cosine);
       hr.ksim_lag1 = qsim_lag_head(k_pre, 1, cosine);
-      hr.rope = analyze_rope_channels(q_pre, k_pre, c.n_rot, c.rope_layout, theta, rcp);
+      hr.rope = analyze_rope_channels(q_pre, k_pre, c.n_rot, c.rope_layout, layer_theta, rcp);
       SeasonalEvidence se;
       if (hr.cls.period > 0 && hr.cls.period < T / 2) {
         se.lag = hr.cls.period;
@@ -216,6 +226,8 @@ nlohmann::json head_json(const HeadResult& h) {
           {"prediction_reason", h.pred.reason},
           {"prediction_confident", h.pred.confident},
           {"prediction_agrees", agrees(h.cls.label, h.pred.label)},
+          {"attention", h.window > 0 ? "local" : "global"},
+          {"window", h.window},
           {"map", map_name(h.layer, h.head, false)},
           {"map_zoom", map_name(h.layer, h.head, true)}};
 }
@@ -236,7 +248,8 @@ std::vector<nlohmann::json> layer_json(const ModelConfig& c, const std::vector<H
     const double n = c.n_head;
     out.push_back({{"layer", l}, {"qsim_post_last", a / n}, {"qsim_pre_last", b / n}, {"qsim_pre_sliding", d / n},
                    {"qsim_post_sliding", e / n}, {"qsim_lag1", f / n}, {"ksim_lag1", g / n},
-                   {"label_counts", label_counts(heads, l)}});
+                   {"label_counts", label_counts(heads, l)}, {"attention", c.is_local(l) ? "local" : "global"},
+                   {"window", c.window(l)}});
   }
   return out;
 }
@@ -307,7 +320,9 @@ nlohmann::json analyze(const Model& model, const std::string& text, const Analyz
   j["model"] = {{"path", model.file().path()}, {"name", c.name}, {"arch", c.arch_name}, {"n_layer", c.n_layer},
                 {"n_head", c.n_head}, {"n_head_kv", c.n_head_kv}, {"head_dim", c.head_dim},
                 {"n_ctx_train", c.n_ctx_train}, {"rope_base", c.rope_base}, {"n_rot", c.n_rot},
-                {"rope_layout", c.rope_layout == RopeLayout::Neox ? "neox" : "norm"}};
+                {"rope_layout", c.rope_layout == RopeLayout::Neox ? "neox" : "norm"},
+                {"sliding_window", c.n_swa}, {"rope_base_local", c.n_swa > 0 ? nlohmann::json(c.rope_base_local) : nlohmann::json(nullptr)},
+                {"n_local_layers", std::count(c.swa_layers.begin(), c.swa_layers.end(), uint8_t{1})}};
   j["input"] = {{"path", o.input_name}, {"n_tokens", T_total}, {"n_prompt_tokens", tokens.size()},
                 {"n_generated", o.generate}, {"generated_text", model.tokenizer().decode(res.generated)}};
   j["settings"] = {{"qsim_mode", mode_name(o.qsim.mode)}, {"last_window", std::min<int64_t>(o.last_window, T_total)},

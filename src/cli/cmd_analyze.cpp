@@ -5,6 +5,7 @@
 #include "analysis/analyzer.h"
 #include "cli/common.h"
 #include "tappa/error.h"
+#include "util/stop_signal.h"
 
 namespace tappa::cli {
 
@@ -31,7 +32,11 @@ void register_analyze(CLI::App& app, int& rc) {
       "Examples:\n"
       "  tappa analyze                                   # default model on the GPL-3 text, ./tappa-report\n"
       "  tappa analyze -f book.txt --max-tokens 4096 -o out/\n"
-      "  tappa analyze --swap-channels 30,2 --max-tokens 1024");
+      "  tappa analyze --swap-channels 30,2 --max-tokens 1024\n\n"
+      "Output: report.json and report.html are each written whole (temporary file + rename), so a crash or\n"
+      "interruption never leaves a half-written report. SIGINT/SIGTERM stops the run after the current\n"
+      "512-token chunk, writes nothing (a previous report in the folder stays as it was) and exits with\n"
+      "128 + the signal number; a second signal kills it at once.");
   struct Opts {
     std::string model, file = kDefaultInput, prompt, out = "tappa-report", mode = "cosine";
     int max_tokens = 2048, generate = 0, last_window = 64, window = 1024, stride = 256, rows = 64, grid = 128,
@@ -43,7 +48,7 @@ void register_analyze(CLI::App& app, int& rc) {
   auto o = std::make_shared<Opts>();
   add_model_option(*cmd, o->model);
   cmd->add_option("-f,--file", o->file, "Text to analyse")->capture_default_str();
-  cmd->add_option("-p,--prompt", o->prompt, "Text given inline instead of -f");
+  auto* prompt_opt = cmd->add_option("-p,--prompt", o->prompt, "Text given inline instead of -f");
   cmd->add_option("-o,--out", o->out, "Output folder for report.json, report.html and maps/")->capture_default_str();
   cmd->add_option("--max-tokens", o->max_tokens, "Analyse at most this many tokens of the text")
       ->capture_default_str()->check(CLI::Range(8, 1 << 20));
@@ -68,11 +73,14 @@ void register_analyze(CLI::App& app, int& rc) {
   cmd->add_flag("--time-prefill", o->time_prefill, "Also time a plain prefill of the same tokens (analysis overhead)");
   cmd->add_flag("--no-progress", o->no_progress, "No progress bar");
   cmd->add_flag("--all-maps", o->all_maps, "Write every head's attention-map PNGs to maps/, not only the gallery's");
-  cmd->callback([o, &rc] {
-    const std::string text = o->prompt.empty() ? read_file(o->file) : o->prompt;
+  cmd->callback([o, prompt_opt, &rc] {
+    // -p "" is an empty text, not a request for the default file.
+    const bool inline_text = prompt_opt->count() > 0;
+    const std::string text = inline_text ? o->prompt : read_file(o->file);
+    if (text.empty()) throw Error(inline_text ? "the text given with -p is empty" : o->file + ": the text is empty");
     const auto model = Model::load(o->model);
     analysis::AnalyzeOptions ao;
-    ao.input_name = o->prompt.empty() ? o->file : "(inline text)";
+    ao.input_name = inline_text ? "(inline text)" : o->file;
     ao.max_tokens = o->max_tokens;
     ao.generate = o->generate;
     ao.qsim.mode = analysis::parse_mode(o->mode);
@@ -89,7 +97,20 @@ void register_analyze(CLI::App& app, int& rc) {
     ao.progress = !o->no_progress;
     ao.time_plain_prefill = o->time_prefill;
     ao.all_maps = o->all_maps;
-    const auto j = analysis::analyze(*model, text, ao, o->out);
+    // The forward pass over a long text takes minutes: the first SIGINT/SIGTERM asks the analyzer to
+    // stop between chunks instead of killing the process mid-write.
+    const StopSignalScope stop_scope;
+    nlohmann::json j;
+    try {
+      j = analysis::analyze(*model, text, ao, o->out);
+    } catch (const Error&) {
+      if (!stop_requested()) throw;
+      std::fflush(stdout);
+      std::fprintf(stderr, "tappa: analyze stopped by signal %d before the report was complete; nothing written to %s\n",
+                   stop_signal_number(), o->out.c_str());
+      rc = 128 + stop_signal_number();
+      return;
+    }
 
     std::printf("analysed %lld tokens of %s with %s\n", static_cast<long long>(j["input"]["n_tokens"].get<int64_t>()),
                 ao.input_name.c_str(), o->model.c_str());

@@ -7,6 +7,7 @@
 #include "cli/common.h"
 #include "kv/compressor.h"
 #include "kv/kv_cache.h"
+#include "prune/layer_list.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 
@@ -96,6 +97,7 @@ void register_run(CLI::App& app, int& rc) {
     bool quiet = false;
     bool ignore_eos = false;
     kv::CompressorFlags kv;
+    std::string skip_layers;
   };
   auto o = std::make_shared<Opts>();
   add_model_option(*cmd, o->model);
@@ -118,6 +120,7 @@ void register_run(CLI::App& app, int& rc) {
   cmd->add_flag("--parse-special", o->parse_special, "Turn special-token text such as <|im_end|> into those tokens");
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-generation tokens");
   cmd->add_flag("-q,--quiet", o->quiet, "Print only the generated text (no prompt echo, no timing)");
+  cmd->add_option("--skip-layers", o->skip_layers, "Skip these layers (in-memory pruning), e.g. 3,5,20-24");
   add_kv_flags(*cmd, o->kv);
   cmd->callback([o, &rc] {
     const kv::CompressorOptions kv_opts = kv::make_compressor_options(o->kv);
@@ -140,6 +143,7 @@ void register_run(CLI::App& app, int& rc) {
     eo.n_ctx = o->ctx;
     eo.n_batch = o->batch;
     Engine engine(*model, eo);
+    engine.set_skip_layers(prune::parse_layer_list(o->skip_layers, model->config().n_layer));
     if (static_cast<int64_t>(tokens.size()) + o->n_predict > engine.n_ctx())
       throw Error("prompt (" + std::to_string(tokens.size()) + " tokens) plus " + std::to_string(o->n_predict) +
                   " to generate exceeds the context of " + std::to_string(engine.n_ctx()) +

@@ -24,5 +24,11 @@ void register_tokenize(CLI::App& app, int& rc);
 void register_bench(CLI::App& app, int& rc);
 void register_analyze(CLI::App& app, int& rc);
 void register_compress(CLI::App& app, int& rc);
+void register_eval_kv(CLI::App& app, int& rc);
+void register_calibrate(CLI::App& app, int& rc);
+void register_prune_order(CLI::App& app, int& rc);
+void register_prune(CLI::App& app, int& rc);
+void register_eval_mc(CLI::App& app, int& rc);
+void register_ppl(CLI::App& app, int& rc);
 
 }  // namespace tappa::cli

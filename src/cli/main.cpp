@@ -1,8 +1,10 @@
 // tappa — command-line entry point. Each subcommand lives in its own file; this one only wires them
 // up and turns errors into one line and a non-zero exit.
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <new>
+#include <string>
 
 #include "cli/common.h"
 #include "tappa/error.h"
@@ -27,10 +29,22 @@ int main(int argc, char** argv) {
   tappa::cli::register_bench(app, rc);
   tappa::cli::register_analyze(app, rc);
   tappa::cli::register_compress(app, rc);
+  tappa::cli::register_eval_kv(app, rc);
+  tappa::cli::register_calibrate(app, rc);
+  tappa::cli::register_prune_order(app, rc);
+  tappa::cli::register_prune(app, rc);
+  tappa::cli::register_eval_mc(app, rc);
+  tappa::cli::register_ppl(app, rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help / --version are "errors" that succeed
+    // A bad flag is bad input like any other: one "tappa: error:" line (CLI11's own text says which flag).
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    const std::string cmd = app.get_subcommands().empty() ? "tappa" : "tappa " + app.get_subcommands().front()->get_name();
+    std::fprintf(stderr, "tappa: error: %s (see %s --help)\n", msg.c_str(), cmd.c_str());
+    return e.get_exit_code();
   } catch (const tappa::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "tappa: error: %s\n", e.what());

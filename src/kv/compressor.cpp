@@ -147,8 +147,14 @@ KvCompressor::KvCompressor(const Model& model, CompressorOptions options)
     if (l < 0 || l >= n_layer_) fail("skipped layer " + std::to_string(l) + " does not exist");
     skip_[l] = 1;
   }
+  if (std::count(skip_.begin(), skip_.end(), 0) == 0) fail("every layer is skipped");
+  for (int l = 0; l < n_layer_; ++l) {
+    if (skip_[l] || !c.is_local(l)) continue;
+    skip_[l] = 1;
+    ++n_local_;
+  }
+  local_rows_cap_ = std::max(c.n_swa - 1, 0);
   n_active_ = static_cast<int>(std::count(skip_.begin(), skip_.end(), 0));
-  if (n_active_ == 0) fail("every layer is skipped");
   layers_.resize(n_layer_);
   record_.method = std::string(method_->name);
   record_.scorer = std::string(scorer_name(method_->scorer));
@@ -216,8 +222,18 @@ size_t KvCompressor::row_bytes() const { return static_cast<size_t>(head_dim_) *
 
 int KvCompressor::capacity_for(int n_prompt) const {
   if (!active()) return std::max(n_prompt, 0);
-  if (options_.budget) return *options_.budget;
-  return capacity_from_ratio(*options_.ratio, n_prompt);
+  int C = options_.budget ? *options_.budget : capacity_from_ratio(*options_.ratio, n_prompt);
+  if (n_local_ > 0 && n_active_ > 0) {
+    // The budget is an average over every layer that holds a cache. Local layers hold their window
+    // (min(N, window - 1) rows after the prompt) whatever the method; what they leave of their share
+    // goes to the global layers, which the method then allocates as usual. A global layer never gets
+    // less than the plain average, so with a budget below the window the local layers exceed their
+    // share (they are never compressed below what their own attention sees; docs/KV_COMPRESSION.md).
+    const int64_t total = static_cast<int64_t>(C) * (n_active_ + n_local_);
+    const int64_t local_rows = static_cast<int64_t>(n_local_) * std::min(n_prompt, local_rows_cap_);
+    C = static_cast<int>(std::max<int64_t>(C, (total - local_rows) / n_active_));
+  }
+  return C;
 }
 
 void KvCompressor::check(int n_prompt) const {
@@ -247,7 +263,7 @@ int KvCompressor::decode_budget(int layer, int head) const {
     const auto& d = layers_[layer].decode_budget;
     if (head < static_cast<int>(d.size())) return d[head];
   }
-  if (options_.budget) return std::max(*options_.budget - opts_.window, 0);
+  if (options_.budget) return std::max((C_ > 0 ? C_ : *options_.budget) - opts_.window, 0);
   return kUnlimitedBudget;
 }
 
@@ -365,6 +381,7 @@ void KvCompressor::evict_layer(int layer, const std::vector<int>& head_budgets, 
     select_keep(sc, head_budgets[kv], W_, keep_);
     const size_t held0 = cache.bytes_held();
     cache.keep_rows(layer, kv, keep_);
+    cache.shrink_to_fit(layer, kv);  // prefill: give the evicted rows' memory back now (decode keeps capacity)
     const size_t held1 = cache.bytes_held();
     if (st.bytes_before[kv] == 0) st.bytes_before[kv] = held0 - held1 + keep_.size() * row_bytes();
     const int kept_prefix = static_cast<int>(keep_.size()) - W_;

@@ -201,6 +201,11 @@ class KvCompressor : public KvPolicy {
   int n_layer_, n_head_, n_head_kv_, head_dim_;
   std::vector<char> skip_;
   int n_active_ = 0;
+  // Sliding-window (local) layers of gemma3-style models: the engine caps them at their window while a
+  // policy is attached, so they take no part in the method (skip_ is set for them) and the budget
+  // they do not use goes to the global layers (capacity_for). See docs/KV_COMPRESSION.md.
+  int n_local_ = 0;
+  int local_rows_cap_ = 0;  // rows a local layer keeps between calls: window - 1
 
   // Per prefill call.
   bool in_prefill_ = false;

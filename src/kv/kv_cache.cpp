@@ -48,26 +48,51 @@ void KvCache::append(int layer, int head, const float* k_src, const float* v_src
 
 void KvCache::keep_rows(int layer, int head, const std::vector<int>& rows) {
   Slot& s = slot(layer, head);
-  std::vector<float> k(rows.size() * head_dim_), v(rows.size() * head_dim_);
-  for (size_t i = 0; i < rows.size(); ++i) {
+  const size_t d = static_cast<size_t>(head_dim_);
+  const size_t n = rows.size();
+  assert(n <= static_cast<size_t>(s.length));
+  bool ascending = true;
+  for (size_t i = 0; i < n; ++i) {
     assert(rows[i] >= 0 && rows[i] < s.length);
-    std::memcpy(&k[i * head_dim_], &s.k[static_cast<size_t>(rows[i]) * head_dim_], head_dim_ * sizeof(float));
-    std::memcpy(&v[i * head_dim_], &s.v[static_cast<size_t>(rows[i]) * head_dim_], head_dim_ * sizeof(float));
+    if (i > 0 && rows[i] <= rows[i - 1]) ascending = false;
   }
+  if (ascending) {
+    // Strictly ascending rows satisfy rows[i] >= i, so row i's destination never lies on a source row
+    // still to be read: a forward copy compacts in place. memmove because rows[i] == i is common.
+    for (size_t i = 0; i < n; ++i) {
+      const size_t src = static_cast<size_t>(rows[i]);
+      if (src == i) continue;
+      std::memmove(s.k.data() + i * d, s.k.data() + src * d, d * sizeof(float));
+      std::memmove(s.v.data() + i * d, s.v.data() + src * d, d * sizeof(float));
+    }
+  } else {
+    // Any other order: gather keys, then values, through one reused buffer.
+    if (gather_.size() < n * d) gather_.resize(n * d);
+    for (std::vector<float>* buf : {&s.k, &s.v}) {
+      for (size_t i = 0; i < n; ++i)
+        std::memcpy(gather_.data() + i * d, buf->data() + static_cast<size_t>(rows[i]) * d, d * sizeof(float));
+      std::memcpy(buf->data(), gather_.data(), n * d * sizeof(float));
+    }
+  }
+  s.length = static_cast<int>(n);
+}
+
+void KvCache::shrink(Slot& s, int head_dim) {
+  if (s.capacity == s.length && s.k.capacity() == s.k.size()) return;
+  // A fresh exact-size copy: shrink_to_fit() on a vector is only a request the library may ignore.
+  std::vector<float> k(s.k.begin(), s.k.begin() + static_cast<ptrdiff_t>(s.length) * head_dim);
+  std::vector<float> v(s.v.begin(), s.v.begin() + static_cast<ptrdiff_t>(s.length) * head_dim);
   s.k = std::move(k);
   s.v = std::move(v);
-  s.length = s.capacity = static_cast<int>(rows.size());
+  s.capacity = s.length;
 }
 
 void KvCache::shrink_to_fit() {
-  for (Slot& s : slots_) {
-    s.k.resize(static_cast<size_t>(s.length) * head_dim_);
-    s.v.resize(static_cast<size_t>(s.length) * head_dim_);
-    s.k.shrink_to_fit();
-    s.v.shrink_to_fit();
-    s.capacity = s.length;
-  }
+  for (Slot& s : slots_) shrink(s, head_dim_);
+  gather_ = std::vector<float>();
 }
+
+void KvCache::shrink_to_fit(int layer, int head) { shrink(slot(layer, head), head_dim_); }
 
 void KvCache::clear() {
   for (Slot& s : slots_) s.length = 0;
@@ -76,7 +101,7 @@ void KvCache::clear() {
 size_t KvCache::bytes_held() const {
   size_t b = 0;
   for (const Slot& s : slots_) b += (s.k.capacity() + s.v.capacity()) * sizeof(float);
-  return b;
+  return b + gather_.capacity() * sizeof(float);
 }
 
 size_t KvCache::bytes_used() const {

@@ -31,10 +31,13 @@ class KvCache {
   void reserve_extra(int layer, int extra);
   // Appends n rows to one list; rows are head_dim floats, `stride` floats apart in src.
   void append(int layer, int head, const float* k_src, const float* v_src, int n, int64_t stride);
-  // Keeps only the listed rows (ascending or not) of one list, in the given order, and compacts.
+  // Keeps only the listed rows (ascending or not, no repeats) of one list, in the given order, compacted
+  // in place: the capacity stays, so per-step decode eviction followed by the next step's reservation
+  // allocates nothing. Call shrink_to_fit(layer, head) afterwards to give the freed rows back.
   void keep_rows(int layer, int head, const std::vector<int>& rows);
-  // Returns unused capacity to the allocator.
+  // Returns unused capacity to the allocator (every list, or one).
   void shrink_to_fit();
+  void shrink_to_fit(int layer, int head);
   void clear();
 
   size_t bytes_held() const;   // capacity actually allocated
@@ -49,8 +52,12 @@ class KvCache {
   Slot& slot(int l, int h) { return slots_[static_cast<size_t>(l) * n_head_kv_ + h]; }
   const Slot& slot(int l, int h) const { return slots_[static_cast<size_t>(l) * n_head_kv_ + h]; }
 
+  static void shrink(Slot& s, int head_dim);
+
   int n_layer_, n_head_kv_, head_dim_;
   std::vector<Slot> slots_;
+  // keep_rows with rows out of ascending order gathers through this (grown once, then reused).
+  std::vector<float> gather_;
 };
 
 }  // namespace tappa

@@ -1,6 +1,7 @@
 // Views of a model's weights inside the mapped GGUF file, per layer. Internal to the library: the
 // engine reads them, nothing outside src/ should.
 #pragma once
+#include <cstdint>
 #include <vector>
 
 #include "backend/cpu/matmul.h"
@@ -15,6 +16,11 @@ struct LayerWeights {
   const float* bv = nullptr;
   const float* ffn_norm = nullptr;   // [n_embd]
   cpu::WeightView w_gate, w_up, w_down;
+  // gemma3: RMSNorm weights of each Q/K head ([head_dim]) and of the attention / FFN outputs ([n_embd]).
+  const float* q_norm = nullptr;
+  const float* k_norm = nullptr;
+  const float* post_attn_norm = nullptr;
+  const float* post_ffn_norm = nullptr;
 };
 
 struct ModelWeights {
@@ -24,6 +30,8 @@ struct ModelWeights {
   const float* rope_freqs = nullptr;  // [n_rot/2] frequency divisors, or nullptr
   std::vector<LayerWeights> layers;
   std::vector<std::vector<float>> owned;  // fp32 copies of small vectors not stored as F32
+  // Matrices rewritten at load into a format the kernels take (Q5_0 -> Q8_0, exact; see quant.h).
+  std::vector<std::vector<uint8_t>> owned_bytes;
 };
 
 }  // namespace tappa

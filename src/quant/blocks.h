@@ -20,6 +20,13 @@ struct BlockQ4_1 {
   uint16_t m;
   uint8_t qs[kQK / 2];
 };
+// Q5_0: x = d * (q - 16), q = 5-bit: low 4 bits as in Q4_0 (qs[j]: element j low nibble, j + 16 high
+// nibble), the fifth bit of element j in bit j of the little-endian 32-bit word qh.
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[kQK / 2];
+};
 // Q8_0: x = d * q, q = int8.
 struct BlockQ8_0 {
   uint16_t d;
@@ -60,7 +67,16 @@ struct BlockQ8_K {
 
 static_assert(sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ4_1) == 20);
+static_assert(sizeof(BlockQ5_0) == 22);
 static_assert(sizeof(BlockQ8_0) == 34);
+
+// The 5-bit value (0..31) of element j (0..31) of a Q5_0 block.
+inline int q5_0_value(const BlockQ5_0& b, int j) {
+  uint32_t qh;
+  std::memcpy(&qh, b.qh, 4);
+  const int lo = j < kQK / 2 ? (b.qs[j] & 0x0F) : (b.qs[j - kQK / 2] >> 4);
+  return lo | static_cast<int>(((qh >> j) & 1u) << 4);
+}
 static_assert(sizeof(BlockQ4_K) == 144);
 static_assert(sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210);

@@ -34,6 +34,7 @@ bool layout_of(TensorType t, Layout& out) {
     case TensorType::BF16: out = {1, 2}; return true;
     case TensorType::Q4_0: out = {kQK, sizeof(BlockQ4_0)}; return true;
     case TensorType::Q4_1: out = {kQK, sizeof(BlockQ4_1)}; return true;
+    case TensorType::Q5_0: out = {kQK, sizeof(BlockQ5_0)}; return true;
     case TensorType::Q8_0: out = {kQK, sizeof(BlockQ8_0)}; return true;
     case TensorType::Q4_K: out = {kQKK, sizeof(BlockQ4_K)}; return true;
     case TensorType::Q5_K: out = {kQKK, sizeof(BlockQ5_K)}; return true;
@@ -93,6 +94,13 @@ void deq_q4_1(const BlockQ4_1* b, float* y, int64_t nb) {
       y[j] = p0 + m;
       y[j + kQK / 2] = p1 + m;
     }
+  }
+}
+
+void deq_q5_0(const BlockQ5_0* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK) {
+    const float d = half_to_float(b[i].d);
+    for (int j = 0; j < kQK; ++j) y[j] = (q5_0_value(b[i], j) - 16) * d;
   }
 }
 
@@ -220,6 +228,31 @@ void q_q4_1(const float* x, BlockQ4_1* b, int64_t nb) {
       const int q1 = clampi(round_int((x[j + kQK / 2] - m) * id), 0, 15);
       b[i].qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
     }
+  }
+}
+
+// Q5_0 as ggml's reference: the value of largest magnitude maps to -16 exactly (d = max / -16).
+void q_q5_0(const float* x, BlockQ5_0* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < kQK; ++j) {
+      if (std::fabs(x[j]) > amax) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    const float d = max / -16.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b[i].d = fp32_to_fp16(d);
+    uint32_t qh = 0;
+    for (int j = 0; j < kQK / 2; ++j) {
+      const int q0 = std::min(31, static_cast<int>(x[j] * id + 16.5f));
+      const int q1 = std::min(31, static_cast<int>(x[j + kQK / 2] * id + 16.5f));
+      b[i].qs[j] = static_cast<uint8_t>((q0 & 0x0F) | ((q1 & 0x0F) << 4));
+      qh |= static_cast<uint32_t>((q0 >> 4) & 1) << j;
+      qh |= static_cast<uint32_t>((q1 >> 4) & 1) << (j + kQK / 2);
+    }
+    std::memcpy(b[i].qh, &qh, 4);
   }
 }
 
@@ -399,6 +432,7 @@ void dequantize_row(TensorType t, const void* src, float* dst, int64_t n) {
     }
     case TensorType::Q4_0: deq_q4_0(static_cast<const BlockQ4_0*>(src), dst, nb); break;
     case TensorType::Q4_1: deq_q4_1(static_cast<const BlockQ4_1*>(src), dst, nb); break;
+    case TensorType::Q5_0: deq_q5_0(static_cast<const BlockQ5_0*>(src), dst, nb); break;
     case TensorType::Q8_0: deq_q8_0(static_cast<const BlockQ8_0*>(src), dst, nb); break;
     case TensorType::Q4_K: deq_q4_k(static_cast<const BlockQ4_K*>(src), dst, nb); break;
     case TensorType::Q5_K: deq_q5_k(static_cast<const BlockQ5_K*>(src), dst, nb); break;
@@ -425,12 +459,23 @@ void quantize_row(TensorType t, const float* src, void* dst, int64_t n) {
     }
     case TensorType::Q4_0: q_q4_0(src, static_cast<BlockQ4_0*>(dst), nb); break;
     case TensorType::Q4_1: q_q4_1(src, static_cast<BlockQ4_1*>(dst), nb); break;
+    case TensorType::Q5_0: q_q5_0(src, static_cast<BlockQ5_0*>(dst), nb); break;
     case TensorType::Q8_0: q_q8_0(src, static_cast<BlockQ8_0*>(dst), nb); break;
     case TensorType::Q4_K: q_q4_k(src, static_cast<BlockQ4_K*>(dst), nb); break;
     case TensorType::Q5_K: q_q5_k(src, static_cast<BlockQ5_K*>(dst), nb); break;
     case TensorType::Q6_K: q_q6_k(src, static_cast<BlockQ6_K*>(dst), nb); break;
     case TensorType::Q8_K: q_q8_k(src, static_cast<BlockQ8_K*>(dst), nb); break;
     default: break;
+  }
+}
+
+void repack_q5_0_as_q8_0(const void* src, void* dst, int64_t n) {
+  checked_layout(TensorType::Q5_0, n);
+  const auto* in = static_cast<const BlockQ5_0*>(src);
+  auto* out = static_cast<BlockQ8_0*>(dst);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    out[i].d = in[i].d;
+    for (int j = 0; j < kQK; ++j) out[i].qs[j] = static_cast<int8_t>(q5_0_value(in[i], j) - 16);
   }
 }
 

@@ -353,6 +353,9 @@ std::string render_overview(const Context& c) {
                                      show(at(m, "n_head_kv")) + ")");
   s += kv_row("head dim / rotated", show(at(m, "head_dim")) + " / " + show(at(m, "n_rot")));
   s += kv_row("RoPE base", show_compact(at(m, "rope_base")) + " (" + show(at(m, "rope_layout")) + ")");
+  if (integer(m, "sliding_window") > 0)  // gemma3: local (sliding-window) layers next to global ones
+    s += kv_row("sliding window", show(at(m, "sliding_window")) + " tokens in " + show(at(m, "n_local_layers")) +
+                                      " local layers (RoPE base " + show_compact(at(m, "rope_base_local")) + ")");
   s += kv_row("training context", show(at(m, "n_ctx_train")));
   s += "</table></div>";
   // Input
@@ -508,12 +511,15 @@ std::string render_layers(const Context& c) {
   // The numbers behind the chart.
   s += "<details><summary>Per-layer values</summary><div class=\"tablewrap\"><table class=\"data sortable\"><thead><tr>"
        "<th>layer</th><th>q post last</th><th>q pre last</th><th>q pre sliding</th><th>q post sliding</th>"
-       "<th>q lag-1</th><th>k lag-1</th><th class=\"l\">labels</th></tr></thead><tbody>";
+       "<th>q lag-1</th><th>k lag-1</th><th class=\"l\">attention</th><th class=\"l\">labels</th></tr></thead><tbody>";
   for (const json& l : layers) {
     s += "<tr class=\"layer-row\"><td data-v=\"" + escape(str(l, "layer")) + "\">" + show(at(l, "layer")) + "</td>";
     for (const char* k : {"qsim_post_last", "qsim_pre_last", "qsim_pre_sliding", "qsim_post_sliding", "qsim_lag1",
                           "ksim_lag1"})
       s += "<td data-v=\"" + escape(str(l, k)) + "\">" + show(at(l, k)) + "</td>";
+    // Sliding-window layers only ever see their last `window` keys: the label reads in that light.
+    const std::string span = str(l, "attention") == "local" ? "local (window " + str(l, "window") + ")" : "global";
+    s += "<td class=\"l\">" + escape(span) + "</td>";
     std::string lc;
     const json& counts = at(l, "label_counts");
     for (const auto& lab : ordered_labels(counts))
@@ -643,6 +649,8 @@ std::string render_gallery(const Context& c) {
     s += "<div class=\"gcard\" id=\"g-L" + str(g, "layer") + "-H" + str(g, "head") + "\">";
     s += "<div class=\"ghead\">" + label_chip(label) + " <b>" + title + "</b>";
     if (h && !at(*h, "kv_head").is_null()) s += " <span class=\"muted\">KV head " + show(at(*h, "kv_head")) + "</span>";
+    if (h && str(*h, "attention") == "local")
+      s += " <span class=\"muted\">sliding window " + show(at(*h, "window")) + "</span>";
     s += "<span class=\"gq\">q-sim <b>" + show(at(g, "qsim")) + "</b></span></div>";
     if (!str(g, "why").empty()) s += "<div class=\"why\">" + escape(str(g, "why")) + "</div>";
     s += "<div class=\"gimgs\"><figure>" + image_or_placeholder(c.out_dir, str(g, "png"), title + " full map", "gimg") +
@@ -939,6 +947,7 @@ std::string render_head_table(const Context& c) {
   const Col cols[] = {{"layer", "", "layer", 1},
                       {"head", "", "head", 1},
                       {"kv", "", "kv_head", 1},
+                      {"attention", "", "attention", 4},
                       {"label", "", "label", 3},
                       {"predicted", "", "predicted_label", 3},
                       {"agree", "", "prediction_agrees", 5},

@@ -1,9 +1,13 @@
-// Byte-level BPE tokenizer (tokenizer.ggml.model = "gpt2"), producing the same ids as llama.cpp.
+// Byte-level BPE (tokenizer.ggml.model = "gpt2") and SentencePiece-style (= "llama": Llama 2, Gemma)
+// tokenizers, producing the same ids as llama.cpp.
 //
-// encode():  split off special-token spans (longest tokens first) -> pre-tokenize each remaining text
-//            fragment into words -> map each word's bytes to GPT-2's printable code points -> BPE
+// encode():  split off special-token spans (longest tokens first), then per remaining text fragment:
+//   gpt2:    pre-tokenize into words -> map each word's bytes to GPT-2's printable code points -> BPE
 //            (lowest merge rank first, leftmost on ties) -> vocabulary ids.
-// decode():  concatenate token_to_piece(), which maps a normal token's code points back to bytes.
+//   llama:   optional leading space -> spaces become U+2581 -> one symbol per UTF-8 character -> merge
+//            the adjacent pair whose concatenation is the highest-scoring token (leftmost on ties)
+//            until none is a token -> symbols that are not tokens fall back to <0xNN> byte tokens.
+// decode():  concatenate token_to_piece(), which maps a normal token's text back to bytes.
 #include "tappa/tokenizer.h"
 
 #include <algorithm>
@@ -50,6 +54,9 @@ constexpr const char* kKeyPre = "tokenizer.ggml.pre";
 constexpr const char* kKeyTokens = "tokenizer.ggml.tokens";
 constexpr const char* kKeyTokenType = "tokenizer.ggml.token_type";
 constexpr const char* kKeyMerges = "tokenizer.ggml.merges";
+constexpr const char* kKeyScores = "tokenizer.ggml.scores";
+constexpr const char* kKeyAddSpacePrefix = "tokenizer.ggml.add_space_prefix";
+constexpr std::string_view kSpmSpace = "\xe2\x96\x81";  // U+2581, SentencePiece's visible space
 constexpr const char* kKeyAddBos = "tokenizer.ggml.add_bos_token";
 constexpr const char* kKeyAddEos = "tokenizer.ggml.add_eos_token";
 constexpr const char* kKeyChatTemplate = "tokenizer.chat_template";
@@ -79,7 +86,7 @@ bool in_list(const std::string& s, const std::string_view (&list)[N]) {
   return false;
 }
 
-enum class ChatFormat { None, ChatML, Llama3 };
+enum class ChatFormat { None, ChatML, Llama3, Gemma };
 
 std::string trim_spaces(const std::string& s) {
   auto sp = [](unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; };
@@ -141,6 +148,10 @@ struct Tokenizer::Impl {
   std::string pre;
   std::string chat_template;
   tok::PreType pre_type = tok::PreType::Default;
+  bool spm = false;               // tokenizer.ggml.model == "llama"
+  bool add_space_prefix = false;  // spm: a space is prepended to text that follows BOS/special tokens
+  std::vector<float> scores;      // spm: per token, higher merges first
+  std::array<int32_t, 256> byte_token{};  // spm: id of <0xNN> (or of the byte itself), -1 if absent
   bool ignore_merges = false;
   bool add_bos = false;
   bool add_eos = false;
@@ -186,6 +197,9 @@ struct Tokenizer::Impl {
   // --- loading -------------------------------------------------------------------------------------
 
   void load(const GgufFile& file);
+  void load_vocab(const GgufFile& file);
+  void load_spm(const GgufFile& file);
+  void finish_load(const GgufFile& file);
   void load_special_ids(const GgufFile& file);
   void build_pieces();
 
@@ -195,6 +209,7 @@ struct Tokenizer::Impl {
   void encode_fragment(std::string_view text, std::vector<int32_t>& out) const;
   void encode_word(const std::string& word, std::vector<int32_t>& out) const;
   void bpe(const std::string& word, std::vector<int32_t>& out) const;
+  void spm_encode(std::string_view text, std::vector<int32_t>& out) const;
 
   std::string decode_normal_text(const std::string& token_text) const;
 };
@@ -207,11 +222,16 @@ void Tokenizer::Impl::load(const GgufFile& file) {
   auto fail = [&](const std::string& msg) -> Error { return Error(path + ": " + msg); };
 
   model = file.get(kKeyModel).as_string(kKeyModel);
-  if (model != "gpt2")
+  if (model != "gpt2" && model != "llama")
     throw fail("unsupported tokenizer model '" + model + "' (" + kKeyModel +
-               "); only \"gpt2\" (byte-level BPE) is supported");
+               "); supported: \"gpt2\" (byte-level BPE), \"llama\" (SentencePiece)");
+  spm = model == "llama";
 
   if (const GgufValue* v = file.find(kKeyPre)) pre = v->as_string(kKeyPre);
+  if (spm) {
+    load_spm(file);
+    return;
+  }
   // Pre-tokenizer names that llama.cpp maps to the patterns implemented here, with its flags.
   if (pre.empty() || pre == "default") {
     pre_type = tok::PreType::Default;
@@ -230,7 +250,68 @@ void Tokenizer::Impl::load(const GgufFile& file) {
                "); supported: smollm, llama-bpe, qwen2, default, gpt-2");
   }
 
-  // Vocabulary.
+  load_vocab(file);
+
+  // Merges: "left right", rank = index; the first of two equal merges keeps its rank.
+  const GgufValue* mv = file.find(kKeyMerges);
+  if (!mv) throw fail(std::string("missing metadata key '") + kKeyMerges + "' (needed by a BPE tokenizer)");
+  const GgufArray& merge_list = mv->as_array(kKeyMerges);
+  if (!merge_list.values.empty() && merge_list.element_type != GgufType::STRING)
+    throw fail(std::string(kKeyMerges) + " must be an array of strings");
+
+  const size_t n = text.size();
+  symbol_of.reserve(n + merge_list.values.size() * 2);
+  symbol_token.reserve(n + merge_list.values.size());
+  for (size_t i = 0; i < n; ++i) intern(text[i]);
+  for (const auto& [s, id] : token_to_id) symbol_token[symbol_of.at(s)] = id;
+  merges.reserve(merge_list.values.size() * 2);
+  for (size_t i = 0; i < merge_list.values.size(); ++i) {
+    const std::string& m = merge_list.values[i].as_string(kKeyMerges);
+    const size_t sp = m.find(' ', 1);
+    if (sp == std::string::npos) continue;  // llama.cpp files this under ("", ""), which never matches
+    const std::string left = m.substr(0, sp), right = m.substr(sp + 1);
+    if (left.empty() || right.empty()) continue;
+    const int32_t l = intern(left), r = intern(right);
+    const int32_t result = intern(left + right);
+    const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) | static_cast<uint32_t>(r);
+    merges.try_emplace(key, MergeInfo{static_cast<int32_t>(i), result});
+  }
+  for (int b = 0; b < 256; ++b) {
+    auto it = symbol_of.find(tok::byte_to_utf8()[b]);
+    byte_symbol[b] = it == symbol_of.end() ? -1 : it->second;
+  }
+  finish_load(file);
+}
+
+// SentencePiece vocabularies: scores instead of merges; llama.cpp's defaults for "llama" files (BOS
+// added, space prefix on), which the file's keys override.
+void Tokenizer::Impl::load_spm(const GgufFile& file) {
+  load_vocab(file);
+  const size_t n = text.size();
+  scores.assign(n, 0.0f);
+  if (const GgufValue* v = file.find(kKeyScores)) {
+    const GgufArray& arr = v->as_array(kKeyScores);
+    if (arr.values.size() < n)
+      throw Error(path + ": " + kKeyScores + " has " + std::to_string(arr.values.size()) + " entries for " +
+                  std::to_string(n) + " tokens");
+    for (size_t i = 0; i < n; ++i) scores[i] = static_cast<float>(arr.values[i].as_f64(kKeyScores));
+  }
+  // Byte fallback: "<0xNN>", else the byte itself as a token (llama.cpp's byte_to_token).
+  static const char* hex = "0123456789ABCDEF";
+  for (int b = 0; b < 256; ++b) {
+    const char name[7] = {'<', '0', 'x', hex[b >> 4], hex[b & 15], '>', 0};
+    int32_t id = find_token(name);
+    if (id < 0) id = find_token(std::string_view(reinterpret_cast<const char*>(&b), 1));
+    byte_token[b] = id;
+  }
+  add_bos = true;
+  add_space_prefix = true;
+  if (const GgufValue* v = file.find(kKeyAddSpacePrefix)) add_space_prefix = v->as_bool(kKeyAddSpacePrefix);
+  finish_load(file);
+}
+
+void Tokenizer::Impl::load_vocab(const GgufFile& file) {
+  auto fail = [&](const std::string& msg) -> Error { return Error(path + ": " + msg); };
   const GgufArray& tokens = file.get(kKeyTokens).as_array(kKeyTokens);
   if (tokens.element_type != GgufType::STRING)
     throw fail(std::string(kKeyTokens) + " must be an array of strings, not of " +
@@ -254,35 +335,9 @@ void Tokenizer::Impl::load(const GgufFile& file) {
                  " entries for " + std::to_string(n) + " tokens");
     for (size_t i = 0; i < n; ++i) attr[i] = attr_from_type(types.values[i].as_i64(kKeyTokenType));
   }
+}
 
-  // Merges: "left right", rank = index; the first of two equal merges keeps its rank.
-  const GgufValue* mv = file.find(kKeyMerges);
-  if (!mv) throw fail(std::string("missing metadata key '") + kKeyMerges + "' (needed by a BPE tokenizer)");
-  const GgufArray& merge_list = mv->as_array(kKeyMerges);
-  if (!merge_list.values.empty() && merge_list.element_type != GgufType::STRING)
-    throw fail(std::string(kKeyMerges) + " must be an array of strings");
-
-  symbol_of.reserve(n + merge_list.values.size() * 2);
-  symbol_token.reserve(n + merge_list.values.size());
-  for (size_t i = 0; i < n; ++i) intern(text[i]);
-  for (const auto& [s, id] : token_to_id) symbol_token[symbol_of.at(s)] = id;
-  merges.reserve(merge_list.values.size() * 2);
-  for (size_t i = 0; i < merge_list.values.size(); ++i) {
-    const std::string& m = merge_list.values[i].as_string(kKeyMerges);
-    const size_t sp = m.find(' ', 1);
-    if (sp == std::string::npos) continue;  // llama.cpp files this under ("", ""), which never matches
-    const std::string left = m.substr(0, sp), right = m.substr(sp + 1);
-    if (left.empty() || right.empty()) continue;
-    const int32_t l = intern(left), r = intern(right);
-    const int32_t result = intern(left + right);
-    const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) | static_cast<uint32_t>(r);
-    merges.try_emplace(key, MergeInfo{static_cast<int32_t>(i), result});
-  }
-  for (int b = 0; b < 256; ++b) {
-    auto it = symbol_of.find(tok::byte_to_utf8()[b]);
-    byte_symbol[b] = it == symbol_of.end() ? -1 : it->second;
-  }
-
+void Tokenizer::Impl::finish_load(const GgufFile& file) {
   load_special_ids(file);
 
   if (const GgufValue* v = file.find(kKeyAddBos)) add_bos = v->as_bool(kKeyAddBos);
@@ -303,14 +358,19 @@ void Tokenizer::Impl::load(const GgufFile& file) {
   } else if (chat_template.find("<|start_header_id|>") != std::string::npos &&
              chat_template.find("<|end_header_id|>") != std::string::npos) {
     chat_format = ChatFormat::Llama3;
+  } else if (chat_template.find("<start_of_turn>") != std::string::npos ||
+             (chat_template.empty() && find_token("<start_of_turn>") >= 0 && find_token("<end_of_turn>") >= 0)) {
+    // Gemma's turn format; also taken when the file has no template but the turn tokens (the Gemma 3
+    // 270M GGUF ships without tokenizer.chat_template).
+    chat_format = ChatFormat::Gemma;
   }
 }
 
 void Tokenizer::Impl::load_special_ids(const GgufFile& file) {
   const int32_t nv = n_vocab();
-  // llama.cpp's defaults for "gpt2" vocabularies; a default outside the vocabulary means none.
-  bos = 11 < nv ? 11 : -1;
-  eos = 11 < nv ? 11 : -1;
+  // llama.cpp's defaults ("gpt2": 11 and 11, "llama": 1 and 2); a default outside the vocabulary means none.
+  bos = spm ? (1 < nv ? 1 : -1) : (11 < nv ? 11 : -1);
+  eos = spm ? (2 < nv ? 2 : -1) : (11 < nv ? 11 : -1);
   int32_t fim_pre = -1, fim_suf = -1, fim_mid = -1;
   const std::pair<const char*, int32_t*> keys[] = {
       {"tokenizer.ggml.bos_token_id", &bos},         {"tokenizer.ggml.eos_token_id", &eos},
@@ -427,7 +487,21 @@ void Tokenizer::Impl::build_pieces() {
     if (a & (kAttrUnknown | kAttrControl | kAttrUserDefined)) {
       piece[id] = text[id];
     } else if (a & kAttrNormal) {
-      piece[id] = decode_normal_text(text[id]);
+      if (spm) {
+        // SentencePiece: the visible space U+2581 stands for ' '.
+        std::string& p = piece[id];
+        const std::string& t = text[id];
+        for (size_t i = 0; i < t.size();) {
+          if (t.compare(i, kSpmSpace.size(), kSpmSpace) == 0) {
+            p.push_back(' ');
+            i += kSpmSpace.size();
+          } else {
+            p.push_back(t[i++]);
+          }
+        }
+      } else {
+        piece[id] = decode_normal_text(text[id]);
+      }
     } else if (a & kAttrByte) {
       // "<0xAB>"
       const std::string hex = text[id].size() > 3 ? text[id].substr(3, 2) : std::string();
@@ -475,6 +549,97 @@ std::vector<Fragment> Tokenizer::Impl::partition(std::string_view input, bool pa
     frags.swap(next);
   }
   return frags;
+}
+
+// One fragment of text (no special tokens in it) as llama.cpp's SentencePiece session does it.
+void Tokenizer::Impl::spm_encode(std::string_view input, std::vector<int32_t>& out) const {
+  std::string text;
+  text.reserve(input.size() * 2);
+  for (char ch : input) {
+    if (ch == ' ') text += kSpmSpace;
+    else text.push_back(ch);
+  }
+  const size_t n_bytes = text.size();
+  if (n_bytes == 0) return;
+
+  // One symbol per UTF-8 character, its length taken from the lead byte only (as llama.cpp does, so
+  // invalid sequences split the same way); the last one is cut at the end of the text.
+  struct Sym {
+    uint32_t offset, len;  // len 0 once merged into its left neighbour
+    int32_t prev, next;
+  };
+  std::vector<Sym> syms;
+  syms.reserve(n_bytes);
+  for (size_t off = 0; off < n_bytes;) {
+    static constexpr uint8_t kLen[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+    const size_t len = std::min<size_t>(kLen[static_cast<uint8_t>(text[off]) >> 4], n_bytes - off);
+    const int32_t idx = static_cast<int32_t>(syms.size());
+    syms.push_back({static_cast<uint32_t>(off), static_cast<uint32_t>(len), idx - 1,
+                    off + len == n_bytes ? -1 : idx + 1});
+    off += len;
+  }
+
+  // Candidate pairs: highest score first, then leftmost. `size` identifies the pair's text at queue
+  // time; a pair whose symbols have since changed length is stale.
+  struct Pair {
+    float score;
+    int32_t left, right;
+    uint32_t size;
+  };
+  auto lower = [](const Pair& a, const Pair& b) { return a.score < b.score || (a.score == b.score && a.left > b.left); };
+  std::vector<Pair> heap;
+  heap.reserve(syms.size());
+  // Which two symbols produced a merged text (llama.cpp's rev_merge), for symbols that end up not
+  // being tokens. Merged symbols always are, so this is consulted only in corner cases.
+  std::unordered_map<std::string, std::pair<int32_t, int32_t>> rev_merge;
+  auto try_pair = [&](int32_t left, int32_t right) {
+    if (left < 0 || right < 0) return;
+    const std::string_view pair_text(text.data() + syms[left].offset, syms[left].len + syms[right].len);
+    const int32_t id = find_token(pair_text);
+    if (id < 0) return;
+    heap.push_back({scores[id], left, right, static_cast<uint32_t>(pair_text.size())});
+    std::push_heap(heap.begin(), heap.end(), lower);
+    rev_merge[std::string(pair_text)] = {left, right};
+  };
+  for (int32_t i = 1; i < static_cast<int32_t>(syms.size()); ++i) try_pair(i - 1, i);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), lower);
+    const Pair p = heap.back();
+    heap.pop_back();
+    Sym& l = syms[p.left];
+    Sym& r = syms[p.right];
+    if (l.len == 0 || r.len == 0 || l.len + r.len != p.size) continue;
+    l.len += r.len;
+    r.len = 0;
+    l.next = r.next;
+    if (r.next >= 0) syms[r.next].prev = p.left;
+    try_pair(l.prev, p.left);
+    try_pair(p.left, l.next);
+  }
+
+  // A symbol that is a token is emitted; otherwise split where it was merged, down to bytes.
+  auto emit = [&](auto& self, const Sym& s) -> void {
+    const std::string_view t(text.data() + s.offset, s.len);
+    const int32_t id = find_token(t);
+    if (id >= 0) {
+      out.push_back(id);
+      return;
+    }
+    auto it = rev_merge.find(std::string(t));
+    if (it == rev_merge.end()) {
+      for (char ch : t) {
+        const int32_t b = byte_token[static_cast<uint8_t>(ch)];
+        if (b < 0)
+          throw Error(path + ": the vocabulary has no byte token for 0x" + std::to_string(static_cast<uint8_t>(ch)) +
+                      " (needed for byte fallback)");
+        out.push_back(b);
+      }
+      return;
+    }
+    self(self, syms[it->second.first]);
+    self(self, syms[it->second.second]);
+  };
+  for (int32_t i = 0; i >= 0; i = syms[i].next) emit(emit, syms[i]);
 }
 
 void Tokenizer::Impl::encode_fragment(std::string_view fragment, std::vector<int32_t>& out) const {
@@ -619,9 +784,22 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, 
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
   if (add_special && m.add_bos && m.bos >= 0) out.push_back(m.bos);
+  bool prev_special = true;  // spm: text at the start or after a special token gets the space prefix
+  std::string prefixed;
   for (const Fragment& f : m.partition(text, parse_special)) {
     if (f.token >= 0) {
       out.push_back(f.token);
+      prev_special = true;
+    } else if (m.spm) {
+      const std::string_view frag = text.substr(f.offset, f.length);
+      if (m.add_space_prefix && prev_special) {
+        prefixed.assign(1, ' ');
+        prefixed.append(frag);
+        m.spm_encode(prefixed, out);
+      } else {
+        m.spm_encode(frag, out);
+      }
+      prev_special = false;
     } else {
       m.encode_fragment(text.substr(f.offset, f.length), out);
     }
@@ -675,11 +853,31 @@ std::string Tokenizer::apply_chat_template(const std::vector<ChatMessage>& messa
         out += "<|start_header_id|>" + msg.role + "<|end_header_id|>\n\n" + trim_spaces(msg.content) + "<|eot_id|>";
       if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       return out;
+    case ChatFormat::Gemma: {
+      // Gemma has no system role: system text goes in front of the first user turn ("\n\n" after it);
+      // the assistant's role is "model"; contents are trimmed (llama.cpp's rendering of the template).
+      std::string system;
+      for (const ChatMessage& msg : messages) {
+        if (msg.role == "system") {
+          system += trim_spaces(msg.content);
+          continue;
+        }
+        const std::string role = msg.role == "assistant" ? "model" : msg.role;
+        out += "<start_of_turn>" + role + "\n";
+        if (!system.empty() && role != "model") {
+          out += system + "\n\n";
+          system.clear();
+        }
+        out += trim_spaces(msg.content) + "<end_of_turn>\n";
+      }
+      if (add_generation_prompt) out += "<start_of_turn>model\n";
+      return out;
+    }
     case ChatFormat::None:
       break;
   }
   if (m.chat_template.empty()) throw Error(m.path + ": the model has no chat template (" + kKeyChatTemplate + ")");
-  throw Error(m.path + ": unsupported chat template (only ChatML and Llama 3 formats are recognised)");
+  throw Error(m.path + ": unsupported chat template (only ChatML, Llama 3 and Gemma formats are recognised)");
 }
 
 }  // namespace tappa

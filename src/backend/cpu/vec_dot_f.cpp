@@ -41,6 +41,7 @@ inline __m512 load_x(const float* x, int64_t k) { return _mm512_loadu_ps(x + k);
 inline __m512 vzero() { return _mm512_setzero_ps(); }
 inline __m512 vfma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
 inline float vsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+inline __m512 vadd(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
 
 #elif TAPPA_X86_AVX2
 
@@ -62,21 +63,29 @@ inline __m256 load_x(const float* x, int64_t k) { return _mm256_loadu_ps(x + k);
 inline __m256 vzero() { return _mm256_setzero_ps(); }
 inline __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
 inline float vsum(__m256 v) { return hsum256(v); }
+inline __m256 vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
 
 #endif
 
 #if TAPPA_X86_AVX2
 
+// Decode reads each weight once, so this product is bound by memory bandwidth, not by the FMAs: four
+// independent accumulators keep the FMA latency chain (two accumulators: 32 columns per 4 cycles,
+// already faster than DRAM delivers) out of the way when rows do come from cache. A software
+// prefetch 1 KiB ahead was tried and measured slower than leaving the single sequential stream to
+// the hardware prefetcher (docs/PERFORMANCE.md).
 template <TensorType T>
 float dot_impl(const uint8_t* w, const float* x, int64_t cols) {
-  VecF a0 = vzero(), a1 = vzero();
+  VecF a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
   int64_t k = 0;
-  for (; k + 2 * kLanes <= cols; k += 2 * kLanes) {
+  for (; k + 4 * kLanes <= cols; k += 4 * kLanes) {
     a0 = vfma(load_w<T>(w, k), load_x(x, k), a0);
     a1 = vfma(load_w<T>(w, k + kLanes), load_x(x, k + kLanes), a1);
+    a2 = vfma(load_w<T>(w, k + 2 * kLanes), load_x(x, k + 2 * kLanes), a2);
+    a3 = vfma(load_w<T>(w, k + 3 * kLanes), load_x(x, k + 3 * kLanes), a3);
   }
   for (; k + kLanes <= cols; k += kLanes) a0 = vfma(load_w<T>(w, k), load_x(x, k), a0);
-  float s = vsum(a0) + vsum(a1);
+  float s = vsum(vadd(vadd(a0, a1), vadd(a2, a3)));
   for (; k < cols; ++k) s += scalar_w(T, w, k) * x[k];
   return s;
 }

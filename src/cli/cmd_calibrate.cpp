@@ -1,0 +1,166 @@
+// tappa calibrate — per-layer Block Influence and pre-RoPE q-similarity over calibration texts
+// (src/prune/calibration.h), written in the official raw-score layout plus tappa's metadata.
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "prune/calibration.h"
+#include "prune/orders.h"
+#include "report/atomic_write.h"
+#include "report/svg.h"
+#include "tappa/error.h"
+#include "util/progress.h"
+#include "util/stop_signal.h"
+
+namespace tappa::cli {
+
+namespace {
+// "scores.json" → "scores.bi.json".
+std::string sibling(const std::string& out, const std::string& tag) {
+  const std::string ext = ".json";
+  const std::string stem = out.size() > ext.size() && out.compare(out.size() - ext.size(), ext.size(), ext) == 0
+                               ? out.substr(0, out.size() - ext.size()) : out;
+  return stem + "." + tag + ".json";
+}
+}  // namespace
+
+void register_calibrate(CLI::App& app, int& rc) {
+  auto* cmd = app.add_subcommand("calibrate", "Per-layer Block Influence and q-similarity for layer pruning");
+  cmd->footer(
+      "Each file is tokenised whole (BOS as the model does); windows of --window tokens start every --stride\n"
+      "tokens (the last ones shorter), each a fresh forward pass. Per window: BI_l = mean over tokens of\n"
+      "1 - cos(block input, block output) (the last block's output after the final norm, as Hugging Face\n"
+      "reports it; --angular: acos(cos)/pi), q-sim_l = mean over heads of the mean off-diagonal cosine of\n"
+      "the pre-RoPE queries. Both are averaged over windows (the official scripts' 1024/256 defaults).\n\n"
+      "Writes OUT (both scores and the metadata) and, in the official raw-score layout\n"
+      "({score_type, scores, prune_order}), OUT-stem.bi.json and OUT-stem.qsim.json.\n\n"
+      "Examples:\n"
+      "  tappa calibrate -f ../shared/data/niah_paulgraham_essays/*.txt --max-windows 64 -o scores.json\n"
+      "  tappa prune-order --scores scores.json --beta 0.2\n"
+      "  tappa calibrate -f book.txt -o scores.json --resume     # continue after an interruption");
+  struct Opts {
+    std::string model, out, checkpoint, plot;
+    std::vector<std::string> files;
+    prune::CalibrationOptions cal;
+    bool resume = false, quiet = false;
+  };
+  auto o = std::make_shared<Opts>();
+  add_model_option(*cmd, o->model);
+  cmd->add_option("-f,--file", o->files, "Calibration text files (one or more)")->required();
+  cmd->add_option("-o,--output", o->out, "Scores JSON")->required();
+  cmd->add_option("--window", o->cal.window, "Window length in tokens")->capture_default_str()->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--stride", o->cal.stride, "Distance between window starts")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--max-windows", o->cal.max_windows, "Use only the first N windows (0: all)")->capture_default_str()->check(CLI::Range(0, 1 << 30));
+  cmd->add_flag("--angular", o->cal.angular, "Angular BI: acos(cos)/pi instead of 1 - cos");
+  cmd->add_option("-t,--threads", o->cal.n_threads, "CPU threads (0: all)")->capture_default_str()->check(CLI::Range(0, 1024));
+  cmd->add_option("--checkpoint", o->checkpoint, "Checkpoint file (default: OUTPUT.ckpt.json)");
+  cmd->add_flag("--resume", o->resume, "Continue from the checkpoint of an interrupted run with the same settings");
+  cmd->add_flag("-q,--quiet", o->quiet, "No progress bar");
+  cmd->add_option("--plot", o->plot, "Also draw BI and q-sim per layer as an SVG line chart");
+  cmd->callback([o, &rc] {
+    const auto model = Model::load(o->model);
+    const ModelConfig& c = model->config();
+    std::vector<std::vector<int32_t>> texts;
+    std::vector<int64_t> lengths;
+    for (const std::string& f : o->files) {
+      texts.push_back(model->tokenizer().encode(read_file(f), /*add_special=*/true));
+      lengths.push_back(static_cast<int64_t>(texts.back().size()));
+    }
+    std::vector<prune::WindowRef> windows = prune::make_windows(lengths, o->cal.window, o->cal.stride);
+    if (o->cal.max_windows > 0 && static_cast<int>(windows.size()) > o->cal.max_windows) windows.resize(o->cal.max_windows);
+    if (windows.empty()) throw Error("the calibration texts give no window of at least 2 tokens");
+
+    const std::string ckpt = o->checkpoint.empty() ? o->out + ".ckpt.json" : o->checkpoint;
+    const nlohmann::json settings = {{"model", o->model}, {"files", o->files}, {"window", o->cal.window},
+                                     {"stride", o->cal.stride}, {"angular", o->cal.angular},
+                                     {"n_windows", windows.size()}, {"text_tokens", lengths}};
+    prune::CalibrationState state;
+    if (o->resume && std::filesystem::exists(ckpt)) {
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(read_file(ckpt));
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(ckpt + ": not a valid checkpoint (" + e.what() + ")");
+      }
+      if (!j.contains("settings") || j["settings"] != settings)
+        throw Error(ckpt + ": checkpoint was written with other settings (model, files, window, stride, --angular)");
+      state.n_layer = j.at("n_layer").get<int>();
+      state.windows_done = j.at("windows_done").get<int>();
+      state.tokens_done = j.at("tokens_done").get<int64_t>();
+      state.bi_sum = j.at("bi_sum").get<std::vector<double>>();
+      state.qsim_sum = j.at("qsim_sum").get<std::vector<double>>();
+      std::fprintf(stderr, "tappa calibrate: resuming after %d of %zu windows\n", state.windows_done, windows.size());
+    }
+    int64_t total_tokens = 0;
+    for (const auto& w : windows) total_tokens += w.length;
+    if (!o->quiet)
+      std::fprintf(stderr, "tappa calibrate: %zu texts, %zu windows (%lld tokens), %d layers\n", texts.size(),
+                   windows.size(), static_cast<long long>(total_tokens), c.n_layer);
+    StopSignalScope stop_scope;
+    Progress progress("calibrate", total_tokens, "tok", !o->quiet);
+    progress.update(state.tokens_done);
+    prune::run_calibration(*model, texts, windows, o->cal, state, [&](const prune::CalibrationState& s) {
+      report::atomic_write(ckpt, nlohmann::json{{"settings", settings}, {"n_layer", s.n_layer}, {"windows_done", s.windows_done},
+                                                {"tokens_done", s.tokens_done}, {"bi_sum", s.bi_sum},
+                                                {"qsim_sum", s.qsim_sum}}.dump());
+      progress.update(s.tokens_done);
+      return !stop_requested();
+    });
+    progress.finish();
+    const bool complete = state.windows_done == static_cast<int>(windows.size());
+
+    const std::vector<double> bi = state.bi(), qsim = state.qsim();
+    const nlohmann::json meta = {{"tool", "tappa calibrate"}, {"settings", settings}, {"windows_done", state.windows_done},
+                                 {"tokens", state.tokens_done}, {"complete", complete},
+                                 {"bi_definition", o->cal.angular ? "angular: acos(cos)/pi" : "1 - cos"},
+                                 {"qsim_definition", "pre-RoPE q, mean off-diagonal cosine, mean over heads"},
+                                 {"layers", "0-based"}};
+    const nlohmann::json bi_json = {{"score_type", "bi"}, {"scores", bi}, {"prune_order", prune::ascending_order(bi)}};
+    // High q-similarity = more prunable, so the q-sim file lists the most self-similar layers first.
+    const nlohmann::json q_json = {{"score_type", "qsim"}, {"scores", qsim}, {"prune_order", prune::descending_order(qsim)}};
+    nlohmann::json combined = {{"bi", bi_json}, {"qsim", q_json}, {"metadata", meta}};
+    report::atomic_write(o->out, combined.dump(2) + "\n");
+    nlohmann::json b = bi_json, q = q_json;
+    b["metadata"] = meta;
+    q["metadata"] = meta;
+    report::atomic_write(sibling(o->out, "bi"), b.dump(2) + "\n");
+    report::atomic_write(sibling(o->out, "qsim"), q.dump(2) + "\n");
+    if (!o->plot.empty()) {
+      std::vector<report::svg::Series> series(2);
+      series[0].name = o->cal.angular ? "Block Influence (angular)" : "Block Influence (1 - cos)";
+      series[1].name = "q-similarity (pre-RoPE)";
+      for (int l = 0; l < c.n_layer; ++l) {
+        series[0].x.push_back(l);
+        series[0].y.push_back(bi[l]);
+        series[1].x.push_back(l);
+        series[1].y.push_back(qsim[l]);
+      }
+      report::svg::ChartOptions co;
+      co.width = 720;
+      co.title = "Per-layer Block Influence and q-similarity — " + (c.name.empty() ? o->model : c.name);
+      co.annotation = std::to_string(state.windows_done) + " windows of " + std::to_string(o->cal.window) + " tokens (stride " +
+                      std::to_string(o->cal.stride) + "), " + std::to_string(state.tokens_done) + " tokens";
+      co.x_label = "layer";
+      co.y_label = "score";
+      co.x_integer = true;
+      co.y_min = 0.0;
+      report::atomic_write(o->plot, report::svg::line_chart(series, co) + "\n");
+    }
+    std::printf("layer        BI     q-sim\n");
+    for (int l = 0; l < c.n_layer; ++l) std::printf("%5d  %8.4f  %8.4f\n", l, bi[l], qsim[l]);
+    std::printf("wrote %s, %s, %s (%d windows, %lld tokens)\n", o->out.c_str(), sibling(o->out, "bi").c_str(),
+                sibling(o->out, "qsim").c_str(), state.windows_done, static_cast<long long>(state.tokens_done));
+    if (!complete) {
+      std::fprintf(stderr, "tappa calibrate: stopped after %d of %zu windows; the scores cover those (rerun with --resume)\n",
+                   state.windows_done, windows.size());
+      rc = 128 + stop_signal_number();
+      return;
+    }
+    rc = 0;
+  });
+}
+
+}  // namespace tappa::cli

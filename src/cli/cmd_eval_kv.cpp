@@ -1,0 +1,217 @@
+// tappa eval-kv — the KV-compression evaluation grid: methods × budgets × tasks × lengths × modes,
+// scored against the uncompressed cache, with resumable, atomically written results and a report.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "evalkv/runner.h"
+#include "evalkv/summary.h"
+#include "evalkv/tasks.h"
+#include "report/atomic_write.h"
+#include "tappa/error.h"
+#include "tappa/model.h"
+#include "util/stop_signal.h"
+
+namespace tappa::cli {
+
+std::string kv_methods_help();  // cmd_run.cpp
+
+namespace {
+
+constexpr const char* kDefaultMethods =
+    "fullkv,streamingllm,h2o,snapkv,pyramidkv,cake,expected-attention,tappa,tappa:alpha=1,tappa-head";
+
+std::string default_tasks() {
+  std::string s;
+  for (const auto& t : evalkv::ruler_task_names()) s += t + ",";
+  return s + "longbench_multi_news,fidelity_wikitext,fidelity_essays";
+}
+
+std::vector<int> parse_ints(const std::string& flag, const std::string& text) {
+  std::vector<int> out;
+  for (const auto& item : evalkv::split_list(text)) {
+    try {
+      size_t used = 0;
+      const long v = std::stol(item, &used);
+      if (used != item.size() || v < 0 || v > (1 << 24)) throw std::invalid_argument(item);
+      out.push_back(static_cast<int>(v));
+    } catch (const std::exception&) {
+      throw Error(flag + ": '" + item + "' is not a non-negative integer");
+    }
+  }
+  if (out.empty()) throw Error(flag + ": empty list");
+  return out;
+}
+
+std::string default_data_dir() {
+  if (const char* env = std::getenv("TAPPA_DATA_DIR"); env && *env) return env;
+  return "../shared/data";
+}
+
+std::string read_text(const std::string& path) {
+  try {
+    return read_file(path);
+  } catch (const Error&) {
+    throw;
+  }
+}
+
+}  // namespace
+
+void register_eval_kv(CLI::App& app, int& rc) {
+  auto* cmd = app.add_subcommand("eval-kv",
+                                 "Evaluate KV-cache compression methods: long-context tasks (RULER-style, passkey, "
+                                 "LongBench) and fidelity to the full cache, over a grid of methods and budgets");
+  cmd->footer(
+      "Every (task, length, sample, mode) is prefilled once; each (method, budget) cell then compresses that cache\n"
+      "and answers (or is teacher-forced). Results go to OUT/results.json (atomically, after every cell), with\n"
+      "OUT/results.csv, OUT/table.md (mean ± standard error) and OUT/plots/*.svg.\n"
+      "Ctrl-C / SIGTERM: the current cell finishes, results are written, exit code 128+signal; --resume continues.\n\n"
+      "Tasks: niah_single_{words,numbers,uuids}, niah_multikey, niah_multivalue, niah_multiquery (needle depths\n"
+      "swept over samples), vt (variable tracking), cwe (common words), passkey, longbench_<dataset> (reads\n"
+      "DATA/longbench/<dataset>.jsonl), longbench:<file.jsonl> (any LongBench-format file), fidelity_wikitext,\n"
+      "fidelity_essays (KL, top-1, NLL over --fidelity-tokens teacher-forced tokens; greedy agreement length).\n"
+      "Modes: query-aware (question inside the compressed prompt, as SnapKV/CAKE/TAPPA evaluate) and\n"
+      "query-agnostic (context compressed alone, question appended afterwards, as kvpress evaluates).\n"
+      "Method specs: NAME[:key=value...], keys alpha, window, gamma, pool, cascading, decode-evict, n-sink,\n"
+      "pyramid-beta, tau, min-head-frac; e.g. tappa:alpha=1, snapkv:pool=max7.\n\n"
+      "Examples:\n"
+      "  tappa eval-kv --tasks passkey,niah_single_numbers --lengths 1024 --samples 2 --budgets 64,128 -o out\n"
+      "  tappa eval-kv -o out --resume                      # continue an interrupted run (same flags)\n"
+      "  tappa eval-kv --tasks longbench:my.jsonl --methods fullkv,snapkv,tappa --budgets 256 -o lb\n"
+      "  tappa eval-kv --summarize -o out                   # rewrite table.md/csv/plots from results.json\n"
+      "  scripts/eval_kv_grid.sh                            # the default-model grid of docs/RESULTS.md\n\n" +
+      kv_methods_help());
+  struct Opts {
+    std::string model, methods = kDefaultMethods, budgets = "64,128,256,512", tasks = default_tasks(),
+                       lengths = "2048", modes = "query-aware", out = "eval-kv-out", data = default_data_dir();
+    int samples = 3, threads = 0, fidelity_tokens = 64, greedy_tokens = 32, lb_max_new = 64;
+    uint64_t seed = 0;
+    bool resume = false, force = false, no_progress = false, summarize = false, no_chat = false;
+  };
+  auto o = std::make_shared<Opts>();
+  add_model_option(*cmd, o->model);
+  cmd->add_option("--methods", o->methods, "Comma-separated method specs (fullkv is always run as the reference)")
+      ->capture_default_str();
+  cmd->add_option("--budgets", o->budgets, "Comma-separated budgets, tokens per layer (window included)")
+      ->capture_default_str();
+  cmd->add_option("--tasks", o->tasks, "Comma-separated tasks (see below)")->capture_default_str();
+  cmd->add_option("--lengths", o->lengths, "Comma-separated prompt lengths in tokens")->capture_default_str();
+  cmd->add_option("--modes", o->modes, "query-aware and/or query-agnostic")->capture_default_str();
+  cmd->add_option("--samples", o->samples, "Samples per task and length")->capture_default_str()->check(CLI::Range(1, 100000));
+  cmd->add_option("--seed", o->seed, "Seed of the task generators and sample choice")->capture_default_str();
+  cmd->add_option("--fidelity-tokens", o->fidelity_tokens, "M: teacher-forced continuation tokens (fidelity tasks)")
+      ->capture_default_str()->check(CLI::Range(2, 4096));
+  cmd->add_option("--greedy-tokens", o->greedy_tokens, "G: greedy agreement horizon (fidelity tasks)")
+      ->capture_default_str()->check(CLI::Range(1, 4096));
+  cmd->add_option("--longbench-max-new", o->lb_max_new, "Cap on LongBench's generation lengths (multi_news: 512)")
+      ->capture_default_str()->check(CLI::Range(1, 4096));
+  cmd->add_option("-t,--threads", o->threads, "CPU threads (0: all)")->capture_default_str()->check(CLI::Range(0, 1024));
+  cmd->add_option("--data-dir", o->data, "Evaluation data folder ($TAPPA_DATA_DIR)")->capture_default_str();
+  cmd->add_option("-o,--out", o->out, "Output folder")->capture_default_str();
+  cmd->add_flag("--no-chat", o->no_chat,
+                 "LongBench prompts as plain text (default: in the model's chat template, as LongBench does for chat "
+                 "models)");
+  cmd->add_flag("--resume", o->resume, "Continue the run in --out (its configuration must match)");
+  cmd->add_flag("--force", o->force, "Start over even if --out holds results");
+  cmd->add_flag("--no-progress", o->no_progress, "No progress bar");
+  cmd->add_flag("--summarize", o->summarize, "Only rewrite the tables and plots from OUT/results.json");
+
+  cmd->callback([o, &rc] {
+    namespace fs = std::filesystem;
+    const std::string results_path = (fs::path(o->out) / "results.json").string();
+    auto dump = [](const nlohmann::json& j) {
+      return j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    };
+    auto load_results = [&]() {
+      try {
+        return nlohmann::json::parse(read_text(results_path));
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(results_path + ": not valid JSON (" + std::string(e.what()).substr(0, 120) + ")");
+      }
+    };
+    if (o->summarize) {
+      if (!fs::exists(results_path)) throw Error(results_path + ": not found (run eval-kv first)");
+      evalkv::write_summary(load_results(), o->out);
+      std::printf("wrote %s/table.md, results.csv, plots/\n", o->out.c_str());
+      rc = 0;
+      return;
+    }
+
+    evalkv::GridConfig cfg;
+    cfg.model_path = o->model;
+    cfg.data_dir = o->data;
+    for (const auto& m : evalkv::split_list(o->methods)) cfg.methods.push_back(evalkv::parse_method_spec(m));
+    cfg.budgets = parse_ints("--budgets", o->budgets);
+    cfg.tasks = evalkv::split_list(o->tasks);
+    cfg.lengths = parse_ints("--lengths", o->lengths);
+    cfg.modes = evalkv::split_list(o->modes);
+    cfg.samples = o->samples;
+    cfg.seed = o->seed;
+    cfg.fidelity_tokens = o->fidelity_tokens;
+    cfg.greedy_tokens = o->greedy_tokens;
+    cfg.longbench_max_new = o->lb_max_new;
+    cfg.threads = o->threads;
+    cfg.longbench_chat = !o->no_chat;
+
+    nlohmann::json results;
+    if (fs::exists(results_path) && !o->force) {
+      if (!o->resume)
+        throw Error(results_path + " exists: add --resume to continue that run, or --force to start over");
+      results = load_results();
+      if (!results.contains("config") || results["config"] != cfg.to_json())
+        throw Error(results_path + " was made with different settings (methods, budgets, tasks, lengths, modes, "
+                    "samples, seed, token counts or model); use the same flags to resume, or --force");
+    } else {
+      results = nlohmann::json::object();
+      results["format"] = "tappa-eval-kv/1";
+      results["config"] = cfg.to_json();
+      results["cells"] = nlohmann::json::array();
+    }
+    fs::create_directories(o->out);
+
+    StopSignalScope stop_scope;
+    const auto model = Model::load(o->model);
+    results["model_name"] = model->config().name;
+    results["complete"] = false;
+    auto last_write = std::chrono::steady_clock::now() - std::chrono::hours(1);
+    auto checkpoint = [&](const nlohmann::json& r, bool force) {
+      const auto now = std::chrono::steady_clock::now();
+      // At most once a second (the file grows to a few MB; a kill loses at most a second of cells).
+      if (!force && now - last_write < std::chrono::seconds(1)) return;
+      report::atomic_write(results_path, dump(r));
+      last_write = now;
+    };
+    const size_t before = results["cells"].size();
+    bool finished = false;
+    try {
+      finished = evalkv::run_grid(*model, cfg, results, checkpoint, !o->no_progress);
+    } catch (const Error&) {
+      // Keep the cells done so far (the checkpoint is throttled): --resume continues after a fix.
+      if (results["cells"].size() > before) report::atomic_write(results_path, dump(results));
+      throw;
+    }
+    results["complete"] = finished;
+    report::atomic_write(results_path, dump(results));
+    evalkv::write_summary(results, o->out);
+    const size_t ran = results["cells"].size() - before;
+    if (!finished) {
+      std::fprintf(stderr,
+                   "tappa: stopped by signal %d after %zu new cells (%zu of %lld done); results written to %s — "
+                   "continue with the same flags and --resume\n",
+                   stop_signal_number(), ran, results["cells"].size(), static_cast<long long>(evalkv::grid_size(cfg)),
+                   results_path.c_str());
+      rc = 128 + stop_signal_number();
+      return;
+    }
+    std::printf("%zu cells (%zu run now); wrote %s, %s/results.csv, %s/table.md, %s/plots/\n", results["cells"].size(),
+                ran, results_path.c_str(), o->out.c_str(), o->out.c_str(), o->out.c_str());
+    rc = 0;
+  });
+}
+
+}  // namespace tappa::cli

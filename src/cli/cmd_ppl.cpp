@@ -1,0 +1,115 @@
+// tappa ppl — perplexity of a text, computed the way llama-perplexity computes it (see
+// src/eval/perplexity.h), optionally with layers skipped (in-memory pruning).
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "eval/perplexity.h"
+#include "prune/layer_list.h"
+#include "report/atomic_write.h"
+#include "tappa/engine.h"
+#include "tappa/error.h"
+#include "util/progress.h"
+#include "util/stop_signal.h"
+
+namespace tappa::cli {
+
+void register_ppl(CLI::App& app, int& rc) {
+  auto* cmd = app.add_subcommand("ppl", "Perplexity of a text (llama-perplexity's method: chunks of -c tokens, second half scored)");
+  cmd->footer(
+      "Each chunk of -c tokens starts from an empty cache with BOS in its first slot (when the model uses\n"
+      "BOS); tokens c/2+1 .. c-1 are scored. PPL = exp(mean NLL), +/- as llama-perplexity prints it.\n\n"
+      "Examples:\n"
+      "  tappa ppl -f ../shared/data/wikitext2/wiki.test.reconstructed.raw -c 512 --chunks 20\n"
+      "  tappa ppl -f wiki.test.raw -c 512 --chunks 20 --skip-layers 20-24 -o ppl.json\n"
+      "  tappa ppl -f wiki.test.raw -o ppl.json --resume     # continue after an interruption\n"
+      "Compare: $LLAMA_PERPLEXITY -m MODEL -f FILE -c 512 --chunks 20");
+  struct Opts {
+    std::string model, file, out, checkpoint, skip;
+    int ctx = 512, chunks = -1, threads = 0;
+    bool resume = false, quiet = false;
+  };
+  auto o = std::make_shared<Opts>();
+  add_model_option(*cmd, o->model);
+  cmd->add_option("-f,--file", o->file, "Text file to score")->required();
+  cmd->add_option("-c,--ctx-size", o->ctx, "Chunk length in tokens (llama-perplexity's -c)")->capture_default_str()->check(CLI::Range(4, 1 << 20));
+  cmd->add_option("--chunks", o->chunks, "Score at most this many chunks (-1: all)")->capture_default_str()->check(CLI::Range(-1, 1 << 30));
+  cmd->add_option("-t,--threads", o->threads, "CPU threads (0: all)")->capture_default_str()->check(CLI::Range(0, 1024));
+  cmd->add_option("--skip-layers", o->skip, "Skip these layers (in-memory pruning), e.g. 3,5,20-24");
+  cmd->add_option("-o,--output", o->out, "Write the result as JSON (atomically)");
+  cmd->add_option("--checkpoint", o->checkpoint, "Checkpoint file (default: OUTPUT.ckpt.json when -o is given)");
+  cmd->add_flag("--resume", o->resume, "Continue from the checkpoint of an interrupted run with the same settings");
+  cmd->add_flag("-q,--quiet", o->quiet, "No per-chunk values and no progress bar");
+  cmd->callback([o, &rc] {
+    const auto model = Model::load(o->model);
+    const std::vector<int> skip = prune::parse_layer_list(o->skip, model->config().n_layer);
+    const Tokenizer& tok = model->tokenizer();
+    const std::vector<int32_t> tokens = tok.encode(read_file(o->file), /*add_special=*/true);
+    const int n_chunks = eval::count_chunks(static_cast<int64_t>(tokens.size()), o->ctx, o->chunks);
+    const int32_t bos = tok.add_bos() ? tok.bos() : -1;
+    const std::string ckpt = !o->checkpoint.empty() ? o->checkpoint : (o->out.empty() ? "" : o->out + ".ckpt.json");
+    if (o->resume && ckpt.empty()) throw Error("--resume needs -o or --checkpoint (where the checkpoint lives)");
+
+    const nlohmann::json settings = {{"model", o->model}, {"file", o->file}, {"n_ctx", o->ctx},
+                                     {"n_tokens", tokens.size()}, {"skip_layers", skip}};
+    std::vector<eval::ChunkNll> done;
+    if (o->resume && std::filesystem::exists(ckpt)) {
+      nlohmann::json c;
+      try {
+        c = nlohmann::json::parse(read_file(ckpt));
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(ckpt + ": not a valid checkpoint (" + e.what() + ")");
+      }
+      if (!c.contains("settings") || c["settings"] != settings)
+        throw Error(ckpt + ": checkpoint was written with other settings (model, file, -c or --skip-layers)");
+      for (const auto& x : c.at("chunks")) done.push_back({x.at(0).get<double>(), x.at(1).get<double>(), x.at(2).get<int64_t>()});
+      if (static_cast<int>(done.size()) > n_chunks) done.resize(n_chunks);
+      std::fprintf(stderr, "tappa ppl: resuming after %zu of %d chunks\n", done.size(), n_chunks);
+    }
+    const auto save_checkpoint = [&] {
+      if (ckpt.empty()) return;
+      nlohmann::json c = {{"settings", settings}, {"chunks", nlohmann::json::array()}};
+      for (const auto& d : done) c["chunks"].push_back({d.nll_sum, d.nll2_sum, d.count});
+      report::atomic_write(ckpt, c.dump());
+    };
+
+    EngineOptions eo;
+    eo.n_threads = o->threads;
+    eo.n_ctx = o->ctx;
+    Engine engine(*model, eo);
+    engine.set_skip_layers(skip);
+    if (!o->quiet)
+      std::fprintf(stderr, "tappa ppl: %zu tokens, %d chunks of %d%s\n", tokens.size(), n_chunks, o->ctx,
+                   skip.empty() ? "" : (", skipping layers " + prune::format_layer_list(skip)).c_str());
+    StopSignalScope stop_scope;
+    Progress progress("ppl", n_chunks, "chunks", !o->quiet);
+    progress.update(static_cast<int64_t>(done.size()));
+    while (static_cast<int>(done.size()) < n_chunks && !stop_requested()) {
+      done.push_back(eval::score_chunk(engine, tokens, static_cast<int>(done.size()), o->ctx, bos));
+      save_checkpoint();
+      progress.update(static_cast<int64_t>(done.size()));
+    }
+    progress.finish();
+    const eval::PplSummary s = eval::summarise(done);
+    const bool complete = static_cast<int>(done.size()) == n_chunks;
+    std::printf("Final estimate: PPL = %.4f +/- %.5f  (%d chunks of %d, %lld tokens scored%s)\n", s.ppl, s.ppl_stderr,
+                s.n_chunks, o->ctx, static_cast<long long>(s.n_scored), complete ? "" : ", INCOMPLETE");
+    if (!o->out.empty()) {
+      nlohmann::json j = {{"ppl", s.ppl}, {"ppl_stderr", s.ppl_stderr}, {"mean_nll", s.mean_nll},
+                          {"n_chunks", s.n_chunks}, {"n_chunks_planned", n_chunks}, {"n_scored", s.n_scored},
+                          {"complete", complete}, {"settings", settings}};
+      report::atomic_write(o->out, j.dump(2) + "\n");
+    }
+    if (!complete) {
+      std::fprintf(stderr, "tappa ppl: stopped after %d of %d chunks (rerun with --resume to continue)\n", s.n_chunks, n_chunks);
+      rc = 128 + stop_signal_number();
+      return;
+    }
+    rc = 0;
+  });
+}
+
+}  // namespace tappa::cli

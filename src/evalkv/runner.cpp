@@ -1,0 +1,424 @@
+#include "evalkv/runner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "evalkv/fidelity.h"
+#include "evalkv/longbench.h"
+#include "evalkv/metrics.h"
+#include "evalkv/replay.h"
+#include "evalkv/rng.h"
+#include "evalkv/tasks.h"
+#include "kv/kv_cache.h"
+#include "kv/policy.h"
+#include "tappa/engine.h"
+#include "tappa/error.h"
+#include "tappa/model.h"
+#include "util/progress.h"
+#include "util/stop_signal.h"
+
+namespace tappa::evalkv {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+constexpr const char* kFidelityMode = "continuation";
+
+struct Group {
+  std::string task;
+  int length = 0;
+  int sample = 0;
+  std::string mode;
+};
+
+std::vector<Group> groups_of(const GridConfig& cfg) {
+  std::vector<Group> g;
+  for (const auto& t : cfg.tasks)
+    for (int len : cfg.lengths)
+      for (int s = 0; s < cfg.samples; ++s) {
+        if (is_fidelity_task(t)) {
+          g.push_back({t, len, s, kFidelityMode});
+        } else {
+          for (const auto& m : cfg.modes) g.push_back({t, len, s, m});
+        }
+      }
+  return g;
+}
+
+struct CellSpec {
+  const MethodSpec* method;
+  int budget;  // 0: full cache
+};
+
+std::vector<CellSpec> cells_of(const GridConfig& cfg) {
+  std::vector<CellSpec> c;
+  for (const auto& m : cfg.methods)
+    if (m.is_full()) c.push_back({&m, 0});
+  for (const auto& m : cfg.methods) {
+    if (m.is_full()) continue;
+    for (int b : cfg.budgets) c.push_back({&m, b});
+  }
+  return c;
+}
+
+std::string key_of(const Group& g, const std::string& method, int budget) {
+  return g.task + "|" + std::to_string(g.length) + "|" + std::to_string(g.sample) + "|" + g.mode + "|" + method + "|" +
+         std::to_string(budget);
+}
+
+// Dataset name of a LongBench task: longbench_<dataset> reads <data>/longbench/<dataset>.jsonl,
+// longbench:<path> a user file.
+std::string longbench_path(const GridConfig& cfg, const std::string& task) {
+  if (task.rfind("longbench:", 0) == 0) return task.substr(10);
+  return cfg.data_dir + "/longbench/" + task.substr(10) + ".jsonl";
+}
+bool is_longbench(const std::string& task) {
+  return task.rfind("longbench_", 0) == 0 || task.rfind("longbench:", 0) == 0;
+}
+
+void validate(const GridConfig& cfg) {
+  if (cfg.methods.empty()) throw Error("no methods given");
+  if (cfg.tasks.empty()) throw Error("no tasks given");
+  if (cfg.lengths.empty()) throw Error("no lengths given");
+  if (cfg.samples < 1) throw Error("--samples must be ≥ 1");
+  bool any_compressing = false;
+  for (const auto& m : cfg.methods) any_compressing |= !m.is_full();
+  if (any_compressing && cfg.budgets.empty()) throw Error("no budgets given");
+  for (int b : cfg.budgets)
+    if (b <= 0) throw Error("budgets must be positive token counts, got " + std::to_string(b));
+  for (int l : cfg.lengths)
+    if (l < 64 || l > (1 << 20)) throw Error("lengths must be in [64, 1048576] tokens, got " + std::to_string(l));
+  for (const auto& m : cfg.modes)
+    if (m != "query-aware" && m != "query-agnostic")
+      throw Error("unknown mode '" + m + "' (query-aware or query-agnostic)");
+  if (cfg.modes.empty()) throw Error("no modes given");
+  for (const auto& t : cfg.tasks)
+    if (!is_ruler_task(t) && !is_fidelity_task(t) && !is_longbench(t))
+      throw Error("unknown task '" + t + "' (known: " + [] {
+        std::string s;
+        for (const auto& n : ruler_task_names()) s += n + ", ";
+        return s;
+      }() + "longbench_<dataset>, longbench:<file.jsonl>, fidelity_wikitext, fidelity_essays)");
+  if (cfg.fidelity_tokens < 2 || cfg.greedy_tokens < 1) throw Error("fidelity/greedy token counts must be ≥ 2 / ≥ 1");
+  std::set<std::string> labels;
+  for (const auto& m : cfg.methods)
+    if (!labels.insert(m.label).second) throw Error("method '" + m.label + "' is listed twice");
+}
+
+}  // namespace
+
+std::vector<std::string> split_list(std::string_view s, char sep) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  while (b <= s.size()) {
+    size_t e = s.find(sep, b);
+    if (e == std::string_view::npos) e = s.size();
+    std::string item(s.substr(b, e - b));
+    const auto f = item.find_first_not_of(" \t");
+    const auto l = item.find_last_not_of(" \t");
+    if (f != std::string::npos) out.push_back(item.substr(f, l - f + 1));
+    b = e + 1;
+  }
+  return out;
+}
+
+MethodSpec parse_method_spec(std::string_view spec) {
+  const auto parts = split_list(spec, ':');
+  if (parts.empty()) throw Error("empty method name");
+  MethodSpec m;
+  m.label = std::string(spec);
+  m.flags.method = parts[0];
+  kv::find_method(parts[0]);  // throws with the list of names
+  auto num = [&](const std::string& k, const std::string& v) {
+    try {
+      size_t used = 0;
+      const double d = std::stod(v, &used);
+      if (used != v.size()) throw std::invalid_argument(v);
+      return d;
+    } catch (const std::exception&) {
+      throw Error("method '" + std::string(spec) + "': " + k + " needs a number, got '" + v + "'");
+    }
+  };
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const auto eq = parts[i].find('=');
+    if (eq == std::string::npos) throw Error("method '" + std::string(spec) + "': expected key=value, got '" + parts[i] + "'");
+    const std::string k = parts[i].substr(0, eq), v = parts[i].substr(eq + 1);
+    if (k == "alpha") m.flags.alpha = v;
+    else if (k == "window") m.flags.window = static_cast<int>(num(k, v));
+    else if (k == "gamma") m.flags.gamma = num(k, v);
+    else if (k == "pool") m.flags.pool = v;
+    else if (k == "cascading") m.flags.cascading = num(k, v) != 0;
+    else if (k == "decode-evict") m.flags.decode_evict = num(k, v) != 0;
+    else if (k == "n-sink") m.flags.n_sink = static_cast<int>(num(k, v));
+    else if (k == "pyramid-beta") m.flags.pyramid_beta = static_cast<int>(num(k, v));
+    else if (k == "tau") m.flags.tau = v;
+    else if (k == "min-head-frac") m.flags.min_head_frac = num(k, v);
+    else throw Error("method '" + std::string(spec) + "': unknown key '" + k + "'");
+  }
+  // Validate the knobs now (one clear error before any work).
+  kv::CompressorFlags probe = m.flags;
+  probe.budget = 128;
+  kv::make_compressor_options(probe);
+  return m;
+}
+
+nlohmann::json GridConfig::to_json() const {
+  nlohmann::json j;
+  j["model"] = model_path;
+  std::vector<std::string> ms;
+  for (const auto& m : methods) ms.push_back(m.label);
+  j["methods"] = ms;
+  j["budgets"] = budgets;
+  j["tasks"] = tasks;
+  j["lengths"] = lengths;
+  j["modes"] = modes;
+  j["samples"] = samples;
+  j["seed"] = seed;
+  j["fidelity_tokens"] = fidelity_tokens;
+  j["greedy_tokens"] = greedy_tokens;
+  j["longbench_max_new"] = longbench_max_new;
+  j["longbench_chat"] = longbench_chat;
+  return j;
+}
+
+int64_t grid_size(const GridConfig& cfg) {
+  return static_cast<int64_t>(groups_of(cfg).size()) * static_cast<int64_t>(cells_of(cfg).size());
+}
+
+std::string cell_key(const nlohmann::json& c) {
+  Group g{c.at("task").get<std::string>(), c.at("length").get<int>(), c.at("sample").get<int>(),
+          c.at("mode").get<std::string>()};
+  return key_of(g, c.at("method").get<std::string>(), c.at("budget").get<int>());
+}
+
+bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& results,
+              const std::function<void(const nlohmann::json&, bool)>& checkpoint, bool show_progress) {
+  GridConfig cfg = cfg_in;
+  validate(cfg);
+  if (std::none_of(cfg.methods.begin(), cfg.methods.end(), [](const MethodSpec& m) { return m.is_full(); }))
+    cfg.methods.insert(cfg.methods.begin(), parse_method_spec("fullkv"));
+
+  const ModelConfig& mc = model.config();
+  const Tokenizer& tok = model.tokenizer();
+  const auto count = [&](std::string_view s) { return static_cast<int>(tok.encode(s, false, false).size()); };
+  const int max_len = *std::max_element(cfg.lengths.begin(), cfg.lengths.end());
+  EngineOptions eo;
+  eo.n_threads = cfg.threads;
+  eo.n_ctx = max_len + std::max({cfg.fidelity_tokens, cfg.greedy_tokens, 512}) + 64;
+  if (eo.n_ctx > mc.n_ctx_train && mc.n_ctx_train > 0 && max_len > mc.n_ctx_train)
+    throw Error("length " + std::to_string(max_len) + " exceeds the model's training context of " +
+                std::to_string(mc.n_ctx_train) + " tokens");
+  Engine engine(model, eo);
+  std::vector<int> all_layers(mc.n_layer);
+  for (int l = 0; l < mc.n_layer; ++l) all_layers[l] = l;
+
+  if (!results.contains("cells")) results["cells"] = nlohmann::json::array();
+  std::set<std::string> done;
+  for (const auto& c : results["cells"]) done.insert(cell_key(c));
+
+  const auto groups = groups_of(cfg);
+  const auto cells = cells_of(cfg);
+  int64_t pending = 0;
+  for (const auto& g : groups)
+    for (const auto& c : cells) pending += done.count(key_of(g, c.method->label, c.budget)) ? 0 : 1;
+  Progress progress("eval-kv", pending, "cells", show_progress);
+  int64_t n_done = 0;
+
+  // Data that only depends on the task (loaded lazily).
+  std::unique_ptr<Haystacks> hay;
+  auto haystacks = [&]() -> const Haystacks& {
+    if (!hay) hay = std::make_unique<Haystacks>(Haystacks::load(cfg.data_dir));
+    return *hay;
+  };
+  std::map<std::string, std::vector<LongBenchRecord>> lb_records;
+  std::map<std::string, std::vector<size_t>> lb_order;
+
+  for (const Group& g : groups) {
+    bool any = false;
+    for (const auto& c : cells) any |= !done.count(key_of(g, c.method->label, c.budget));
+    if (!any) continue;
+    if (stop_requested()) break;
+    const auto t_group = Clock::now();
+    const bool fidelity = is_fidelity_task(g.task);
+
+    // --- the sample ---
+    TaskSample sample;
+    std::vector<int32_t> prompt, tail, continuation;
+    if (fidelity) {
+      const std::string text = fidelity_text(haystacks(), g.task, g.length, g.sample, cfg.seed);
+      std::vector<int32_t> all = tok.encode(text, true, false);
+      if (static_cast<int>(all.size()) < g.length + cfg.fidelity_tokens)
+        throw Error(g.task + ": text too short for " + std::to_string(g.length) + " + " +
+                    std::to_string(cfg.fidelity_tokens) + " tokens");
+      prompt.assign(all.begin(), all.begin() + g.length);
+      continuation.assign(all.begin() + g.length, all.begin() + g.length + cfg.fidelity_tokens);
+    } else {
+      if (is_longbench(g.task)) {
+        if (!lb_records.count(g.task)) {
+          lb_records[g.task] = read_longbench_file(longbench_path(cfg, g.task));
+          std::vector<size_t> order(lb_records[g.task].size());
+          for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+          Rng r(mix_seed(cfg.seed, g.task, 0));
+          r.shuffle(order);
+          lb_order[g.task] = order;
+        }
+        const auto& recs = lb_records[g.task];
+        const size_t idx = lb_order[g.task][static_cast<size_t>(g.sample) % recs.size()];
+        auto cut = [&](std::string_view s, int head, int tail_from) {
+          const auto t = tok.encode(s, false, false);
+          std::vector<int32_t> a(t.begin(), t.begin() + std::min<size_t>(head, t.size()));
+          std::vector<int32_t> b(t.begin() + std::min<size_t>(tail_from, t.size()), t.end());
+          return tok.decode(a) + tok.decode(b);
+        };
+        sample = longbench_sample(recs[idx], g.task, g.sample, g.length, cfg.longbench_max_new, count, cut);
+      } else {
+        sample = generate_task(haystacks(), g.task, g.length, g.sample, cfg.seed, count);
+      }
+      const bool chat = is_longbench(g.task) && cfg.longbench_chat && !tok.chat_template().empty();
+      if (chat) {
+        // LongBench wraps the prompt in the chat template for chat models (its build_chat): the user
+        // turn holds context and question; the assistant turn starts after the question.
+        const std::string marker = "\x01tappa-split\x01";
+        const std::string wrapped = tok.apply_chat_template({{"user", marker}}, true);
+        const size_t at = wrapped.find(marker);
+        if (at == std::string::npos) throw Error("chat template dropped the message text");
+        prompt = tok.encode(wrapped.substr(0, at), true, true);
+        const auto ctx = tok.encode(sample.context, false, false);
+        prompt.insert(prompt.end(), ctx.begin(), ctx.end());
+        tail = tok.encode(sample.question, false, false);
+        const auto post = tok.encode(wrapped.substr(at + marker.size()), false, true);
+        tail.insert(tail.end(), post.begin(), post.end());
+        const auto ap = tok.encode(sample.answer_prefix, false, false);
+        tail.insert(tail.end(), ap.begin(), ap.end());
+      } else {
+        prompt = tok.encode(sample.context, true, false);
+        tail = tok.encode(sample.question + sample.answer_prefix, false, false);
+      }
+      if (g.mode == "query-aware") {
+        prompt.insert(prompt.end(), tail.begin(), tail.end());
+        tail.clear();
+      }
+    }
+    if (static_cast<int>(prompt.size() + tail.size()) + std::max(sample.max_new_tokens, cfg.fidelity_tokens) > eo.n_ctx)
+      throw Error(g.task + ": prompt of " + std::to_string(prompt.size() + tail.size()) + " tokens exceeds the context");
+
+    // --- the shared prefill and, for fidelity, the full-cache reference ---
+    const Prefilled pre = prefill_capture(engine, prompt);
+    const double prefill_s = seconds_since(t_group);
+    std::vector<float> ref_rows;       // fidelity: full-cache logits for continuation[1..M)
+    std::vector<int32_t> ref_greedy;   // fidelity: the full cache's greedy tokens
+    const int V = mc.n_vocab;
+    const int M = cfg.fidelity_tokens, G = cfg.greedy_tokens;
+    if (fidelity) {
+      restore_prefill(engine, pre);
+      auto rows = engine.eval(std::span<const int32_t>(continuation.data(), M - 1), true);
+      ref_rows.assign(rows.begin(), rows.end());
+      restore_prefill(engine, pre);
+      std::span<const float> logits(pre.last_logits);
+      for (int i = 0; i < G; ++i) {
+        ref_greedy.push_back(argmax(logits));
+        if (i + 1 < G) {
+          const int32_t one[1] = {ref_greedy.back()};
+          logits = engine.eval(one);
+        }
+      }
+    }
+
+    for (const CellSpec& c : cells) {
+      const std::string key = key_of(g, c.method->label, c.budget);
+      if (done.count(key)) continue;
+      if (stop_requested()) break;
+      const auto t0 = Clock::now();
+      nlohmann::json cell;
+      cell["task"] = g.task;
+      cell["length"] = g.length;
+      cell["sample"] = g.sample;
+      cell["mode"] = g.mode;
+      cell["method"] = c.method->label;
+      cell["budget"] = c.budget;
+
+      std::unique_ptr<kv::KvCompressor> comp;
+      if (!c.method->is_full()) {
+        kv::CompressorFlags f = c.method->flags;
+        f.budget = c.budget;
+        comp = std::make_unique<kv::KvCompressor>(model, kv::make_compressor_options(f));
+      }
+      restore_prefill(engine, pre, comp.get());
+      const KvCache& cache = engine.kv_cache();
+      int64_t kept = 0;
+      for (int l = 0; l < mc.n_layer; ++l)
+        for (int h = 0; h < mc.n_head_kv; ++h) kept += cache.length(l, h);
+      cell["n_prompt"] = static_cast<int>(pre.tokens.size());
+      cell["kept_rows"] = kept;
+      cell["kept_fraction"] = static_cast<double>(kept) / (static_cast<double>(pre.tokens.size()) * mc.n_layer * mc.n_head_kv);
+      if (comp) {
+        std::vector<int> lb;
+        for (const auto& l : comp->record().layers) lb.push_back(l.budget);
+        cell["layer_budgets"] = lb;
+        cell["compressed"] = comp->record().compressed;
+      }
+
+      if (fidelity) {
+        const std::unique_ptr<KvCache> compressed = std::make_unique<KvCache>(engine.kv_cache());
+        auto rows = engine.eval(std::span<const int32_t>(continuation.data(), M - 1), true);
+        FidelityAccumulator acc;
+        for (int i = 0; i < M - 1; ++i)
+          acc.add(std::span<const float>(ref_rows.data() + static_cast<size_t>(i) * V, V),
+                  rows.subspan(static_cast<size_t>(i) * V, V), continuation[i + 1]);
+        // Greedy agreement: decode greedily with the compressed cache, one token at a time like the
+        // reference (a batched teacher-forced pass would differ from single-token decoding by
+        // rounding, enough to flip near-tied argmaxes even for the full cache).
+        engine.set_skip_layers(all_layers);
+        engine.reset();
+        engine.eval(pre.tokens);
+        engine.set_skip_layers({});
+        engine.kv_cache() = *compressed;
+        int agree = 0;
+        std::span<const float> glogits(pre.last_logits);
+        while (agree < G && argmax(glogits) == ref_greedy[agree]) {
+          ++agree;
+          if (agree == G) break;
+          const int32_t one[1] = {ref_greedy[agree - 1]};
+          glogits = engine.eval(one);
+        }
+        cell["kl"] = acc.kl();
+        cell["top1"] = acc.top1();
+        cell["nll"] = acc.nll();
+        cell["nll_full"] = acc.nll_full();
+        cell["greedy_agree"] = agree;
+        cell["greedy_tokens"] = G;
+        cell["score"] = acc.top1();
+      } else {
+        std::span<const float> logits(pre.last_logits);
+        if (!tail.empty()) logits = engine.eval(tail);
+        const std::string pred = greedy_generate(engine, tok, logits, sample.max_new_tokens, sample.stop_at_newline);
+        const std::string dataset = is_longbench(g.task) ? g.task.substr(10) : g.task;
+        cell["score"] = score_prediction(sample.metric, dataset, pred, sample.outputs, sample.all_classes);
+        cell["metric"] = sample.metric;
+        cell["prediction"] = pred;
+        if (c.method->is_full()) cell["gold"] = sample.outputs.size() > 4 && sample.metric == "rouge"
+                                                   ? nlohmann::json(std::vector<std::string>{sample.outputs[0]})
+                                                   : nlohmann::json(sample.outputs);
+        if (sample.depth >= 0) cell["depth"] = sample.depth;
+      }
+      cell["seconds"] = seconds_since(t0);
+      if (c.method->is_full()) cell["prefill_seconds"] = prefill_s;
+      results["cells"].push_back(std::move(cell));
+      done.insert(key);
+      ++n_done;
+      progress.update(n_done);
+      checkpoint(results, false);
+    }
+    checkpoint(results, true);
+  }
+  progress.finish();
+  engine.set_kv_policy(nullptr);
+  return !stop_requested();
+}
+
+}  // namespace tappa::evalkv
