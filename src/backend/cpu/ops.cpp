@@ -45,8 +45,10 @@ void rope_apply(const RopeParams& p, const float* cos_sin, float* x, int n_heads
       const int a = p.neox ? i : 2 * i;
       const int b = p.neox ? i + half : 2 * i + 1;
       const float x0 = v[a], x1 = v[b];
-      v[a] = x0 * c - x1 * s;
-      v[b] = x0 * s + x1 * c;
+      // llama.cpp's build contracts x0*c - x1*s and x0*s + x1*c into one FMA each (GNU C mode,
+      // -O2 and up); written out here so tappa rounds the same way at every optimisation level.
+      v[a] = std::fma(x0, c, -(x1 * s));
+      v[b] = std::fma(x0, s, x1 * c);
     }
   }
 }
