@@ -8,7 +8,6 @@
 // unsigned as stored; Q8_0 uses |w| against sign(a, w) in the single-row kernels and w + 128 with an
 // exact -128 * sum(a) correction in the AVX-512 four-row kernel.
 #include <cmath>
-#include <type_traits>
 
 #include "backend/cpu/simd.h"
 #include "backend/cpu/vec_dot.h"
@@ -138,15 +137,14 @@ inline __m128 sum_groups4(__m512 v) {
   return _mm_hadd_ps(s01, s23);
 }
 
-template <bool kQ4_1>
-void dot4_q4(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t cols, float* out) {
-  using Block = std::conditional_t<kQ4_1, BlockQ4_1, BlockQ4_0>;
-  const Block* x0 = reinterpret_cast<const Block*>(w);
-  const Block* x1 = reinterpret_cast<const Block*>(w + row_stride);
-  const Block* x2 = reinterpret_cast<const Block*>(w + 2 * row_stride);
-  const Block* x3 = reinterpret_cast<const Block*>(w + 3 * row_stride);
+// Q4_0 (Q4_1 has its own kernel below, in llama.cpp's lane order).
+void dot4_q4_0(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t cols, float* out) {
+  const BlockQ4_0* x0 = reinterpret_cast<const BlockQ4_0*>(w);
+  const BlockQ4_0* x1 = reinterpret_cast<const BlockQ4_0*>(w + row_stride);
+  const BlockQ4_0* x2 = reinterpret_cast<const BlockQ4_0*>(w + 2 * row_stride);
+  const BlockQ4_0* x3 = reinterpret_cast<const BlockQ4_0*>(w + 3 * row_stride);
   const int64_t nb = cols / 32;
-  LinearPrefetch prefetch(w, 4 * sizeof(Block));
+  LinearPrefetch prefetch(w, 4 * sizeof(BlockQ4_0));
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
   __m512 acc = _mm512_setzero_ps();
@@ -158,32 +156,22 @@ void dot4_q4(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t cols,
     const __m512i v = load_rows16(x0[b].qs, x1[b].qs, x2[b].qs, x3[b].qs);
     __m512i isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v, m4), alo);
     isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4), ahi);
-    __m128 dw, mw;
-    if constexpr (kQ4_1) {
-      const __m128i dm = _mm_setr_epi32(static_cast<int>(load_u32(&x0[b].d)), static_cast<int>(load_u32(&x1[b].d)),
-                                        static_cast<int>(load_u32(&x2[b].d)), static_cast<int>(load_u32(&x3[b].d)));
-      const __m256 dmf = _mm256_cvtph_ps(dm);  // d0 m0 d1 m1 | d2 m2 d3 m3
-      const __m128 lo = _mm256_castps256_ps128(dmf), hi = _mm256_extractf128_ps(dmf, 1);
-      dw = _mm_shuffle_ps(lo, hi, 0x88);
-      mw = _mm_shuffle_ps(lo, hi, 0xDD);
-    } else {
-      const __m128i dh = _mm_setr_epi16(static_cast<short>(x0[b].d), static_cast<short>(x1[b].d),
-                                        static_cast<short>(x2[b].d), static_cast<short>(x3[b].d), 0, 0, 0, 0);
-      dw = _mm_cvtph_ps(dh);
-      mw = dw;  // Q4_0: x = d q - 8 d, the "min" is -8 d (the factor -8 is applied at the end)
-    }
-    mins = _mm_fmadd_ps(mw, _mm_set1_ps(kQ4_1 ? a.s1[b] : a.s[b]), mins);
+    const __m128i dh = _mm_setr_epi16(static_cast<short>(x0[b].d), static_cast<short>(x1[b].d),
+                                      static_cast<short>(x2[b].d), static_cast<short>(x3[b].d), 0, 0, 0, 0);
+    const __m128 dw = _mm_cvtph_ps(dh);
+    // x = d q - 8 d: the "min" is -8 d (the factor -8 is applied at the end)
+    mins = _mm_fmadd_ps(dw, _mm_set1_ps(a.s[b]), mins);
     const __m512 sc = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_set1_ps(a.d[b]))));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), sc, acc);
   }
-  if constexpr (!kQ4_1) mins = _mm_mul_ps(mins, _mm_set1_ps(-8.0f));
+  mins = _mm_mul_ps(mins, _mm_set1_ps(-8.0f));
   _mm_storeu_ps(out, _mm_add_ps(sum_groups4(acc), mins));
 }
 
 }  // namespace
 
 void vec_dot4_q4_0(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t cols, float* out) {
-  dot4_q4<false>(w, row_stride, a, cols, out);
+  dot4_q4_0(w, row_stride, a, cols, out);
 }
 
 // Q4_1, four rows, in ggml's order (see vec_dot_q4_1): the low-nibble vpdpbusd leaves ggml's lanes
