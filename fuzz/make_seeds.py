@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Writes the small GGUF seed files of fuzz/corpus/gguf_fuzz/ (committed; rerun only to change them).
+"""Writes the small GGUF seed files of the gguf_fuzz target into a folder (model files are generated,
+never committed; scripts/fuzz.sh runs this into build-fuzz/seeds/gguf_fuzz/ before fuzzing).
 
-    python3 fuzz/make_seeds.py
+    python3 fuzz/make_seeds.py OUT_DIR
 
 Seeds are kept tiny (a few KB) so that libFuzzer's mutations reach every field quickly: complete
 one-layer llama and qwen2 models with an 8-token byte-level BPE vocabulary (all weights F32), a version-2 file, a header-only file with every metadata value type and nested arrays,
@@ -10,11 +11,12 @@ and a file with a non-default alignment. Uses the `gguf` Python package (the one
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 from gguf import GGUFWriter
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "gguf_fuzz")
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join("build-fuzz", "seeds", "gguf_fuzz")
 TOKENS = ["<s>", "</s>", "a", "b", "c", "\u0120", "ab", "\u0120a"]
 MERGES = ["a b", "\u0120 a"]
 N_EMBD, N_HEAD, N_HEAD_KV, N_FF = 8, 2, 1, 16
