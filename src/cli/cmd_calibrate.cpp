@@ -79,14 +79,7 @@ void register_calibrate(CLI::App& app, int& rc) {
                                      {"n_windows", windows.size()}, {"text_tokens", lengths}};
     prune::CalibrationState state;
     if (o->resume && std::filesystem::exists(ckpt)) {
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(read_file(ckpt));
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(ckpt + ": not a valid checkpoint (" + e.what() + ")");
-      }
-      if (!j.contains("settings") || j["settings"] != settings)
-        throw Error(ckpt + ": checkpoint was written with other settings (model, files, window, stride, --angular)");
+      const nlohmann::json j = read_checkpoint(ckpt, settings, "model, files, window, stride, --angular");
       state.n_layer = j.at("n_layer").get<int>();
       state.windows_done = j.at("windows_done").get<int>();
       state.tokens_done = j.at("tokens_done").get<int64_t>();

@@ -91,14 +91,7 @@ void register_eval_mc(CLI::App& app, int& rc) {
     const nlohmann::json settings = {{"model", o->model}, {"tasks", o->tasks}, {"limit", o->limit}, {"skip_layers", skip}};
     std::vector<std::vector<std::vector<double>>> ll(tasks.size());  // [task][item][choice]
     if (o->resume && std::filesystem::exists(ckpt)) {
-      nlohmann::json c;
-      try {
-        c = nlohmann::json::parse(read_file(ckpt));
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(ckpt + ": not a valid checkpoint (" + e.what() + ")");
-      }
-      if (!c.contains("settings") || c["settings"] != settings)
-        throw Error(ckpt + ": checkpoint was written with other settings (model, tasks, --limit or --skip-layers)");
+      const nlohmann::json c = read_checkpoint(ckpt, settings, "model, tasks, --limit or --skip-layers");
       for (size_t t = 0; t < tasks.size(); ++t) ll[t] = c.at("loglik").at(t).get<std::vector<std::vector<double>>>();
       size_t n_done = 0;
       for (const auto& v : ll) n_done += v.size();

@@ -54,4 +54,16 @@ std::string read_prompt(const std::string& prompt, const std::string& file) {
   return prompt;
 }
 
+nlohmann::json read_checkpoint(const std::string& path, const nlohmann::json& settings, const std::string& which) {
+  nlohmann::json c;
+  try {
+    c = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": not a valid checkpoint (" + e.what() + ")");
+  }
+  if (!c.is_object() || !c.contains("settings") || c["settings"] != settings)
+    throw Error(path + ": checkpoint was written with other settings (" + which + ")");
+  return c;
+}
+
 }  // namespace tappa::cli

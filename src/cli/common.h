@@ -3,6 +3,7 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 namespace tappa::cli {
 
@@ -16,6 +17,10 @@ CLI::Option* add_model_option(CLI::App& app, std::string& path);
 // The text given by -p or read from -f (exactly one must be set). Throws tappa::Error.
 std::string read_prompt(const std::string& prompt, const std::string& file);
 std::string read_file(const std::string& path);
+
+// A --resume checkpoint of a long command: parses `path` and checks it was written with `settings`.
+// Throws tappa::Error naming the file, and `which` (the flags that make up the settings) on a mismatch.
+nlohmann::json read_checkpoint(const std::string& path, const nlohmann::json& settings, const std::string& which);
 
 // Subcommand registration; each returns the exit code through the callback's result.
 void register_info(CLI::App& app, int& rc);
