@@ -310,6 +310,9 @@ TEST_F(HostileModel, LyingMetadata) {
   EXPECT_TRUE(fails_with("general.architecture", GgufValue::u32(1), "general.architecture"));
   EXPECT_TRUE(fails_with("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, {}), "is empty"));
   EXPECT_TRUE(fails_with("tokenizer.ggml.model", GgufValue::str("spm-from-mars"), "unsupported tokenizer model"));
+  // Found by gguf_fuzz: type errors raised inside the tokenizer and the Gemma 3 config readers lacked the path.
+  EXPECT_TRUE(fails_with("tokenizer.ggml.model", GgufValue::u32(7), "tokenizer.ggml.model: expected a string"));
+  EXPECT_TRUE(fails_with("tokenizer.ggml.bos_token_id", GgufValue::str("one"), "tokenizer.ggml.bos_token_id"));
 }
 
 // ---------------------------------------------------------------------------------------------------

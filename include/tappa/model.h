@@ -91,6 +91,7 @@ class Model {
 
  private:
   Model(GgufFile file);
+  static std::unique_ptr<Model> load_unchecked(const std::string& path);  // load() minus the path prefixing
   GgufFile file_;
   ModelConfig config_;
   std::unique_ptr<Tokenizer> tokenizer_;

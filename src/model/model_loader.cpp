@@ -143,6 +143,18 @@ Model::Model(GgufFile file) : file_(std::move(file)) {}
 Model::~Model() = default;
 
 std::unique_ptr<Model> Model::load(const std::string& path) {
+  // Every error names the file. Most messages below already start with it; a value-type error raised
+  // deep inside a metadata reader (tokenizer, Gemma 3 config) does not, so it gets the path here.
+  try {
+    return load_unchecked(path);
+  } catch (const Error& e) {
+    const std::string_view msg = e.what();
+    if (msg.rfind(path + ": ", 0) == 0) throw;
+    throw Error(path + ": " + std::string(msg));
+  }
+}
+
+std::unique_ptr<Model> Model::load_unchecked(const std::string& path) {
   std::unique_ptr<Model> m(new Model(GgufFile::open(path)));
   const GgufFile& f = m->file_;
   ModelConfig& c = m->config_;

@@ -775,7 +775,13 @@ Tokenizer::~Tokenizer() = default;
 
 Tokenizer Tokenizer::from_gguf(const GgufFile& file) {
   auto impl = std::make_unique<Impl>();
-  impl->load(file);
+  try {
+    impl->load(file);
+  } catch (const Error& e) {  // name the file, as every GGUF error does
+    const std::string_view msg = e.what();
+    if (msg.rfind(file.path() + ": ", 0) == 0) throw;
+    throw Error(file.path() + ": " + std::string(msg));
+  }
   return Tokenizer(std::move(impl));
 }
 
