@@ -116,6 +116,7 @@ TAPPA_GEMM(Q8_0, Q8_0)
 TAPPA_GEMM(Q4_K, Q4_K)
 TAPPA_GEMM(Q6_K, Q6_K)
 TAPPA_GEMM(F32, F32)
+TAPPA_GEMM(F16, F16)
 
 // {rows, cols, threads}: the model's projections (gate/up 1536x576, down 576x1536, q/o 576x576,
 // k/v 192x576) and the output head (49152x576).
@@ -169,6 +170,7 @@ BENCHMARK(BM_Gemm_Q8_0)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm_Q4_K)->Apply(gemm_k_shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm_Q6_K)->Apply(gemm_k_shapes)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Gemm_F16)->Apply(gemm_shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm_F32)
     ->Args({576, 576, 2, 512})
     ->ArgNames({"rows", "cols", "threads", "m"})

@@ -26,6 +26,7 @@
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/quantize_act.h"
 #include "backend/cpu/thread_pool.h"
+#include "quant/blocks.h"
 #include "quant/quant.h"
 #include "tappa/error.h"
 
@@ -179,7 +180,8 @@ void check_type(TensorType t, const std::vector<int64_t>& col_sizes) {
   for (int threads : {1, 2})
     for (int64_t cols : col_sizes)
       for (int64_t rows : {5, 37, 64})
-        for (int64_t m : {1, 3, 17, 64}) check_matmul(t, rows, cols, m, threads, scratch);
+        // 100 tokens at 576 columns span two of the float GEMM's token chunks (78 tokens there).
+        for (int64_t m : {1, 3, 17, 64, 100}) check_matmul(t, rows, cols, m, threads, scratch);
 }
 
 TEST(MatmulTypes, F32) { check_type(TensorType::F32, {7, 64, 576}); }
@@ -235,6 +237,152 @@ TEST(MatmulTypes, ManyRows) {
     check_matmul(t, 203, 256, 1, 2, scratch);
     check_matmul(t, 203, 256, 9, 2, scratch);
   }
+}
+
+// Q4_K and Q6_K follow llama.cpp's x86 float order (backend/cpu/gemm_kquant.h); this recomputes
+// every output from the GGUF blocks and Q8_K activation blocks (quant::quantize_row) with those
+// float steps written out one by one, and requires bit equality:
+//   Q4_K, tokens in whole groups of 4: per pair of sub-blocks acc = fma(sc·dot, d·da, acc) and
+//         accm = fma(m·bs, dmin·da, accm); the other tokens: one fma per super-block; y = acc - accm.
+//   Q6_K, < 8 tokens: eight int lanes (elements 4l..4l+3 of each 32-chunk, offset from the 16-sums
+//         2l, 2l+1), lane = fma(da·d, lane sum, lane), ggml's 8-lane tree; >= 8 tokens:
+//         y = fma(float(s)·d, da, y) per super-block.
+namespace korder {
+
+using quant::BlockQ4_K;
+using quant::BlockQ6_K;
+using quant::BlockQ8_K;
+
+float q4k(const BlockQ4_K* x, const BlockQ8_K* a, int64_t nb, bool group) {
+  float acc = 0.0f, accm = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t sc[8], mn[8];
+    quant::unpack_scales_mins_k4(x[b].scales, sc, mn);
+    int32_t dot[8] = {}, bs[8] = {};
+    for (int e = 0; e < 256; ++e) {
+      const int c = e / 64, l = e % 64;
+      const int q = l < 32 ? (x[b].qs[32 * c + l] & 0x0F) : (x[b].qs[32 * c + l - 32] >> 4);
+      dot[e / 32] += q * a[b].qs[e];
+      bs[e / 32] += a[b].qs[e];
+    }
+    const float dd = quant::half_to_float(x[b].d) * a[b].d, dm = quant::half_to_float(x[b].dmin) * a[b].d;
+    if (group) {
+      for (int p = 0; p < 4; ++p) {
+        acc = std::fma(static_cast<float>(sc[2 * p] * dot[2 * p] + sc[2 * p + 1] * dot[2 * p + 1]), dd, acc);
+        accm = std::fma(static_cast<float>(mn[2 * p] * bs[2 * p] + mn[2 * p + 1] * bs[2 * p + 1]), dm, accm);
+      }
+    } else {
+      int32_t is = 0, ms = 0;
+      for (int j = 0; j < 8; ++j) {
+        is += sc[j] * dot[j];
+        ms += mn[j] * bs[j];
+      }
+      acc = std::fma(static_cast<float>(is), dd, acc);
+      accm = std::fma(static_cast<float>(ms), dm, accm);
+    }
+  }
+  return acc - accm;
+}
+
+int q6_value(const BlockQ6_K& x, int e) {
+  const int h = e / 128, k = (e % 128) / 32, l = e % 32;
+  const uint8_t ql = x.ql[64 * h + l + (k & 1) * 32], qh = x.qh[32 * h + l];
+  return ((k < 2 ? ql : ql >> 4) & 0x0F) | (((qh >> (2 * k)) & 3) << 4);
+}
+
+float q6k(const BlockQ6_K* x, const BlockQ8_K* a, int64_t nb, bool tiled) {
+  if (tiled) {
+    float y = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+      int32_t s = 0;
+      for (int j = 0; j < 16; ++j) {
+        int32_t dot = 0;
+        for (int e = 16 * j; e < 16 * j + 16; ++e) dot += q6_value(x[b], e) * a[b].qs[e];
+        s += x[b].scales[j] * (dot - 32 * a[b].bsums[j]);
+      }
+      y = std::fma(static_cast<float>(s) * quant::half_to_float(x[b].d), a[b].d, y);
+    }
+    return y;
+  }
+  float lane[8] = {};
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t li[8] = {};
+    for (int e = 0; e < 256; ++e) {
+      const int c = e / 32, l = (e % 32) / 4;
+      li[l] += x[b].scales[2 * c + (l >= 4)] * q6_value(x[b], e) * a[b].qs[e];
+    }
+    const float d = a[b].d * quant::half_to_float(x[b].d);
+    for (int l = 0; l < 8; ++l) {
+      li[l] -= 32 * (a[b].bsums[2 * l] * x[b].scales[2 * l] + a[b].bsums[2 * l + 1] * x[b].scales[2 * l + 1]);
+      lane[l] = std::fma(d, static_cast<float>(li[l]), lane[l]);
+    }
+  }
+  return ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+}
+
+}  // namespace korder
+
+TEST(MatmulKQuantOrder, BitIdenticalToLlamaCppOrder) {
+  Scratch scratch;
+  for (TensorType t : {TensorType::Q4_K, TensorType::Q6_K}) {
+    for (int64_t cols : {256, 1024, 2048}) {
+      for (int64_t rows : {16, 40}) {
+        const Weights w = make_weights(t, rows, cols, static_cast<uint32_t>(rows * 17 + cols));
+        for (int64_t m : {1, 3, 4, 6, 7, 8, 13, 20}) {
+          for (int threads : {1, 2}) {
+            SCOPED_TRACE(testing::Message() << "type " << static_cast<int>(t) << " rows " << rows << " cols " << cols
+                                            << " m " << m << " threads " << threads);
+            const int64_t ldx = cols + 3, ldy = rows + 1;
+            const auto x = make_acts(m, cols, ldx, static_cast<uint32_t>(m * 5 + cols));
+            std::vector<float> y(m * ldy, 0.0f);
+            matmul(WeightView{t, w.bytes.data(), rows, cols}, x.data(), m, ldx, y.data(), ldy, pool(threads), scratch);
+            const size_t rb = quant::row_bytes(t, cols);
+            std::vector<quant::BlockQ8_K> act(cols / 256);
+            for (int64_t tok = 0; tok < m; ++tok) {
+              quant::quantize_row(TensorType::Q8_K, x.data() + tok * ldx, reinterpret_cast<uint8_t*>(act.data()), cols);
+              for (int64_t r = 0; r < rows; ++r) {
+                const uint8_t* wr = w.bytes.data() + rb * r;
+                const float want =
+                    t == TensorType::Q4_K
+                        ? korder::q4k(reinterpret_cast<const quant::BlockQ4_K*>(wr), act.data(), cols / 256, tok < m - m % 4)
+                        : korder::q6k(reinterpret_cast<const quant::BlockQ6_K*>(wr), act.data(), cols / 256, m >= 8);
+                ASSERT_EQ(y[tok * ldy + r], want) << "token " << tok << " row " << r;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// ggml's 4-row Q8_K quantizer (used by the Q4_K groups of 4 tokens) takes +amax for the sign of the
+// scale when +amax and -amax both occur; the row quantizer takes the first.
+TEST(MatmulActQuant, GroupQuantizerSignRule) {
+  using cpu::detail::ActBuffer;
+  using cpu::detail::ActKind;
+  const int64_t cols = 256;
+  std::vector<float> x(cols, 0.25f);
+  x[3] = -2.0f;
+  x[200] = 2.0f;
+  std::vector<uint8_t> rec(ActBuffer::record_bytes(cols) + 64);
+  uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(rec.data()) + 63) & ~uintptr_t{63});
+  const ActBuffer buf(base, cols);
+  cpu::detail::quantize_activation(ActKind::K256, x.data(), cols, base);
+  EXPECT_EQ(buf.row(0).d[0], 1.0f / (127.0f / 2.0f));  // first is -2: iscale = -127 / -2
+  EXPECT_EQ(buf.row(0).q[3], -127);
+  cpu::detail::quantize_activation_k256_group(x.data(), cols, base);
+  EXPECT_EQ(buf.row(0).d[0], 1.0f / (-127.0f / 2.0f));
+  EXPECT_EQ(buf.row(0).q[200], -127);
+  EXPECT_EQ(buf.row(0).q[3], 127);
+  // Without a tie both quantizers agree.
+  x[3] = -1.0f;
+  cpu::detail::quantize_activation_k256_group(x.data(), cols, base);
+  std::vector<int8_t> g(buf.row(0).q, buf.row(0).q + cols);
+  const float dg = buf.row(0).d[0];
+  cpu::detail::quantize_activation(ActKind::K256, x.data(), cols, base);
+  EXPECT_EQ(dg, buf.row(0).d[0]);
+  EXPECT_TRUE(std::equal(g.begin(), g.end(), buf.row(0).q));
 }
 
 // The kernels' activation quantization is bit-identical to quant::quantize_row (Q8_0 / Q8_K), which

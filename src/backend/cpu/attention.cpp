@@ -145,12 +145,80 @@ void fold_lanes(float* acc, int lanes, int HD, float* out) {
 
 }  // namespace
 
+namespace {
+
+#if defined(__AVX512F__)
+// Scores of 16 consecutive keys against one query, head_dim a multiple of 64: each key's four
+// 16-lane accumulators are formed and folded as in dot_ggml, and the 16 folded vectors are then
+// reduced together by a transposing tree whose pairings are exactly those of _mm512_reduce_add_ps
+// — (i, i+8), (i, i+4), (i, i+2), (0, 1) — so every score is bit-identical to dot_ggml's while the
+// horizontal work is shared by 16 keys (15 adds and 30 shuffles instead of 16 full reductions).
+inline __m512 dot16_ggml(const float* K, int HD, const float* q) {
+  __m512 v[16];
+  for (int k = 0; k < 16; ++k) {
+    const float* x = K + static_cast<int64_t>(k) * HD;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int i = 0; i < HD; i += 64) {
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(q + i), a0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(q + i + 16), a1);
+      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(q + i + 32), a2);
+      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(q + i + 48), a3);
+    }
+    v[k] = _mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3));
+  }
+  // (i, i+8): w[m] = [key 2m's eight sums | key 2m+1's].
+  __m512 w[8];
+  for (int m = 0; m < 8; ++m)
+    w[m] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * m], v[2 * m + 1], 0x44), _mm512_shuffle_f32x4(v[2 * m], v[2 * m + 1], 0xEE));
+  // (i, i+4): x[p] = keys 4p .. 4p+3, four sums each (one per 128-bit lane).
+  __m512 x[4];
+  for (int p = 0; p < 4; ++p)
+    x[p] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * p], w[2 * p + 1], 0x88), _mm512_shuffle_f32x4(w[2 * p], w[2 * p + 1], 0xDD));
+  // (i, i+2) within each 128-bit lane L: y[0] holds keys L and 4+L, y[1] keys 8+L and 12+L.
+  const __m512 y0 = _mm512_add_ps(_mm512_shuffle_ps(x[0], x[1], 0x44), _mm512_shuffle_ps(x[0], x[1], 0xEE));
+  const __m512 y1 = _mm512_add_ps(_mm512_shuffle_ps(x[2], x[3], 0x44), _mm512_shuffle_ps(x[2], x[3], 0xEE));
+  // (0, 1): element 4L + c holds key L + 4c; put the keys in order.
+  const __m512 z = _mm512_add_ps(_mm512_shuffle_ps(y0, y1, 0x88), _mm512_shuffle_ps(y0, y1, 0xDD));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(order, z);
+}
+
+// p·V for one lane of the summation order and up to four query heads: lane r collects the keys
+// j ≡ r (mod lanes) in increasing order, in registers (64 columns = four vectors per head), so each
+// partial sum is stored once instead of once per key. Same operations, same order as fma_row per key.
+template <int G>
+void lane_pv(const float* V, int HD, int d0, int j0, int n, int lanes, const float* const* p, float* const* acc_rows) {
+  __m512 acc[G][4];
+  for (int h = 0; h < G; ++h)
+    for (int c = 0; c < 4; ++c) acc[h][c] = _mm512_setzero_ps();
+  for (int j = j0; j < n; j += lanes) {
+    const float* vj = V + static_cast<int64_t>(j) * HD + d0;
+    const __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16), v2 = _mm512_loadu_ps(vj + 32),
+                 v3 = _mm512_loadu_ps(vj + 48);
+    for (int h = 0; h < G; ++h) {
+      const __m512 ph = _mm512_set1_ps(p[h][j]);
+      acc[h][0] = _mm512_fmadd_ps(v0, ph, acc[h][0]);
+      acc[h][1] = _mm512_fmadd_ps(v1, ph, acc[h][1]);
+      acc[h][2] = _mm512_fmadd_ps(v2, ph, acc[h][2]);
+      acc[h][3] = _mm512_fmadd_ps(v3, ph, acc[h][3]);
+    }
+  }
+  for (int h = 0; h < G; ++h)
+    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(acc_rows[h] + d0 + 16 * c, acc[h][c]);
+}
+#endif
+
+}  // namespace
+
 void attention_rows(const AttentionRow* rows, int count, float* const* probs, float* const* outs) {
   const AttentionRow& a = rows[0];  // K, V, first, n_vis, head_dim, single_token are shared
   const int HD = a.head_dim;
   const int first = a.first, n = a.n_vis;
   constexpr int kMaxGroup = 16;
   float mx[kMaxGroup];
+#if defined(__AVX512F__)
+  const bool wide = HD % 64 == 0;  // the vectorised paths below need whole 64-column blocks
+#endif
   for (int h0 = 0; h0 < count; h0 += kMaxGroup) {
     const int g = std::min(kMaxGroup, count - h0);
     // Scores: each key row is loaded once for the whole group of query heads.
@@ -158,7 +226,23 @@ void attention_rows(const AttentionRow* rows, int count, float* const* probs, fl
       std::fill(probs[h0 + h], probs[h0 + h] + first, 0.0f);
       mx[h] = -INFINITY;
     }
-    for (int j = first; j < n; ++j) {
+    int j = first;
+#if defined(__AVX512F__)
+    if (wide) {
+      __m512 vmx[kMaxGroup];
+      for (int h = 0; h < g; ++h) vmx[h] = _mm512_set1_ps(-INFINITY);
+      for (; j + 16 <= n; j += 16) {
+        const float* kj = a.K + static_cast<int64_t>(j) * HD;
+        for (int h = 0; h < g; ++h) {
+          const __m512 s = _mm512_mul_ps(dot16_ggml(kj, HD, rows[h0 + h].q), _mm512_set1_ps(rows[h0 + h].scale));
+          _mm512_storeu_ps(probs[h0 + h] + j, s);
+          vmx[h] = _mm512_max_ps(vmx[h], s);
+        }
+      }
+      for (int h = 0; h < g; ++h) mx[h] = _mm512_reduce_max_ps(vmx[h]);  // max is exact in any order
+    }
+#endif
+    for (; j < n; ++j) {
       const float* kj = a.K + static_cast<int64_t>(j) * HD;
       for (int h = 0; h < g; ++h) {
         const float s = dot_ggml(kj, rows[h0 + h].q, HD) * rows[h0 + h].scale;
@@ -172,11 +256,39 @@ void attention_rows(const AttentionRow* rows, int count, float* const* probs, fl
     const int lanes = a.single_token ? 64 : 16;
     const size_t per_head = static_cast<size_t>(lanes) * HD;
     float* acc = lane_scratch(per_head * g);
+#if defined(__AVX512F__)
+    if (wide) {
+      // Lane by lane, 64 columns and up to four heads at a time, partial sums in registers.
+      for (int r = 0; r < lanes; ++r) {
+        // The first key of lane r at or after `first`.
+        const int j0 = first + ((r - first % lanes) % lanes + lanes) % lanes;
+        for (int hb = 0; hb < g; hb += 4) {
+          const int gb = std::min(4, g - hb);
+          const float* p[4];
+          float* dst[4];
+          for (int h = 0; h < gb; ++h) {
+            p[h] = probs[h0 + hb + h];
+            dst[h] = acc + per_head * (hb + h) + static_cast<size_t>(r) * HD;
+          }
+          for (int d0 = 0; d0 < HD; d0 += 64) {
+            switch (gb) {
+              case 1: lane_pv<1>(a.V, HD, d0, j0, n, lanes, p, dst); break;
+              case 2: lane_pv<2>(a.V, HD, d0, j0, n, lanes, p, dst); break;
+              case 3: lane_pv<3>(a.V, HD, d0, j0, n, lanes, p, dst); break;
+              default: lane_pv<4>(a.V, HD, d0, j0, n, lanes, p, dst); break;
+            }
+          }
+        }
+      }
+      for (int h = 0; h < g; ++h) fold_lanes(acc + per_head * h, lanes, HD, outs[h0 + h]);
+      continue;
+    }
+#endif
     std::fill(acc, acc + per_head * g, 0.0f);
-    for (int j = first; j < n; ++j) {
-      const float* vj = a.V + static_cast<int64_t>(j) * HD;
-      const size_t lane_off = static_cast<size_t>(j % lanes) * HD;
-      for (int h = 0; h < g; ++h) fma_row(probs[h0 + h][j], vj, acc + per_head * h + lane_off, HD);
+    for (int jj = first; jj < n; ++jj) {
+      const float* vj = a.V + static_cast<int64_t>(jj) * HD;
+      const size_t lane_off = static_cast<size_t>(jj % lanes) * HD;
+      for (int h = 0; h < g; ++h) fma_row(probs[h0 + h][jj], vj, acc + per_head * h + lane_off, HD);
     }
     for (int h = 0; h < g; ++h) fold_lanes(acc + per_head * h, lanes, HD, outs[h0 + h]);
   }

@@ -10,14 +10,12 @@ namespace tappa::cpu::detail {
 
 namespace {
 
-enum class Mode { kOffset, kMin, kSplit };
+enum class Mode { kOffset, kMin };
 
 Mode mode_of(TensorType t) {
   switch (t) {
     case TensorType::Q4_1:
-    case TensorType::Q4_K:
     case TensorType::Q5_K: return Mode::kMin;
-    case TensorType::Q6_K: return Mode::kSplit;
     default: return Mode::kOffset;  // Q4_0, Q8_0
   }
 }
@@ -51,35 +49,26 @@ inline void put_codes(uint8_t* blk, Mode mode, int row, __m256i v) {
 
 inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
-template <bool kFive>
-void repack_row_k45(const uint8_t* w, int64_t cols, int row, uint8_t* panel) {
+void repack_row_q5k(const uint8_t* w, int64_t cols, int row, uint8_t* panel) {
   constexpr Mode mode = Mode::kMin;
   constexpr size_t bb = block_bytes(mode);
   const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
   for (int64_t i = 0; i < cols / 256; ++i) {
-    const uint8_t *scales, *qs, *qh = nullptr;
-    uint16_t dh, dminh;
-    if constexpr (kFive) {
-      const auto* x = reinterpret_cast<const quant::BlockQ5_K*>(w) + i;
-      scales = x->scales, qs = x->qs, qh = x->qh, dh = x->d, dminh = x->dmin;
-    } else {
-      const auto* x = reinterpret_cast<const quant::BlockQ4_K*>(w) + i;
-      scales = x->scales, qs = x->qs, dh = x->d, dminh = x->dmin;
-    }
+    const auto* x = reinterpret_cast<const quant::BlockQ5_K*>(w) + i;
+    const uint8_t *scales = x->scales, *qs = x->qs, *qh = x->qh;
+    const uint16_t dh = x->d, dminh = x->dmin;
     const float d = half_to_float_fast(dh), dmin = half_to_float_fast(dminh);
     uint8_t sc[8], mn[8];
     quant::unpack_scales_mins_k4(scales, sc, mn);
-    __m256i hb = kFive ? load256(qh) : _mm256_setzero_si256();
+    __m256i hb = load256(qh);
     uint8_t* blk = panel + 8 * i * bb;
     for (int c = 0; c < 4; ++c, blk += 2 * bb) {
       const __m256i qv = load256(qs + 32 * c);
       __m256i lo = _mm256_and_si256(qv, m4);
       __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
-      if constexpr (kFive) {
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
-        hb = _mm256_srli_epi16(hb, 2);
-      }
+      lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+      hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+      hb = _mm256_srli_epi16(hb, 2);
       put_codes(blk, mode, row, lo);
       put_codes(blk + bb, mode, row, hi);
       put_header(blk, mode, row, d * sc[2 * c], -(dmin * mn[2 * c]));
@@ -118,34 +107,7 @@ void repack_row(TensorType t, const uint8_t* w, int64_t cols, int row, uint8_t* 
       }
       break;
     }
-    case TensorType::Q4_K: repack_row_k45<false>(w, cols, row, panel); break;
-    case TensorType::Q5_K: repack_row_k45<true>(w, cols, row, panel); break;
-    case TensorType::Q6_K: {
-      const auto* x = reinterpret_cast<const quant::BlockQ6_K*>(w);
-      const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
-      for (int64_t i = 0; i < cols / 256; ++i) {
-        const float d = half_to_float_fast(x[i].d);
-        for (int h = 0; h < 2; ++h) {
-          const __m256i qa = load256(x[i].ql + 64 * h), qb = load256(x[i].ql + 64 * h + 32);
-          const __m256i qh = load256(x[i].qh + 32 * h);
-          __m256i e[4];
-          e[0] = _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
-          e[1] = _mm256_or_si256(_mm256_and_si256(qb, m4),
-                                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
-          e[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4),
-                                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
-          e[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
-                                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
-          for (int k = 0; k < 4; ++k) {
-            const int j = 4 * h + k;  // 32-element block within the super-block
-            uint8_t* blk = panel + (8 * i + j) * bb;
-            put_codes(blk, mode, row, e[k]);
-            put_header(blk, mode, row, d * x[i].scales[2 * j], d * x[i].scales[2 * j + 1]);
-          }
-        }
-      }
-      break;
-    }
+    case TensorType::Q5_K: repack_row_q5k(w, cols, row, panel); break;
     default: break;
   }
 }
@@ -160,8 +122,8 @@ void zero_row(TensorType t, int64_t cols, int row, uint8_t* panel) {
 
 #endif
 
-// Grouped activation block: q[32 G] (dword (k, t) at 4 (k G + t)), d[G], s[G], c0[G], c1[G].
-constexpr size_t act_block_bytes(int g) { return static_cast<size_t>(48 * g); }
+// Grouped activation block: q[32 G] (dword (k, t) at 4 (k G + t)), d[G], s[G], c0[G].
+constexpr size_t act_block_bytes(int g) { return static_cast<size_t>(44 * g); }
 
 #if TAPPA_X86_GEMM512
 
@@ -178,37 +140,7 @@ void kernel(const uint8_t* panel, int64_t nb, const uint8_t* act, float* y, int6
     const float* ad = reinterpret_cast<const float*>(act + 32 * G);
     const float* as = ad + G;
     const int32_t* c0 = reinterpret_cast<const int32_t*>(as + G);
-    const int32_t* c1 = c0 + G;
-    if constexpr (kMode == Mode::kSplit) {
-      __m512i ia[NT], ib[NT];
-      #pragma GCC unroll 8
-      for (int t = 0; t < NT; ++t) {
-        ia[t] = _mm512_set1_epi32(c0[t]);
-        ib[t] = _mm512_set1_epi32(c1[t]);
-      }
-      #pragma GCC unroll 8
-      for (int k = 0; k < 4; ++k) {
-        const __m512i wv = _mm512_load_si512(q + 64 * k);
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; ++t)
-          ia[t] = _mm512_dpbusd_epi32(ia[t], wv, _mm512_set1_epi32(static_cast<int>(load_u32(act + 4 * (k * G + t)))));
-      }
-      #pragma GCC unroll 8
-      for (int k = 4; k < 8; ++k) {
-        const __m512i wv = _mm512_load_si512(q + 64 * k);
-        #pragma GCC unroll 8
-        for (int t = 0; t < NT; ++t)
-          ib[t] = _mm512_dpbusd_epi32(ib[t], wv, _mm512_set1_epi32(static_cast<int>(load_u32(act + 4 * (k * G + t)))));
-      }
-      const __m512 da = _mm512_load_ps(reinterpret_cast<const float*>(panel));
-      const __m512 db = _mm512_load_ps(reinterpret_cast<const float*>(panel) + kPanelRows);
-      #pragma GCC unroll 8
-      for (int t = 0; t < NT; ++t) {
-        const __m512 at = _mm512_set1_ps(ad[t]);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), _mm512_mul_ps(da, at), acc[t]);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ib[t]), _mm512_mul_ps(db, at), acc[t]);
-      }
-    } else {
+    {
       __m512i ia[NT];
       #pragma GCC unroll 8
       for (int t = 0; t < NT; ++t) {
@@ -341,7 +273,6 @@ void run_mode(TensorType t, const uint8_t* panel, int nrows, int64_t cols, const
   switch (mode_of(t)) {
     case Mode::kOffset: run_groups<G, Mode::kOffset>(panel, nrows, cols, act, m, y, ldy); break;
     case Mode::kMin: run_groups<G, Mode::kMin>(panel, nrows, cols, act, m, y, ldy); break;
-    case Mode::kSplit: run_groups<G, Mode::kSplit>(panel, nrows, cols, act, m, y, ldy); break;
   }
 }
 
@@ -355,9 +286,7 @@ bool gemm_supported(TensorType t) {
     case TensorType::Q4_0:
     case TensorType::Q4_1:
     case TensorType::Q8_0:
-    case TensorType::Q4_K:
-    case TensorType::Q5_K:
-    case TensorType::Q6_K: return true;
+    case TensorType::Q5_K: return true;  // Q4_K / Q6_K: gemm_kquant.cpp (llama.cpp's order)
     default: return false;
   }
 #else
@@ -391,7 +320,7 @@ size_t gemm_act_bytes(int64_t m, int64_t cols, int group) {
 
 void gemm_quantize_token(TensorType t, const float* x_t, int64_t cols, int64_t token, int group, uint8_t* act,
                          uint8_t* record) {
-  const bool k256 = t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K;
+  const bool k256 = t == TensorType::Q5_K;
   quantize_activation(k256 ? ActKind::K256 : ActKind::B32, x_t, cols, record);
   const ActRow a = ActBuffer(record, cols).row(0);
   const int64_t nb = cols / 32;
@@ -406,16 +335,9 @@ void gemm_quantize_token(TensorType t, const float* x_t, int64_t cols, int64_t t
     float* d = reinterpret_cast<float*>(blk + 32 * group);
     float* s = d + group;
     int32_t* c0 = reinterpret_cast<int32_t*>(s + group);
-    int32_t* c1 = c0 + group;
     d[ti] = a.d[b];
     s[ti] = t == TensorType::Q4_1 ? a.s1[b] : a.s[b];  // Q4_1: ggml's fp16 Q8_1 sum
-    if (t == TensorType::Q6_K) {
-      c0[ti] = -32 * a.bsum[2 * b];
-      c1[ti] = -32 * a.bsum[2 * b + 1];
-    } else {
-      c0[ti] = -off * a.isum[b];
-      c1[ti] = 0;
-    }
+    c0[ti] = -off * a.isum[b];
   }
 }
 

@@ -9,8 +9,8 @@
 //
 // Per block, per row r and token t (exact integer arithmetic inside the block):
 //   y += dA[r] * da[t] * (sum q*a + c0[t])             (c0 = -offset * sum a: Q4_0 8, Q8_0 128)
-//   y += mn[r] * s[t]                                   (Q4_1, Q4_K, Q5_K: s = da * sum a)
-//   Q6_K: two halves of 16 with their own scales dA, dB and c0/c1 = -32 * (sum a over the half).
+//   y += mn[r] * s[t]                                   (Q4_1, Q5_K: s = da * sum a)
+// Q4_K and Q6_K do not come here: gemm_kquant.cpp computes them in llama.cpp's order.
 #pragma once
 #include <cstddef>
 #include <cstdint>

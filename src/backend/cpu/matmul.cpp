@@ -1,12 +1,14 @@
 // Matrix products with quantized or float weights: work split, activation quantization and kernel
 // selection. The kernels live in vec_dot_*.cpp (row dot products: decode and fallback) and
-// gemm_vnni.cpp (repacked AVX-512 VNNI GEMM for several tokens).
+// gemm_vnni.cpp (repacked AVX-512 VNNI GEMM for several tokens); Q4_K and Q6_K go through
+// gemm_kquant.cpp / vec_dot_k.cpp in llama.cpp's float order for every token count.
 #include "backend/cpu/matmul.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <string>
 
+#include "backend/cpu/gemm_kquant.h"
 #include "backend/cpu/gemm_vnni.h"
 #include "backend/cpu/quantize_act.h"
 #include "backend/cpu/vec_dot.h"
@@ -98,12 +100,21 @@ void matmul_float(const WeightView& w, size_t stride, const float* x, int64_t m,
     });
     return;
   }
+  // Register tiles of 4 rows x 6 tokens (24 accumulators of the 32 vector registers). Tokens go in
+  // chunks whose activations (~192 KiB) stay in L2 while every 4-row weight block of the thread's
+  // share passes over them; a weight block (4 rows) stays in L1 across the chunk's tiles. Without the
+  // chunking every 4-row block re-read all m activations from L3.
+  constexpr int64_t kTileRows = 4, kTileTokens = 6;
+  const int64_t chunk = std::max<int64_t>(kTileTokens, (int64_t{48} * 1024 / w.cols) / kTileTokens * kTileTokens);
   split_run(pool, w.rows, kRowGrain, [&](int64_t b, int64_t e, int) {
-    for (int64_t r0 = b; r0 < e; r0 += 4) {
-      const int nr = static_cast<int>(std::min<int64_t>(4, e - r0));
-      for (int64_t t0 = 0; t0 < m; t0 += 4) {
-        const int nt = static_cast<int>(std::min<int64_t>(4, m - t0));
-        gemm_float_tile(w.type, w.data + r0 * stride, stride, nr, x + t0 * ldx, ldx, nt, w.cols, y + t0 * ldy + r0, ldy);
+    for (int64_t c0 = 0; c0 < m; c0 += chunk) {
+      const int64_t c1 = std::min(m, c0 + chunk);
+      for (int64_t r0 = b; r0 < e; r0 += kTileRows) {
+        const int nr = static_cast<int>(std::min(kTileRows, e - r0));
+        for (int64_t t0 = c0; t0 < c1; t0 += kTileTokens) {
+          const int nt = static_cast<int>(std::min(kTileTokens, c1 - t0));
+          gemm_float_tile(w.type, w.data + r0 * stride, stride, nr, x + t0 * ldx, ldx, nt, w.cols, y + t0 * ldy + r0, ldy);
+        }
       }
     }
   });
@@ -170,6 +181,87 @@ void matmul_rows(const WeightView& w, size_t stride, const float* x, int64_t m, 
   });
 }
 
+// Q4_K and Q6_K in llama.cpp's x86 order (gemm_kquant.h): Q4_K takes the first m - m % 4 tokens in
+// its 4-token GEMM order (16-row panels) and the rest in its one-token order; Q6_K takes calls of 8
+// or more tokens in its tiled order (16-row panels), fewer through its row dot product, one row
+// against up to 4 tokens at a time.
+void matmul_kquant(const WeightView& w, size_t stride, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
+                   ThreadPool& pool, Scratch& scratch) {
+  const bool q4 = w.type == TensorType::Q4_K;
+  const int64_t m4 = q4 ? m - m % 4 : 0;
+  const size_t rec_bytes = ActBuffer::record_bytes(w.cols);
+  const size_t act_bytes = align64(rec_bytes * static_cast<size_t>(m));
+  const bool q6_tiled = !q4 && m >= kQ6TiledMinTokens;
+  const size_t panel_bytes = m4 > 0 ? align64(q4k_panel_bytes(w.cols)) : q6_tiled ? align64(q6k_panel_bytes(w.cols)) : 0;
+  uint8_t* base = scratch.get(act_bytes + panel_bytes * static_cast<size_t>(pool.size()));
+  const ActBuffer acts(base, w.cols);
+  const auto quantize = [&](int64_t t) {
+    if (t < m4) {
+      quantize_activation_k256_group(x + t * ldx, w.cols, acts.record(t));
+    } else {
+      quantize_activation(ActKind::K256, x + t * ldx, w.cols, acts.record(t));
+    }
+  };
+  if (m == 1) {
+    quantize(0);
+  } else {
+    split_run(pool, m, 1, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) quantize(t);
+    });
+  }
+  if (q4) {
+    split_run(pool, w.rows, kKqPanelRows, [&](int64_t b, int64_t e, int th) {
+      uint8_t* panel = base + act_bytes + panel_bytes * static_cast<size_t>(th);
+      for (int64_t r0 = b; r0 < e; r0 += kKqPanelRows) {
+        const int nr = static_cast<int>(std::min<int64_t>(kKqPanelRows, e - r0));
+        if (m4 > 0) {
+          q4k_repack_panel(w.data + r0 * stride, stride, nr, w.cols, panel);
+          for (int64_t t0 = 0; t0 < m4; t0 += 4) {
+            const ActRow a[4] = {acts.row(t0), acts.row(t0 + 1), acts.row(t0 + 2), acts.row(t0 + 3)};
+            q4k_panel_group4(panel, nr, w.cols, a, y + t0 * ldy + r0, ldy);
+          }
+        }
+        for (int64_t t = m4; t < m; ++t) {
+          const ActRow a = acts.row(t);
+          for (int64_t r = r0; r < r0 + nr; ++r) y[t * ldy + r] = vec_dot_q4_k(w.data + r * stride, a, w.cols);
+        }
+      }
+    });
+    return;
+  }
+  if (q6_tiled) {
+    split_run(pool, w.rows, kKqPanelRows, [&](int64_t b, int64_t e, int th) {
+      uint8_t* panel = base + act_bytes + panel_bytes * static_cast<size_t>(th);
+      for (int64_t r0 = b; r0 < e; r0 += kKqPanelRows) {
+        const int nr = static_cast<int>(std::min<int64_t>(kKqPanelRows, e - r0));
+        q6k_repack_panel(w.data + r0 * stride, stride, nr, w.cols, panel);
+        for (int64_t t0 = 0; t0 < m; t0 += 4) {
+          const int nt = static_cast<int>(std::min<int64_t>(4, m - t0));
+          ActRow a[4];
+          for (int i = 0; i < nt; ++i) a[i] = acts.row(t0 + i);
+          q6k_panel_tokens(panel, nr, w.cols, a, nt, y + t0 * ldy + r0, ldy);
+        }
+      }
+    });
+    return;
+  }
+  split_run(pool, w.rows, kRowGrain, [&](int64_t b, int64_t e, int) {
+    for (int64_t r0 = b; r0 < e; r0 += kRowGrain) {
+      const int64_t r1 = std::min(e, r0 + kRowGrain);
+      for (int64_t t0 = 0; t0 < m; t0 += 4) {
+        const int nt = static_cast<int>(std::min<int64_t>(4, m - t0));
+        ActRow a[4];
+        for (int i = 0; i < nt; ++i) a[i] = acts.row(t0 + i);
+        for (int64_t r = r0; r < r1; ++r) {
+          float out[4];
+          q6k_row_tokens(w.data + r * stride, a, nt, w.cols, out);
+          for (int i = 0; i < nt; ++i) y[(t0 + i) * ldy + r] = out[i];
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 uint8_t* Scratch::get(size_t bytes) {
@@ -202,6 +294,8 @@ void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* 
   const size_t stride = quant::row_bytes(w.type, w.cols);  // throws if cols is not a multiple of the block
   if (is_float(w.type)) {
     matmul_float(w, stride, x, m, ldx, y, ldy, pool);
+  } else if (w.type == TensorType::Q4_K || w.type == TensorType::Q6_K) {
+    matmul_kquant(w, stride, x, m, ldx, y, ldy, pool, scratch);
   } else if (m >= kGemmMinTokens && gemm_supported(w.type)) {
     matmul_gemm(w, stride, x, m, ldx, y, ldy, pool, scratch);
   } else {

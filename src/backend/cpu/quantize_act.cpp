@@ -155,7 +155,7 @@ void quantize_b32(const float* x, int64_t cols, const Out& o) {
   }
 }
 
-void quantize_k256(const float* x, int64_t cols, const Out& o) {
+void quantize_k256(const float* x, int64_t cols, const Out& o, bool positive_wins) {
   const __m512 sign = _mm512_set1_ps(-0.0f);
   for (int64_t sb = 0; sb < cols / 256; ++sb, x += 256) {
     __m512 am = _mm512_setzero_ps();
@@ -173,10 +173,20 @@ void quantize_k256(const float* x, int64_t cols, const Out& o) {
       }
       continue;
     }
-    // The first element of largest magnitude decides the sign of the scale.
+    // The first element of largest magnitude decides the sign of the scale (group rule: +amax if
+    // it occurs).
     float vmax = 0.0f;
     const __m512 vam = _mm512_set1_ps(amax);
-    for (int j = 0; j < 16; ++j) {
+    if (positive_wins) {
+      vmax = -amax;
+      for (int j = 0; j < 16; ++j) {
+        if (_mm512_cmp_ps_mask(_mm512_loadu_ps(x + 16 * j), vam, _CMP_EQ_OQ)) {
+          vmax = amax;
+          break;
+        }
+      }
+    }
+    for (int j = 0; j < 16 && !positive_wins; ++j) {
       const __m512 v = _mm512_loadu_ps(x + 16 * j);
       const __mmask16 k = _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, v), vam, _CMP_EQ_OQ);
       if (k) {
@@ -220,13 +230,18 @@ void quantize_b32(const float* x, int64_t cols, const Out& o) {
     o.s1[b] = quant::fp16_to_fp32(quant::fp32_to_fp16(o.s1[b] * static_cast<float>(o.isum[b])));
 }
 
-void quantize_k256(const float* x, int64_t cols, const Out& o) {
+void quantize_k256(const float* x, int64_t cols, const Out& o, bool positive_wins) {
   for (int64_t sb = 0; sb < cols / 256; ++sb, x += 256) {
     float amax = 0.0f, vmax = 0.0f;
     for (int j = 0; j < 256; ++j) {
       if (std::fabs(x[j]) > amax) {
         amax = std::fabs(x[j]);
         vmax = x[j];
+      }
+    }
+    if (positive_wins && amax != 0.0f) {
+      for (int j = 0; j < 256; ++j) {
+        if (x[j] == amax) vmax = amax;
       }
     }
     int8_t* q = o.q + 256 * sb;
@@ -252,8 +267,12 @@ void quantize_activation(ActKind kind, const float* x, int64_t cols, uint8_t* re
   if (kind == ActKind::B32) {
     quantize_b32(x, cols, o);
   } else {
-    quantize_k256(x, cols, o);
+    quantize_k256(x, cols, o, false);
   }
+}
+
+void quantize_activation_k256_group(const float* x, int64_t cols, uint8_t* record) {
+  quantize_k256(x, cols, out_of(record, cols), true);
 }
 
 }  // namespace tappa::cpu::detail

@@ -69,4 +69,10 @@ class ActBuffer {
 // cols must be a multiple of 32 (B32) or 256 (K256).
 void quantize_activation(ActKind kind, const float* x, int64_t cols, uint8_t* record);
 
+// K256 as ggml's 4-row x86 quantizer (ggml_quantize_mat_q8_K_4x8, used for the tokens that its
+// repacked Q4_K GEMM takes in groups of 4) computes it: identical codes and scale except when
+// +amax and -amax both occur in a super-block, where the positive value decides the sign of the
+// scale (the row quantizer takes whichever comes first).
+void quantize_activation_k256_group(const float* x, int64_t cols, uint8_t* record);
+
 }  // namespace tappa::cpu::detail

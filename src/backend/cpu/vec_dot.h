@@ -26,7 +26,7 @@ float vec_dot_f32(const uint8_t* w, const float* x, int64_t cols);
 float vec_dot_f16(const uint8_t* w, const float* x, int64_t cols);
 float vec_dot_bf16(const uint8_t* w, const float* x, int64_t cols);
 
-// Float weights: rows [0, nr) x tokens [0, nt) with nr, nt <= 4, y[t * ldy + r].
+// Float weights: rows [0, nr) x tokens [0, nt) with nr <= 4 and nt <= 6, y[t * ldy + r].
 void gemm_float_tile(TensorType type, const uint8_t* w, size_t row_stride, int nr, const float* x, int64_t ldx,
                      int nt, int64_t cols, float* y, int64_t ldy);
 

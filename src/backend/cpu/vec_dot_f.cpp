@@ -1,5 +1,5 @@
 // fp32 dot products for F32, F16 and BF16 weights (F16 converted with F16C / AVX-512, BF16 by a
-// 16-bit shift), and a register-tiled 4x4 (rows x tokens) kernel for prompt processing.
+// 16-bit shift), and a register-tiled (up to 4 rows x 6 tokens) kernel for prompt processing.
 #include "backend/cpu/simd.h"
 #include "backend/cpu/vec_dot.h"
 #include "quant/blocks.h"
@@ -95,23 +95,25 @@ void tile_impl(const uint8_t* w, size_t row_stride, const float* x, int64_t ldx,
   VecF acc[NR][NT];
   #pragma GCC unroll 4
   for (int r = 0; r < NR; ++r)
-    #pragma GCC unroll 4
+    #pragma GCC unroll 6
     for (int t = 0; t < NT; ++t) acc[r][t] = vzero();
   int64_t k = 0;
   for (; k + kLanes <= cols; k += kLanes) {
-    VecF xv[NT];
+    // The NR converted weight vectors stay in registers and each token's activations are loaded
+    // once per step: NR + NT loads for NR x NT FMAs (loading per FMA made the tile load-bound).
+    VecF wv[NR];
     #pragma GCC unroll 4
-    for (int t = 0; t < NT; ++t) xv[t] = load_x(x + t * ldx, k);
-    #pragma GCC unroll 4
-    for (int r = 0; r < NR; ++r) {
-      const VecF wv = load_w<T>(w + r * row_stride, k);
+    for (int r = 0; r < NR; ++r) wv[r] = load_w<T>(w + r * row_stride, k);
+    #pragma GCC unroll 6
+    for (int t = 0; t < NT; ++t) {
+      const VecF xv = load_x(x + t * ldx, k);
       #pragma GCC unroll 4
-      for (int t = 0; t < NT; ++t) acc[r][t] = vfma(wv, xv[t], acc[r][t]);
+      for (int r = 0; r < NR; ++r) acc[r][t] = vfma(wv[r], xv, acc[r][t]);
     }
   }
   #pragma GCC unroll 4
   for (int r = 0; r < NR; ++r) {
-    #pragma GCC unroll 4
+    #pragma GCC unroll 6
     for (int t = 0; t < NT; ++t) {
       float s = vsum(acc[r][t]);
       for (int64_t kk = k; kk < cols; ++kk) s += scalar_w(T, w + r * row_stride, kk) * x[t * ldx + kk];
@@ -144,7 +146,9 @@ void tile_nt(const uint8_t* w, size_t row_stride, const float* x, int64_t ldx, i
     case 1: tile_impl<T, NR, 1>(w, row_stride, x, ldx, cols, y, ldy); break;
     case 2: tile_impl<T, NR, 2>(w, row_stride, x, ldx, cols, y, ldy); break;
     case 3: tile_impl<T, NR, 3>(w, row_stride, x, ldx, cols, y, ldy); break;
-    default: tile_impl<T, NR, 4>(w, row_stride, x, ldx, cols, y, ldy); break;
+    case 4: tile_impl<T, NR, 4>(w, row_stride, x, ldx, cols, y, ldy); break;
+    case 5: tile_impl<T, NR, 5>(w, row_stride, x, ldx, cols, y, ldy); break;
+    default: tile_impl<T, NR, 6>(w, row_stride, x, ldx, cols, y, ldy); break;
   }
 }
 

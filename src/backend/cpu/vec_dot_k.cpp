@@ -3,11 +3,14 @@
 //
 // Q4_K / Q5_K super-block: sum_j [ d*da * sc_j * sum_{i in j}(q_i a_i) - dmin*da * m_j * sum_{i in j} a_i ]
 // Q6_K super-block:        d*da * sum_j sc_j * ( sum_{i in j}(q_i a_i) - 32 * sum_{i in j} a_i )
-// with q unsigned (0..15, 0..31, 0..63). The byte products go through vpmaddubsw (16-bit pair sums,
-// which cannot saturate for these ranges) and the sub-block scales are applied with vpmaddwd /
-// vpdpwssd, so everything up to the super-block stays in exact 32-bit integers.
+// with q unsigned (0..15, 0..31, 0..63). The integer parts are exact; the float steps of Q4_K and
+// Q6_K follow llama.cpp's x86 CPU backend (gemm_kquant.h): Q4_K one token at a time is its
+// repacked GEMV order (one fma per super-block for the scaled sums and one for the mins), Q6_K is
+// its 8-lane row dot product. Q5_K keeps its own order (not used by the reference models).
+#include <cmath>
 #include <type_traits>
 
+#include "backend/cpu/gemm_kquant.h"
 #include "backend/cpu/simd.h"
 #include "backend/cpu/vec_dot.h"
 #include "quant/blocks.h"
@@ -25,12 +28,6 @@ inline int min_term(const uint8_t m[8], const int32_t* isum) {
   int s = 0;
   for (int j = 0; j < 8; ++j) s += m[j] * isum[j];
   return s;
-}
-
-inline int q6_offset_term(const int8_t* sc, const int16_t* bsum) {
-  int s = 0;
-  for (int j = 0; j < 16; ++j) s += sc[j] * bsum[j];
-  return 32 * s;
 }
 
 }  // namespace
@@ -105,51 +102,50 @@ float dot_k45_512(const uint8_t* w, const ActRow& a, int64_t cols) {
 
 }  // namespace
 
-float vec_dot_q4_k(const uint8_t* w, const ActRow& a, int64_t cols) { return dot_k45_512<false>(w, a, cols); }
-float vec_dot_q5_k(const uint8_t* w, const ActRow& a, int64_t cols) { return dot_k45_512<true>(w, a, cols); }
-
-float vec_dot_q6_k(const uint8_t* w, const ActRow& a, int64_t cols) {
-  const auto* x = reinterpret_cast<const BlockQ6_K*>(w);
-  const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
-  const __m512i sh_a = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2), sh_b = _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6);
-  const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-  const __m512i four = _mm512_set1_epi32(4);
-  __m512 acc = _mm512_setzero_ps();
-  __m256 corr = _mm256_setzero_ps();
+// Q4_K in ggml's one-token order (its repacked q4_K 8x8 GEMV): integer sums over the whole
+// super-block, then acc = fma(float(sum sc*dot), d*da, acc), accm = fma(float(sum m*bs), dmin*da, accm).
+float vec_dot_q4_k(const uint8_t* w, const ActRow& a, int64_t cols) {
+  const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __m512i p01 = idx_pair(0), p23 = idx_pair(2), p45 = idx_pair(4), p67 = idx_pair(6);
+  float acc = 0.0f, accm = 0.0f;
   for (int64_t i = 0; i < cols / 256; ++i) {
-    const float dd = half_to_float_fast(x[i].d) * a.d[8 * i];
-    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
-    const __m512 scz = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8)), _mm512_set1_ps(dd));
-    // Offset term: -32 * sum_j sc_j * (sum of the activation codes of sub-block j).
-    const __m256i cp = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8),
-                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsum + 16 * i)));
-    corr = _mm256_fmadd_ps(_mm256_cvtepi32_ps(cp), _mm256_set1_ps(dd), corr);
+    const float da = a.d[8 * i];
+    uint64_t sc8, mn8;
+    scales_mins_k4(x[i].scales, sc8, mn8);
+    const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(sc8))));
+    const __m256i mprod = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(mn8))),
+                                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.isum + 8 * i)));
     const int8_t* aq = a.q + 256 * i;
-    __m512i idx = spread;
+    __m512i iacc = _mm512_setzero_si512();
     for (int h = 0; h < 2; ++h) {
-      const __m512i ql = _mm512_loadu_si512(x[i].ql + 64 * h);
-      const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh + 32 * h)));
-      const __m512i wa = _mm512_or_si512(_mm512_and_si512(ql, m4),
-                                         _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, sh_a), m2), 4));
-      const __m512i wb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                         _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, sh_b), m2), 4));
+      const __m512i z = _mm512_loadu_si512(x[i].qs + 64 * h);
+      const __m512i lo = _mm512_and_si512(z, m4);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+      const __m512i wa = _mm512_shuffle_i64x2(lo, hi, 0x44);  // sub-blocks 4h, 4h+1
+      const __m512i wb = _mm512_shuffle_i64x2(lo, hi, 0xEE);  // sub-blocks 4h+2, 4h+3
       const __m512i sa = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wa, _mm512_loadu_si512(aq + 128 * h));
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sa), _mm512_permutexvar_ps(idx, scz), acc);
-      idx = _mm512_add_epi32(idx, four);
       const __m512i sb = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wb, _mm512_loadu_si512(aq + 128 * h + 64));
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sb), _mm512_permutexvar_ps(idx, scz), acc);
-      idx = _mm512_add_epi32(idx, four);
+      iacc = _mm512_add_epi32(iacc, _mm512_mullo_epi32(sa, _mm512_permutexvar_epi32(h ? p45 : p01, sc)));
+      iacc = _mm512_add_epi32(iacc, _mm512_mullo_epi32(sb, _mm512_permutexvar_epi32(h ? p67 : p23, sc)));
     }
+    const int isum = _mm512_reduce_add_epi32(iacc);
+    __m128i m4s = _mm_add_epi32(_mm256_castsi256_si128(mprod), _mm256_extracti128_si256(mprod, 1));
+    m4s = _mm_add_epi32(m4s, _mm_unpackhi_epi64(m4s, m4s));
+    const int msum = _mm_cvtsi128_si32(m4s) + _mm_extract_epi32(m4s, 1);
+    acc = std::fma(static_cast<float>(isum), half_to_float_fast(x[i].d) * da, acc);
+    accm = std::fma(static_cast<float>(msum), half_to_float_fast(x[i].dmin) * da, accm);
   }
-  return _mm512_reduce_add_ps(acc) - 32.0f * hsum256(corr);
+  return acc - accm;
 }
+float vec_dot_q5_k(const uint8_t* w, const ActRow& a, int64_t cols) { return dot_k45_512<true>(w, a, cols); }
 
 #elif TAPPA_X86_AVX2
 
-float vec_dot_q4_k(const uint8_t* w, const ActRow& a, int64_t cols) {
+float vec_dot_q4_k(const uint8_t* w, const ActRow& a, int64_t cols) {  // gemv order (see the AVX-512 version)
   const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  __m256 acc = _mm256_setzero_ps();
+  float acc = 0.0f;
   float mins = 0.0f;
   for (int64_t i = 0; i < cols / 256; ++i) {
     const float da = a.d[8 * i];
@@ -166,10 +162,13 @@ float vec_dot_q4_k(const uint8_t* w, const ActRow& a, int64_t cols) {
       iacc = dot_s16(iacc, p0, _mm256_set1_epi16(sc[2 * c]));
       iacc = dot_s16(iacc, p1, _mm256_set1_epi16(sc[2 * c + 1]));
     }
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_set1_ps(half_to_float_fast(x[i].d) * da), acc);
-    mins += half_to_float_fast(x[i].dmin) * da * static_cast<float>(min_term(mn, a.isum + 8 * i));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(iacc), _mm256_extracti128_si256(iacc, 1));
+    s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+    const int isum = _mm_cvtsi128_si32(s4) + _mm_extract_epi32(s4, 1);
+    acc = std::fma(static_cast<float>(isum), half_to_float_fast(x[i].d) * da, acc);
+    mins = std::fma(static_cast<float>(min_term(mn, a.isum + 8 * i)), half_to_float_fast(x[i].dmin) * da, mins);
   }
-  return hsum256(acc) - mins;
+  return acc - mins;
 }
 
 float vec_dot_q5_k(const uint8_t* w, const ActRow& a, int64_t cols) {
@@ -203,46 +202,11 @@ float vec_dot_q5_k(const uint8_t* w, const ActRow& a, int64_t cols) {
   return hsum256(acc) - mins;
 }
 
-float vec_dot_q6_k(const uint8_t* w, const ActRow& a, int64_t cols) {
-  const auto* x = reinterpret_cast<const BlockQ6_K*>(w);
-  const __m256i m4 = _mm256_set1_epi8(0x0F);
-  const __m256i m2 = _mm256_set1_epi8(0x03);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < cols / 256; ++i) {
-    const float da = a.d[8 * i];
-    const int8_t* aq = a.q + 256 * i;
-    const int8_t* sc = x[i].scales;
-    __m256i iacc = _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h) {
-      const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].ql + 64 * h));
-      const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].ql + 64 * h + 32));
-      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh + 32 * h));
-      __m256i e[4];
-      e[0] = _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
-      e[1] = _mm256_or_si256(_mm256_and_si256(qb, m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
-      e[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
-      e[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
-      for (int k = 0; k < 4; ++k) {
-        const int s0 = sc[8 * h + 2 * k], s1 = sc[8 * h + 2 * k + 1];
-        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(s1)), _mm_set1_epi16(static_cast<short>(s0)));
-        const __m256i p = _mm256_maddubs_epi16(e[k], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq + 128 * h + 32 * k)));
-        iacc = dot_s16(iacc, p, scv);
-      }
-    }
-    iacc = _mm256_sub_epi32(iacc, _mm256_setr_epi32(q6_offset_term(sc, a.bsum + 16 * i), 0, 0, 0, 0, 0, 0, 0));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_set1_ps(half_to_float_fast(x[i].d) * da), acc);
-  }
-  return hsum256(acc);
-}
-
 #else  // portable scalar
 
-float vec_dot_q4_k(const uint8_t* w, const ActRow& a, int64_t cols) {
+float vec_dot_q4_k(const uint8_t* w, const ActRow& a, int64_t cols) {  // gemv order (see the AVX-512 version)
   const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
-  float sum = 0.0f;
+  float sum = 0.0f, mins = 0.0f;
   for (int64_t i = 0; i < cols / 256; ++i) {
     const float da = a.d[8 * i];
     uint8_t sc[8], mn[8];
@@ -257,10 +221,10 @@ float vec_dot_q4_k(const uint8_t* w, const ActRow& a, int64_t cols) {
       }
       isum += sc[2 * c] * s0 + sc[2 * c + 1] * s1;
     }
-    sum += half_to_float_fast(x[i].d) * da * static_cast<float>(isum) -
-           half_to_float_fast(x[i].dmin) * da * static_cast<float>(min_term(mn, a.isum + 8 * i));
+    sum = std::fma(static_cast<float>(isum), half_to_float_fast(x[i].d) * da, sum);
+    mins = std::fma(static_cast<float>(min_term(mn, a.isum + 8 * i)), half_to_float_fast(x[i].dmin) * da, mins);
   }
-  return sum;
+  return sum - mins;
 }
 
 float vec_dot_q5_k(const uint8_t* w, const ActRow& a, int64_t cols) {
@@ -288,32 +252,13 @@ float vec_dot_q5_k(const uint8_t* w, const ActRow& a, int64_t cols) {
   return sum;
 }
 
-float vec_dot_q6_k(const uint8_t* w, const ActRow& a, int64_t cols) {
-  const auto* x = reinterpret_cast<const BlockQ6_K*>(w);
-  float sum = 0.0f;
-  for (int64_t i = 0; i < cols / 256; ++i) {
-    const float da = a.d[8 * i];
-    const int8_t* aq = a.q + 256 * i;
-    int isum = 0;
-    for (int h = 0; h < 2; ++h) {
-      const uint8_t* ql = x[i].ql + 64 * h;
-      const uint8_t* qh = x[i].qh + 32 * h;
-      int s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int l = 0; l < 32; ++l) {
-        const int g = l / 16;
-        s[0 + g] += ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) * aq[128 * h + l];
-        s[2 + g] += ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) * aq[128 * h + 32 + l];
-        s[4 + g] += ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) * aq[128 * h + 64 + l];
-        s[6 + g] += ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) * aq[128 * h + 96 + l];
-      }
-      for (int j = 0; j < 8; ++j) isum += x[i].scales[8 * h + j] * s[j];
-    }
-    isum -= q6_offset_term(x[i].scales, a.bsum + 16 * i);
-    sum += half_to_float_fast(x[i].d) * da * static_cast<float>(isum);
-  }
-  return sum;
-}
-
 #endif
+
+// Q6_K in ggml's x86 row order (gemm_kquant.cpp).
+float vec_dot_q6_k(const uint8_t* w, const ActRow& a, int64_t cols) {
+  float out;
+  q6k_row_tokens(w, &a, 1, cols, &out);
+  return out;
+}
 
 }  // namespace tappa::cpu::detail
