@@ -9,6 +9,7 @@
 #include <string>
 
 #include "backend/cpu/gemm_kquant.h"
+#include "backend/cpu/gemm_float.h"
 #include "backend/cpu/gemm_vnni.h"
 #include "backend/cpu/quantize_act.h"
 #include "backend/cpu/vec_dot.h"
@@ -92,7 +93,7 @@ QuantDot4 quant_dot4(TensorType t) {
 }
 
 void matmul_float(const WeightView& w, size_t stride, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
-                  ThreadPool& pool) {
+                  ThreadPool& pool, Scratch& scratch) {
   if (m == 1) {
     const FloatDot dot = float_dot(w.type);
     split_run(pool, w.rows, kRowGrain, [&](int64_t b, int64_t e, int) {
@@ -100,12 +101,27 @@ void matmul_float(const WeightView& w, size_t stride, const float* x, int64_t m,
     });
     return;
   }
-  // Register tiles of 4 rows x 6 tokens (24 accumulators of the 32 vector registers). Tokens go in
-  // chunks whose activations (~192 KiB) stay in L2 while every 4-row weight block of the thread's
-  // share passes over them; a weight block (4 rows) stays in L1 across the chunk's tiles. Without the
-  // chunking every 4-row block re-read all m activations from L3.
+  if (gemm_float_panel_supported()) {
+    // 48-row fp32 panels (gemm_float.h), one per thread, each converted once and then run over all
+    // m tokens: a tile reads 8 activation rows sequentially and uses each cache line for 16 k steps,
+    // so the activations may come from L3. Threads split the rows in 16-row grains (48 would leave
+    // 2 threads unbalanced on 192-row matrices); a thread's last panel may be partial.
+    const size_t panel_bytes = align64(gemm_float_panel_bytes(w.cols));
+    uint8_t* base = scratch.get(panel_bytes * static_cast<size_t>(pool.size()));
+    split_run(pool, w.rows, kRowGrain, [&](int64_t b, int64_t e, int th) {
+      float* panel = reinterpret_cast<float*>(base + panel_bytes * th);
+      for (int64_t r0 = b; r0 < e; r0 += kFloatPanelRows) {
+        const int nr = static_cast<int>(std::min<int64_t>(kFloatPanelRows, e - r0));
+        gemm_float_repack(w.type, w.data + r0 * stride, stride, nr, w.cols, panel);
+        gemm_float_run(panel, nr, w.cols, x, ldx, m, y + r0, ldy);
+      }
+    });
+    return;
+  }
+  // Fallback: register tiles of 4 rows x 6 tokens of row dot products. Tokens go in chunks whose
+  // activations (~256 KiB) stay in L2 while the thread's rows pass over them (each FMA loads one).
+  const int64_t chunk = std::max<int64_t>(16, int64_t{64} * 1024 / w.cols);
   constexpr int64_t kTileRows = 4, kTileTokens = 6;
-  const int64_t chunk = std::max<int64_t>(kTileTokens, (int64_t{48} * 1024 / w.cols) / kTileTokens * kTileTokens);
   split_run(pool, w.rows, kRowGrain, [&](int64_t b, int64_t e, int) {
     for (int64_t c0 = 0; c0 < m; c0 += chunk) {
       const int64_t c1 = std::min(m, c0 + chunk);
@@ -293,7 +309,7 @@ void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* 
   if (m <= 0 || w.rows <= 0) return;
   const size_t stride = quant::row_bytes(w.type, w.cols);  // throws if cols is not a multiple of the block
   if (is_float(w.type)) {
-    matmul_float(w, stride, x, m, ldx, y, ldy, pool);
+    matmul_float(w, stride, x, m, ldx, y, ldy, pool, scratch);
   } else if (w.type == TensorType::Q4_K || w.type == TensorType::Q6_K) {
     matmul_kquant(w, stride, x, m, ldx, y, ldy, pool, scratch);
   } else if (m >= kGemmMinTokens && gemm_supported(w.type)) {
