@@ -8,10 +8,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "tappa/gguf.h"
 #include "test_util.h"
@@ -166,6 +169,23 @@ TEST_F(CliHostile, BadFlagsGiveOneErrorLine) {
       {"run --temp -1 -p hi", "--temp"},
       {"run --top-p 7 -p hi", "--top-p"},
       {"run -n lots -p hi", "--n-predict"},
+      // NaN slips through a plain CLI::Range (every comparison with NaN is false); infinities and
+      // out-of-range numbers are refused the same way.
+      {"run --temp nan -p hi", "--temp"},
+      {"run --temp NaN -p hi", "--temp"},
+      {"run --temp -nan -p hi", "--temp"},
+      {"run --temp inf -p hi", "--temp"},
+      {"run --temp -inf -p hi", "--temp"},
+      {"run --top-p nan -p hi", "--top-p"},
+      {"run --top-p -0.5 -p hi", "--top-p"},
+      {"run --top-k -1 -p hi", "--top-k"},
+      {"run -n -1 -p hi", "--n-predict"},
+      {"run -b 0 -p hi", "--batch-size"},
+      {"run --ratio nan --kv snapkv -p hi -n 1", "--ratio"},
+      {"run --gamma nan --kv tappa --budget 8 -p hi -n 1", "--gamma"},
+      {"run --alpha nan --kv tappa --budget 8 -p hi -n 1", "--alpha"},
+      {"run --min-head-frac nan --kv tappa-head --budget 8 -p hi -n 1", "--min-head-frac"},
+      {"prune-order --beta nan --scores x.json", "--beta"},
       {"run --no-such-flag -p hi", "--no-such-flag"},
       {"run --kv tappa --budget 0 -p hi -n 1", "--budget must be a positive number"},
       {"run --kv tappa --budget -5 -p hi -n 1", "--budget must be a positive number"},
@@ -205,6 +225,49 @@ TEST_F(CliHostile, EmptyText) {
   const RunResult t = run_tappa("tokenize" + m + " -p '' --ids");
   EXPECT_EQ(t.exit_code, 0) << t.err;
   EXPECT_EQ(t.out.find_first_not_of(" \n"), std::string::npos) << t.out;
+}
+
+// A checkpoint whose settings match but whose numbers lie (hand-edited, or from another version) is
+// refused with one line naming it. Before the check, calibrate's per-layer sums were indexed by layer
+// (a one-element bi_sum with windows_done 0 wrote past its end) and a wrongly typed field escaped as
+// a bare JSON exception without the file name.
+TEST_F(CliHostile, LyingCheckpointsAreOneLineErrors) {
+  TAPPA_REQUIRE_MODEL(test::default_model());
+  std::string text;
+  for (int i = 0; i < 12; ++i) text += "The quick brown fox jumps over the lazy dog near the river bank. ";
+  std::ofstream(path("text.txt")) << text;
+  const std::string m = " -m " + test::default_model() + " -t 2 -q -f " + path("text.txt");
+  auto rewrite = [](const std::string& file, const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json j = nlohmann::json::parse(slurp(file));
+    edit(j);
+    std::ofstream(file, std::ios::trunc) << j.dump();
+  };
+
+  const std::string cal = "calibrate" + m + " --window 16 --stride 16 -o " + path("scores.json");
+  const RunResult first = run_tappa(cal);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const std::string cal_ckpt = path("scores.json.ckpt.json");
+  ASSERT_TRUE(fs::exists(cal_ckpt));
+  const std::string good = slurp(cal_ckpt);
+  rewrite(cal_ckpt, [](nlohmann::json& j) {
+    j["windows_done"] = 0;
+    j["bi_sum"] = {0.5};
+  });
+  expect_clean_error(run_tappa(cal + " --resume"), cal_ckpt + ": not a valid checkpoint");
+  std::ofstream(cal_ckpt, std::ios::trunc) << good;
+  rewrite(cal_ckpt, [](nlohmann::json& j) { j["windows_done"] = 1000000; });
+  expect_clean_error(run_tappa(cal + " --resume"), cal_ckpt + ": not a valid checkpoint");
+  std::ofstream(cal_ckpt, std::ios::trunc) << good;
+  rewrite(cal_ckpt, [](nlohmann::json& j) { j["qsim_sum"] = "many"; });
+  expect_clean_error(run_tappa(cal + " --resume"), cal_ckpt + ": not a valid checkpoint");
+
+  const std::string ppl = "ppl" + m + " -c 32 -o " + path("ppl.json");
+  const RunResult p = run_tappa(ppl);
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const std::string ppl_ckpt = path("ppl.json.ckpt.json");
+  ASSERT_TRUE(fs::exists(ppl_ckpt));
+  rewrite(ppl_ckpt, [](nlohmann::json& j) { j["chunks"] = {{1.0, "x"}}; });
+  expect_clean_error(run_tappa(ppl + " --resume"), ppl_ckpt + ": not a valid checkpoint");
 }
 
 // Bytes that are not UTF-8 are text like any other: the tokenizer reads them leniently (as llama.cpp

@@ -80,11 +80,21 @@ void register_calibrate(CLI::App& app, int& rc) {
     prune::CalibrationState state;
     if (o->resume && std::filesystem::exists(ckpt)) {
       const nlohmann::json j = read_checkpoint(ckpt, settings, "model, files, window, stride, --angular");
-      state.n_layer = j.at("n_layer").get<int>();
-      state.windows_done = j.at("windows_done").get<int>();
-      state.tokens_done = j.at("tokens_done").get<int64_t>();
-      state.bi_sum = j.at("bi_sum").get<std::vector<double>>();
-      state.qsim_sum = j.at("qsim_sum").get<std::vector<double>>();
+      try {
+        state.n_layer = j.at("n_layer").get<int>();
+        state.windows_done = j.at("windows_done").get<int>();
+        state.tokens_done = j.at("tokens_done").get<int64_t>();
+        state.bi_sum = j.at("bi_sum").get<std::vector<double>>();
+        state.qsim_sum = j.at("qsim_sum").get<std::vector<double>>();
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(ckpt + ": not a valid checkpoint (" + e.what() + ")");
+      }
+      // The checkpoint's own numbers must fit its settings (a hand-edited or foreign file must not index
+      // past the per-layer sums).
+      if (state.n_layer != c.n_layer || state.bi_sum.size() != static_cast<size_t>(c.n_layer) ||
+          state.qsim_sum.size() != static_cast<size_t>(c.n_layer) || state.windows_done < 0 ||
+          static_cast<size_t>(state.windows_done) > windows.size() || state.tokens_done < 0)
+        throw Error(ckpt + ": not a valid checkpoint (layer count, per-layer sums or windows done do not fit the settings)");
       std::fprintf(stderr, "tappa calibrate: resuming after %d of %zu windows\n", state.windows_done, windows.size());
     }
     int64_t total_tokens = 0;

@@ -92,7 +92,17 @@ void register_eval_mc(CLI::App& app, int& rc) {
     std::vector<std::vector<std::vector<double>>> ll(tasks.size());  // [task][item][choice]
     if (o->resume && std::filesystem::exists(ckpt)) {
       const nlohmann::json c = read_checkpoint(ckpt, settings, "model, tasks, --limit or --skip-layers");
-      for (size_t t = 0; t < tasks.size(); ++t) ll[t] = c.at("loglik").at(t).get<std::vector<std::vector<double>>>();
+      try {
+        for (size_t t = 0; t < tasks.size(); ++t) ll[t] = c.at("loglik").at(t).get<std::vector<std::vector<double>>>();
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(ckpt + ": not a valid checkpoint (" + e.what() + ")");
+      }
+      // Each scored item must exist and have one log-likelihood per choice (the summary indexes both).
+      for (size_t t = 0; t < tasks.size(); ++t) {
+        bool ok = ll[t].size() <= items[t].size();
+        for (size_t i = 0; ok && i < ll[t].size(); ++i) ok = ll[t][i].size() == items[t][i].choices.size();
+        if (!ok) throw Error(ckpt + ": not a valid checkpoint (task " + std::to_string(t) + "'s scores do not fit its items)");
+      }
       size_t n_done = 0;
       for (const auto& v : ll) n_done += v.size();
       std::fprintf(stderr, "tappa eval-mc: resuming after %zu items\n", n_done);

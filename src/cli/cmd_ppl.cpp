@@ -58,7 +58,11 @@ void register_ppl(CLI::App& app, int& rc) {
     std::vector<eval::ChunkNll> done;
     if (o->resume && std::filesystem::exists(ckpt)) {
       const nlohmann::json c = read_checkpoint(ckpt, settings, "model, file, -c or --skip-layers");
-      for (const auto& x : c.at("chunks")) done.push_back({x.at(0).get<double>(), x.at(1).get<double>(), x.at(2).get<int64_t>()});
+      try {
+        for (const auto& x : c.at("chunks")) done.push_back({x.at(0).get<double>(), x.at(1).get<double>(), x.at(2).get<int64_t>()});
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(ckpt + ": not a valid checkpoint (" + e.what() + ")");
+      }
       if (static_cast<int>(done.size()) > n_chunks) done.resize(n_chunks);
       std::fprintf(stderr, "tappa ppl: resuming after %zu of %d chunks\n", done.size(), n_chunks);
     }

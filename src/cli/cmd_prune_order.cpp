@@ -35,7 +35,7 @@ void register_prune_order(CLI::App& app, int& rc) {
   cmd->add_option("--bi", o->bi, "Block Influence file (official raw-score layout)");
   cmd->add_option("--qsim", o->qsim, "q-similarity file (official raw-score layout)");
   cmd->add_option("--method", o->method, "tappa or shortgpt")->capture_default_str()->check(CLI::IsMember({"tappa", "shortgpt"}));
-  cmd->add_option("--beta", o->beta, "Weight of 1 - q-sim (tappa)")->capture_default_str()->check(CLI::Range(-1e6, 1e6));
+  cmd->add_option("--beta", o->beta, "Weight of 1 - q-sim (tappa)")->capture_default_str()->check(finite_range(-1e6, 1e6));
   cmd->add_option("--show", o->show, "Also print the removed set for these depths, e.g. 1-7 or 10,11");
   cmd->add_option("-o,--output", o->out, "Write the order as JSON (tappa prune --order reads it)");
   cmd->callback([o, &rc] {

@@ -109,10 +109,10 @@ void register_run(CLI::App& app, int& rc) {
   cmd->add_option("-c,--ctx-size", o->ctx, "Context size in tokens (0: the model's training context)")
       ->capture_default_str()->check(CLI::Range(0, 1 << 24));
   cmd->add_option("-b,--batch-size", o->batch, "Prompt tokens per forward batch")->capture_default_str()->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("--temp", o->temp, "Sampling temperature; 0 = greedy (deterministic)")->capture_default_str()->check(CLI::Range(0.0f, 100.0f));
+  cmd->add_option("--temp", o->temp, "Sampling temperature; 0 = greedy (deterministic)")->capture_default_str()->check(finite_range(0.0, 100.0));
   cmd->add_option("--top-k", o->top_k, "Keep the k most likely tokens before sampling (0: all)")->capture_default_str()->check(CLI::Range(0, 1 << 30));
   cmd->add_option("--top-p", o->top_p, "Nucleus sampling: keep the smallest set with this probability mass")
-      ->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
+      ->capture_default_str()->check(finite_range(0.0, 1.0));
   cmd->add_option("-s,--seed", o->seed, "Random seed for sampling")->capture_default_str();
   cmd->add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template as a user message");
   cmd->add_option("--system", o->system, "System message for --chat (default: the template's own)");

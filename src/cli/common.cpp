@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -46,6 +47,19 @@ std::string read_file(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+CLI::Validator finite_range(double lo, double hi) {
+  const std::string range = "[" + std::to_string(lo) + " - " + std::to_string(hi) + "]";
+  return CLI::Validator(
+      [lo, hi](std::string& input) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(input, v)) return "Value " + input + " is not a number";
+        if (std::isnan(v) || v < lo || v > hi)
+          return "Value " + input + " not in range " + std::to_string(lo) + " to " + std::to_string(hi);
+        return std::string();
+      },
+      range, "FINITE_RANGE");
 }
 
 std::string read_prompt(const std::string& prompt, const std::string& file) {

@@ -14,6 +14,10 @@ std::string default_model_path();
 // Adds -m/--model with the default above.
 CLI::Option* add_model_option(CLI::App& app, std::string& path);
 
+// A number in [lo, hi]: like CLI::Range, which lets NaN through (every comparison with NaN is false),
+// but NaN is refused too ("Value nan not in range ...").
+CLI::Validator finite_range(double lo, double hi);
+
 // The text given by -p or read from -f (exactly one must be set). Throws tappa::Error.
 std::string read_prompt(const std::string& prompt, const std::string& file);
 std::string read_file(const std::string& path);

@@ -13,8 +13,14 @@ constexpr uint8_t kPresent = 0x10;        // set in the flags of every code poin
 struct Piece {
   const uint32_t* cps;
   size_t b, e;
-  uint32_t cp(size_t i) const { return (i >= b && i < e) ? cps[i] : kNone; }
-  uint8_t flags(size_t i) const { return (i >= b && i < e) ? static_cast<uint8_t>(cp_flags(cps[i]) | kPresent) : 0; }
+  uint32_t cp(size_t i) const {
+    ++work_units;
+    return (i >= b && i < e) ? cps[i] : kNone;
+  }
+  uint8_t flags(size_t i) const {
+    ++work_units;
+    return (i >= b && i < e) ? static_cast<uint8_t>(cp_flags(cps[i]) | kPresent) : 0;
+  }
 };
 
 inline bool is_letter(uint8_t f) { return (f & kClassMask) == kLetter && (f & kPresent); }
@@ -163,6 +169,7 @@ void split_matches(const Piece& p, Find find, std::vector<size_t>& out) {
   Emitter em{out, p.b};
   size_t pos = p.b;
   while (pos < p.e) {
+    ++work_units;
     size_t match_end = 0;
     const size_t start = find(p, pos, &match_end);
     if (start >= p.e) break;
@@ -215,6 +222,7 @@ size_t find_number_run(const Piece& p, size_t from, size_t* end) {
 // [0-9][0-9][0-9]
 size_t find_digit_triple(const Piece& p, size_t from, size_t* end) {
   for (size_t i = from; i + 3 <= p.e; ++i) {
+    ++work_units;
     if (is_ascii_digit(p.cps[i]) && is_ascii_digit(p.cps[i + 1]) && is_ascii_digit(p.cps[i + 2])) {
       *end = i + 3;
       return i;
@@ -245,9 +253,10 @@ bool is_default_punct(uint32_t c) {
 
 size_t find_default_punct_run(const Piece& p, size_t from, size_t* end) {
   for (size_t i = from; i < p.e; ++i) {
+    ++work_units;
     if (is_default_punct(p.cps[i])) {
       size_t j = i + 1;
-      while (j < p.e && is_default_punct(p.cps[j])) ++j;
+      while (j < p.e && is_default_punct(p.cps[j])) ++j, ++work_units;
       *end = j;
       return i;
     }

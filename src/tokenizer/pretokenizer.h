@@ -24,4 +24,10 @@ enum class PreType {
 // order; they add up to cps.size() and none is zero.
 std::vector<size_t> pre_split(PreType type, const std::vector<uint32_t>& cps);
 
+// Units of work done by this thread's tokenizer calls so far: one per code point a pre-tokenizer
+// scanner looks at, per BPE / SentencePiece symbol and queue operation, per byte searched for a special
+// token or hashed for the word cache. Deterministic for a given input and cache state, so tests can check
+// that the work grows linearly with the input (tests/tokenizer_test.cpp) without timing anything.
+inline thread_local uint64_t work_units = 0;
+
 }  // namespace tappa::tok

@@ -525,6 +525,7 @@ std::vector<Fragment> Tokenizer::Impl::partition(std::string_view input, bool pa
     const std::string& t = text[id];
     bool any = false;
     for (const Fragment& f : frags) {
+      tok::work_units += 1 + (f.token < 0 ? f.length : 0);
       if (f.token < 0 && f.length >= t.size() && input.substr(f.offset, f.length).find(t) != std::string_view::npos) {
         any = true;
         break;
@@ -533,6 +534,7 @@ std::vector<Fragment> Tokenizer::Impl::partition(std::string_view input, bool pa
     if (!any) continue;
     next.clear();
     for (const Fragment& f : frags) {
+      tok::work_units += 1 + (f.token < 0 ? f.length : 0);
       if (f.token >= 0) {
         next.push_back(f);
         continue;
@@ -596,13 +598,16 @@ void Tokenizer::Impl::spm_encode(std::string_view input, std::vector<int32_t>& o
     if (left < 0 || right < 0) return;
     const std::string_view pair_text(text.data() + syms[left].offset, syms[left].len + syms[right].len);
     const int32_t id = find_token(pair_text);
+    ++tok::work_units;
     if (id < 0) return;
     heap.push_back({scores[id], left, right, static_cast<uint32_t>(pair_text.size())});
     std::push_heap(heap.begin(), heap.end(), lower);
     rev_merge[std::string(pair_text)] = {left, right};
   };
   for (int32_t i = 1; i < static_cast<int32_t>(syms.size()); ++i) try_pair(i - 1, i);
+  tok::work_units += n_bytes;
   while (!heap.empty()) {
+    ++tok::work_units;
     std::pop_heap(heap.begin(), heap.end(), lower);
     const Pair p = heap.back();
     heap.pop_back();
@@ -644,6 +649,7 @@ void Tokenizer::Impl::spm_encode(std::string_view input, std::vector<int32_t>& o
 
 void Tokenizer::Impl::encode_fragment(std::string_view fragment, std::vector<int32_t>& out) const {
   std::vector<uint32_t> cps;
+  tok::work_units += fragment.size();
   tok::decode_utf8_lenient(fragment, cps);
   const std::vector<size_t> lengths = tok::pre_split(pre_type, cps);
   std::string word;
@@ -658,6 +664,7 @@ void Tokenizer::Impl::encode_fragment(std::string_view fragment, std::vector<int
 
 void Tokenizer::Impl::encode_word(const std::string& word, std::vector<int32_t>& out) const {
   const bool cacheable = word.size() <= kCacheMaxWordBytes;
+  tok::work_units += word.size();
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mutex);
     auto it = cache.find(word);
@@ -720,6 +727,7 @@ void Tokenizer::Impl::bpe(const std::string& word, std::vector<int32_t>& out) co
   auto consider = [&](int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
     const int32_t l = syms[left].id, r = syms[right].id;
+    ++tok::work_units;
     if (l < 0 || r < 0) return;
     auto it = merges.find((static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) | static_cast<uint32_t>(r));
     if (it == merges.end()) return;
@@ -728,7 +736,9 @@ void Tokenizer::Impl::bpe(const std::string& word, std::vector<int32_t>& out) co
   };
   for (size_t i = 1; i < n; ++i) consider(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
 
+  tok::work_units += n;
   while (!heap.empty()) {
+    ++tok::work_units;
     std::pop_heap(heap.begin(), heap.end(), later);
     const Cand c = heap.back();
     heap.pop_back();
