@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 scripts/build.sh
 scripts/fetch_model.sh
+scripts/fetch_model.sh --gemma  # the Gemma 3 tests (golden logits, SentencePiece tokenizer) need it
 cd build
 ctest --output-on-failure -j"$(nproc)" --timeout 1800
