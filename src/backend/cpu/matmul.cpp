@@ -1,7 +1,8 @@
 // Matrix products with quantized or float weights: work split, activation quantization and kernel
-// selection. The kernels live in vec_dot_*.cpp (row dot products: decode and fallback) and
-// gemm_vnni.cpp (repacked AVX-512 VNNI GEMM for several tokens); Q4_K and Q6_K go through
-// gemm_kquant.cpp / vec_dot_k.cpp in llama.cpp's float order for every token count.
+// selection. The kernels live in vec_dot_*.cpp (row dot products: decode and fallback),
+// gemm_vnni.cpp (repacked AVX-512 VNNI GEMM for several tokens) and gemm_float.cpp (fp32 panels for
+// float weights); Q4_K and Q6_K go through gemm_kquant.cpp / vec_dot_k.cpp in llama.cpp's float order
+// for every token count.
 #include "backend/cpu/matmul.h"
 
 #include <algorithm>
