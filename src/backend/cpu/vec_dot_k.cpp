@@ -23,8 +23,9 @@ using quant::BlockQ6_K;
 
 namespace {
 
-// sum_j m_j * (sum of the activation codes of sub-block j)
-inline int min_term(const uint8_t m[8], const int32_t* isum) {
+// sum_j m_j * (sum of the activation codes of sub-block j); the AVX-512 build sums the mins in vectors
+// and does not call it.
+[[maybe_unused]] inline int min_term(const uint8_t m[8], const int32_t* isum) {
   int s = 0;
   for (int j = 0; j < 8; ++j) s += m[j] * isum[j];
   return s;
