@@ -30,12 +30,7 @@ struct RunResult {
   std::string out, err;
 };
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using tappa::test::slurp;
 
 RunResult run_tappa(const std::string& args) {
   const fs::path dir = fs::temp_directory_path() / ("tappa_cli_" + std::to_string(::getpid()));

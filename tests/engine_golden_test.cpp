@@ -21,23 +21,15 @@
 #include <cmath>
 #include <fstream>
 
-#include <nlohmann/json.hpp>
 
 #include "tappa/engine.h"
+#include "golden_logits.h"
 #include "test_util.h"
 
 namespace tappa {
 namespace {
 
-struct Golden {
-  std::string name;
-  std::vector<int32_t> tokens;
-  std::vector<int32_t> argmax;
-  std::vector<std::vector<std::pair<int32_t, float>>> top;
-  int prefix_len = 0;
-  std::vector<int32_t> greedy;
-  std::vector<double> greedy_margin;  // llama.cpp's top-1 minus top-2 logit at each greedy step
-};
+using test::Golden;
 
 std::vector<Golden> load_goldens() {
   std::vector<Golden> out;
@@ -47,23 +39,7 @@ std::vector<Golden> load_goldens() {
   for (const auto& e : std::filesystem::directory_iterator(dir))
     if (e.path().extension() == ".json") files.push_back(e.path());
   std::sort(files.begin(), files.end());
-  for (const auto& p : files) {
-    std::ifstream in(p);
-    const auto j = nlohmann::json::parse(in);
-    Golden g;
-    g.name = p.stem().string();
-    g.tokens = j.at("tokens").get<std::vector<int32_t>>();
-    for (const auto& pos : j.at("positions")) {
-      g.argmax.push_back(pos.at("argmax").get<int32_t>());
-      std::vector<std::pair<int32_t, float>> top;
-      for (const auto& t : pos.at("top")) top.emplace_back(t.at(0).get<int32_t>(), t.at(1).get<float>());
-      g.top.push_back(std::move(top));
-    }
-    g.prefix_len = j.at("greedy").at("prefix_len").get<int>();
-    g.greedy = j.at("greedy").at("tokens").get<std::vector<int32_t>>();
-    g.greedy_margin = j.at("greedy").at("margin").get<std::vector<double>>();
-    out.push_back(std::move(g));
-  }
+  for (const auto& p : files) out.push_back(test::load_golden(p));
   return out;
 }
 

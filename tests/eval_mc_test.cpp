@@ -17,12 +17,7 @@ namespace {
 
 using namespace tappa;
 
-std::string slurp(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using tappa::test::slurp;
 
 // Σ log p(continuation) from one full forward pass, log-softmax written out by hand.
 double hand_loglik(Engine& e, const Tokenizer& tok, const std::string& ctx, const std::string& cont) {

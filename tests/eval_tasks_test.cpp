@@ -13,12 +13,7 @@ namespace {
 
 using namespace tappa::eval;
 
-std::string slurp(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using tappa::test::slurp;
 
 TEST(EvalTasks, PiqaPrompt) {
   const auto items = parse_piqa("{\"goal\": \"Open a jar\", \"sol1\": \"Twist the lid.\", \"sol2\": \"Eat it.\"}\r\n", "1\n");

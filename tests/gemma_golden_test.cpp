@@ -31,9 +31,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include <nlohmann/json.hpp>
 
 #include "tappa/engine.h"
+#include "golden_logits.h"
 #include "test_util.h"
 
 namespace tappa {
@@ -49,33 +49,8 @@ std::string gemma_path() {
     if (!test::exists(gemma_path())) GTEST_SKIP() << "model " << gemma_path() << " not found: run scripts/fetch_model.sh --gemma"; \
   } while (0)
 
-struct Golden {
-  std::string name;
-  std::vector<int32_t> tokens;
-  std::vector<int32_t> argmax;
-  std::vector<std::vector<std::pair<int32_t, float>>> top;
-  int prefix_len = 0;
-  std::vector<int32_t> greedy;
-  std::vector<double> greedy_margin;
-};
-
-Golden load_golden(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  const auto j = nlohmann::json::parse(in);
-  Golden g;
-  g.name = p.stem().string();
-  g.tokens = j.at("tokens").get<std::vector<int32_t>>();
-  for (const auto& pos : j.at("positions")) {
-    g.argmax.push_back(pos.at("argmax").get<int32_t>());
-    std::vector<std::pair<int32_t, float>> top;
-    for (const auto& t : pos.at("top")) top.emplace_back(t.at(0).get<int32_t>(), t.at(1).get<float>());
-    g.top.push_back(std::move(top));
-  }
-  g.prefix_len = j.at("greedy").at("prefix_len").get<int>();
-  g.greedy = j.at("greedy").at("tokens").get<std::vector<int32_t>>();
-  g.greedy_margin = j.at("greedy").at("margin").get<std::vector<double>>();
-  return g;
-}
+using test::Golden;
+using test::load_golden;
 
 std::string golden_dir() { return test::source_dir() + "/tests/data/gemma3/golden"; }
 

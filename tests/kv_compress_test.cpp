@@ -34,12 +34,7 @@ constexpr int kW = 32;        // window
 constexpr int kThreads = 2;
 constexpr int kDecode = 4;    // decode steps compared
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using tappa::test::slurp;
 
 // Captures the last kW post-RoPE query rows of every layer.
 struct QCapture : Observer {

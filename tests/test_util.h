@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 namespace tappa::test {
@@ -22,6 +24,14 @@ inline std::string data_dir() {
 }
 
 inline bool exists(const std::string& p) { return std::filesystem::exists(p); }
+
+// The whole file as bytes ("" when it cannot be read: the tests then fail on its contents).
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 }  // namespace tappa::test
 

@@ -26,6 +26,13 @@ namespace {
 constexpr size_t kCodeBytes = 64 * 64;                 // 64 groups x 16 rows x 4
 constexpr size_t kSbBytes = kCodeBytes + (2 + 16) * 64;  // + fD, fDM, fSC[8], fM[8]
 
+// The code area shared by both panel layouts: element e of row r sits in group e / 4, at byte e % 4
+// of the row's dword there.
+inline void put_code(uint8_t* codes, int r, int e, uint8_t v) { codes[(e / 4) * 64 + r * 4 + (e % 4)] = v; }
+inline void zero_codes(uint8_t* codes, int r) {
+  for (int g = 0; g < 64; ++g) std::memset(codes + g * 64 + r * 4, 0, 4);
+}
+
 }  // namespace
 
 // Q6_K panel, per super-block (5184 bytes): codes as for Q4_K (6-bit values), fD[16], then the
@@ -42,7 +49,7 @@ void q6k_repack_panel(const uint8_t* w, size_t row_stride, int nrows, int64_t co
     int32_t* iSC = reinterpret_cast<int32_t*>(fD + 16);
     for (int r = 0; r < kKqPanelRows; ++r) {
       if (r >= nrows) {
-        for (int g = 0; g < 64; ++g) std::memset(codes + g * 64 + r * 4, 0, 4);
+        zero_codes(codes, r);
         fD[r] = 0.0f;
         for (int j = 0; j < 16; ++j) iSC[j * 16 + r] = 0;
         continue;
@@ -59,8 +66,7 @@ void q6k_repack_panel(const uint8_t* w, size_t row_stride, int nrows, int64_t co
                                 static_cast<uint8_t>((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)),
                                 static_cast<uint8_t>((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4))};
           for (int k = 0; k < 4; ++k) {
-            const int e = 128 * h + 32 * k + l;
-            codes[(e / 4) * 64 + r * 4 + (e % 4)] = q[k];
+            put_code(codes, r, 128 * h + 32 * k + l, q[k]);
           }
         }
       }
@@ -80,7 +86,7 @@ void q4k_repack_panel(const uint8_t* w, size_t row_stride, int nrows, int64_t co
     float* fM = fSC + 128;
     for (int r = 0; r < kKqPanelRows; ++r) {
       if (r >= nrows) {
-        for (int g = 0; g < 64; ++g) std::memset(codes + g * 64 + r * 4, 0, 4);
+        zero_codes(codes, r);
         fD[r] = fDM[r] = 0.0f;
         for (int j = 0; j < 8; ++j) fSC[j * 16 + r] = fM[j * 16 + r] = 0.0f;
         continue;
@@ -98,9 +104,8 @@ void q4k_repack_panel(const uint8_t* w, size_t row_stride, int nrows, int64_t co
       for (int c = 0; c < 4; ++c) {
         for (int l = 0; l < 32; ++l) {
           const uint8_t v = x->qs[32 * c + l];
-          const int e0 = 64 * c + l, e1 = 64 * c + 32 + l;
-          codes[(e0 / 4) * 64 + r * 4 + (e0 % 4)] = v & 0x0F;
-          codes[(e1 / 4) * 64 + r * 4 + (e1 % 4)] = v >> 4;
+          put_code(codes, r, 64 * c + l, v & 0x0F);
+          put_code(codes, r, 64 * c + 32 + l, v >> 4);
         }
       }
     }
