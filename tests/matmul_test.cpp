@@ -239,6 +239,29 @@ TEST(MatmulTypes, ManyRows) {
   }
 }
 
+// MatmulOrder::PerToken (batched decoding): every token row of an m-token call equals, bit for bit,
+// the same row computed by a one-token call, for every weight type and thread count — what lets a
+// sequence decode the same tokens in a batch as alone. Batch order is allowed to differ (GEMM).
+TEST(MatmulOrder, PerTokenRowsEqualOneTokenCalls) {
+  Scratch scratch;
+  for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q4_0, TensorType::Q4_1,
+                       TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
+    const int64_t rows = 203, cols = 512, m = 13, ldx = cols + 3, ldy = rows + 5;
+    const Weights w = make_weights(t, rows, cols, 7);
+    const WeightView wv{t, w.bytes.data(), rows, cols};
+    const std::vector<float> x = make_acts(m, cols, ldx, 11);
+    for (int threads : {1, 2}) {
+      std::vector<float> y(static_cast<size_t>(m * ldy), -1.0f), y1(static_cast<size_t>(rows));
+      matmul(wv, x.data(), m, ldx, y.data(), ldy, pool(threads), scratch, cpu::MatmulOrder::PerToken);
+      for (int64_t i = 0; i < m; ++i) {
+        matmul(wv, x.data() + i * ldx, 1, ldx, y1.data(), rows, pool(threads), scratch);
+        ASSERT_EQ(0, std::memcmp(y1.data(), y.data() + i * ldy, sizeof(float) * rows))
+            << "type " << static_cast<int>(t) << " token " << i << " threads " << threads;
+      }
+    }
+  }
+}
+
 // Q4_K and Q6_K follow llama.cpp's x86 float order (backend/cpu/gemm_kquant.h); this recomputes
 // every output from the GGUF blocks and Q8_K activation blocks (quant::quantize_row) with those
 // float steps written out one by one, and requires bit equality:

@@ -94,11 +94,17 @@ QuantDot4 quant_dot4(TensorType t) {
 }
 
 void matmul_float(const WeightView& w, size_t stride, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
-                  ThreadPool& pool, Scratch& scratch) {
-  if (m == 1) {
+                  ThreadPool& pool, Scratch& scratch, bool token_invariant) {
+  if (m == 1 || token_invariant) {
+    // The one-token order (row dot products); several tokens pass over each 16-row tile while it is
+    // in cache, so the weights are still read once.
     const FloatDot dot = float_dot(w.type);
     split_run(pool, w.rows, kRowGrain, [&](int64_t b, int64_t e, int) {
-      for (int64_t r = b; r < e; ++r) y[r] = dot(w.data + r * stride, x, w.cols);
+      for (int64_t r0 = b; r0 < e; r0 += kRowGrain) {
+        const int64_t r1 = std::min(e, r0 + kRowGrain);
+        for (int64_t t = 0; t < m; ++t)
+          for (int64_t r = r0; r < r1; ++r) y[t * ldy + r] = dot(w.data + r * stride, x + t * ldx, w.cols);
+      }
     });
     return;
   }
@@ -203,12 +209,13 @@ void matmul_rows(const WeightView& w, size_t stride, const float* x, int64_t m, 
 // or more tokens in its tiled order (16-row panels), fewer through its row dot product, one row
 // against up to 4 tokens at a time.
 void matmul_kquant(const WeightView& w, size_t stride, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
-                   ThreadPool& pool, Scratch& scratch) {
+                   ThreadPool& pool, Scratch& scratch, bool token_invariant) {
   const bool q4 = w.type == TensorType::Q4_K;
-  const int64_t m4 = q4 ? m - m % 4 : 0;
+  // Token-invariant: every token in the one-token (gemv) order, whatever m is.
+  const int64_t m4 = q4 && !token_invariant ? m - m % 4 : 0;
   const size_t rec_bytes = ActBuffer::record_bytes(w.cols);
   const size_t act_bytes = align64(rec_bytes * static_cast<size_t>(m));
-  const bool q6_tiled = !q4 && m >= kQ6TiledMinTokens;
+  const bool q6_tiled = !q4 && !token_invariant && m >= kQ6TiledMinTokens;
   const size_t panel_bytes = m4 > 0 ? align64(q4k_panel_bytes(w.cols)) : q6_tiled ? align64(q6k_panel_bytes(w.cols)) : 0;
   uint8_t* base = scratch.get(act_bytes + panel_bytes * static_cast<size_t>(pool.size()));
   const ActBuffer acts(base, w.cols);
@@ -303,17 +310,18 @@ bool matmul_supports(TensorType t) {
 }
 
 void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, ThreadPool& pool,
-            Scratch& scratch) {
+            Scratch& scratch, MatmulOrder order) {
   if (!matmul_supports(w.type)) {
     throw Error("matmul: unsupported weight type " + std::to_string(static_cast<uint32_t>(w.type)));
   }
   if (m <= 0 || w.rows <= 0) return;
   const size_t stride = quant::row_bytes(w.type, w.cols);  // throws if cols is not a multiple of the block
+  const bool invariant = order == MatmulOrder::PerToken;
   if (is_float(w.type)) {
-    matmul_float(w, stride, x, m, ldx, y, ldy, pool, scratch);
+    matmul_float(w, stride, x, m, ldx, y, ldy, pool, scratch, invariant);
   } else if (w.type == TensorType::Q4_K || w.type == TensorType::Q6_K) {
-    matmul_kquant(w, stride, x, m, ldx, y, ldy, pool, scratch);
-  } else if (m >= kGemmMinTokens && gemm_supported(w.type)) {
+    matmul_kquant(w, stride, x, m, ldx, y, ldy, pool, scratch, invariant);
+  } else if (!invariant && m >= kGemmMinTokens && gemm_supported(w.type)) {
     matmul_gemm(w, stride, x, m, ldx, y, ldy, pool, scratch);
   } else {
     matmul_rows(w, stride, x, m, ldx, y, ldy, pool, scratch);

@@ -32,8 +32,14 @@ class Scratch {
   std::vector<uint8_t> buf_;
 };
 
+// Summation order of a multi-token call. Batch: the fastest kernel for m tokens (GEMM order for
+// prompts, as llama.cpp's prompt processing). PerToken: every token row computed exactly as a
+// one-token call computes it (bit for bit), the weights still read once for all m tokens — batched
+// decoding of several sequences, whose results must not depend on what else is in the batch.
+enum class MatmulOrder { Batch, PerToken };
+
 void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
-            ThreadPool& pool, Scratch& scratch);
+            ThreadPool& pool, Scratch& scratch, MatmulOrder order = MatmulOrder::Batch);
 
 // True if matmul can handle this weight type.
 bool matmul_supports(TensorType t);
