@@ -10,6 +10,7 @@
 
 #include "analysis/analyzer.h"
 #include "analysis/capture.h"
+#include "one_sequence.h"
 #include "tappa/error.h"
 #include "tappa/engine.h"
 #include "test_util.h"
@@ -24,10 +25,10 @@ using tappa::test::slurp;
 class Analyze : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (test::exists(test::default_model())) model_ = Model::load(test::default_model()).release();
+    if (test::exists(test::default_model())) model_ = Model::load(test::default_model());
   }
   static void TearDownTestSuite() {
-    delete model_;
+    model_.reset();
     model_ = nullptr;
   }
   void SetUp() override {
@@ -37,10 +38,10 @@ class Analyze : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
   static std::string text() { return slurp(test::source_dir() + "/tests/data/prompts/prose_lighthouse.txt"); }
-  static Model* model_;
+  static std::shared_ptr<Model> model_;
   fs::path dir_;
 };
-Model* Analyze::model_ = nullptr;
+std::shared_ptr<Model> Analyze::model_;
 
 TEST_F(Analyze, ReportIsCompleteAndConsistent) {
   analysis::AnalyzeOptions o;
@@ -179,7 +180,7 @@ TEST_F(Analyze, CaptureRowsAreProbabilityRows) {
       }
     }
   });
-  Engine engine(*model_, EngineOptions{2, 100, 37});  // batches of 37: rows arrive across batches
+  test::OneSequence engine(*model_, EngineOptions{2, 100, 37});  // batches of 37: rows arrive across batches
   engine.set_observer(&cap);
   engine.eval(toks);
   EXPECT_EQ(layers_done, model_->config().n_layer);

@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "kv/kv_cache.h"
+#include "kv/host_kv_cache.h"
 
 namespace tappa {
 namespace {
@@ -39,7 +39,7 @@ void expect_rows(const KvCache& c, int l, int h, const std::vector<int>& rows) {
 }
 
 TEST(BenchKvCache, KeepRowsCompactsInPlaceAndKeepsCapacity) {
-  KvCache c(kLayers, kHeads, kDim);
+  HostKvCache c(kLayers, kHeads, kDim);
   fill(c, 20);
   const size_t held = c.bytes_held();
   const float* keys_before = c.keys(1, 1);
@@ -52,7 +52,7 @@ TEST(BenchKvCache, KeepRowsCompactsInPlaceAndKeepsCapacity) {
 }
 
 TEST(BenchKvCache, KeepRowsInAnyOrder) {
-  KvCache c(kLayers, kHeads, kDim);
+  HostKvCache c(kLayers, kHeads, kDim);
   fill(c, 12);
   const std::vector<int> rows = {11, 3, 0, 7, 4};  // the given order, not sorted
   c.keep_rows(0, 1, rows);
@@ -61,7 +61,7 @@ TEST(BenchKvCache, KeepRowsInAnyOrder) {
 
 // The decode loop: reserve one row, append it, evict one: after the first step nothing is allocated.
 TEST(BenchKvCache, DecodeEvictionStopsAllocating) {
-  KvCache c(kLayers, kHeads, kDim);
+  HostKvCache c(kLayers, kHeads, kDim);
   fill(c, 16);
   std::vector<float> k(kDim, 1.0f), v(kDim, 2.0f);
   std::vector<int> keep;
@@ -90,7 +90,7 @@ TEST(BenchKvCache, DecodeEvictionStopsAllocating) {
 }
 
 TEST(BenchKvCache, ShrinkGivesTheRowsBack) {
-  KvCache c(kLayers, kHeads, kDim);
+  HostKvCache c(kLayers, kHeads, kDim);
   fill(c, 40);
   const size_t row_bytes = kDim * 2 * sizeof(float);
   EXPECT_EQ(c.bytes_held(), c.bytes_used());
@@ -101,7 +101,7 @@ TEST(BenchKvCache, ShrinkGivesTheRowsBack) {
   EXPECT_EQ(c.bytes_held(), c.bytes_used());
   expect_rows(c, 0, 0, rows);
   // A gather (rows out of order) leaves a scratch buffer; shrink_to_fit() of the whole cache drops it.
-  c.keep_rows(1, 0, {5, 2});
+  c.keep_rows(1, 0, std::vector<int>{5, 2});
   EXPECT_GT(c.bytes_held(), c.bytes_used());
   c.shrink_to_fit();
   EXPECT_EQ(c.bytes_held(), c.bytes_used());

@@ -22,6 +22,7 @@
 #include <fstream>
 
 
+#include "one_sequence.h"
 #include "tappa/engine.h"
 #include "golden_logits.h"
 #include "test_util.h"
@@ -47,15 +48,15 @@ class EngineGolden : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!test::exists(test::default_model())) return;
-    model_ = Model::load(test::default_model()).release();
+    model_ = Model::load(test::default_model());
   }
   static void TearDownTestSuite() {
-    delete model_;
+    model_.reset();
     model_ = nullptr;
   }
-  static Model* model_;
+  static std::shared_ptr<Model> model_;
 };
-Model* EngineGolden::model_ = nullptr;
+std::shared_ptr<Model> EngineGolden::model_;
 
 TEST_F(EngineGolden, LogitsAndArgmaxMatchLlamaCpp) {
   TAPPA_REQUIRE_MODEL(test::default_model());
@@ -68,7 +69,7 @@ TEST_F(EngineGolden, LogitsAndArgmaxMatchLlamaCpp) {
   for (const Golden& g : goldens) {
     const int n_pos = static_cast<int>(g.argmax.size());
     ASSERT_GE(n_pos, 256) << g.name;
-    Engine engine(*model_, EngineOptions{2, n_pos + 8, 512});
+    test::OneSequence engine(*model_, EngineOptions{2, n_pos + 8, 512});
     const auto logits = engine.eval(std::span(g.tokens.data(), n_pos), /*all_logits=*/true);
     const int V = model_->config().n_vocab;
     int agree_here = 0;
@@ -118,7 +119,7 @@ TEST_F(EngineGolden, GreedyContinuationsIdentical) {
   for (const Golden& g : goldens) {
     // One thread: results do not depend on the thread count (every output is summed by one thread
     // in a fixed order), and 256 one-token steps stay fast on a loaded CI machine.
-    Engine engine(*model_, EngineOptions{1, g.prefix_len + static_cast<int>(g.greedy.size()) + 8, 512});
+    test::OneSequence engine(*model_, EngineOptions{1, g.prefix_len + static_cast<int>(g.greedy.size()) + 8, 512});
     auto logits = engine.eval(std::span(g.tokens.data(), g.prefix_len));
     std::vector<int32_t> ours;
     for (size_t i = 0; i < g.greedy.size(); ++i) {

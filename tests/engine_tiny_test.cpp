@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "one_sequence.h"
 #include "tappa/engine.h"
 #include "test_util.h"
 
@@ -39,7 +40,7 @@ void check_tiny(const std::string& name) {
     if (t.shape.size() == 2 && t.type != TensorType::F32) all_f32 = false;
 
   for (int threads : {1, 2}) {
-    Engine engine(*model, EngineOptions{threads, static_cast<int>(tokens.size()) + 4, 512});
+    test::OneSequence engine(*model, EngineOptions{threads, static_cast<int>(tokens.size()) + 4, 512});
     const auto logits = engine.eval(tokens, true);
     const int V = model->config().n_vocab;
     ASSERT_EQ(ref.size(), tokens.size());
@@ -68,12 +69,12 @@ TEST(EngineTiny, BatchSplitDoesNotChangeLogits) {
   std::vector<int32_t> toks;
   for (int i = 0; i < 20; ++i) toks.push_back((i * 37 + 11) % model->config().n_vocab);
   const int V = model->config().n_vocab;
-  Engine whole(*model, EngineOptions{2, 32, 512});
+  test::OneSequence whole(*model, EngineOptions{2, 32, 512});
   const auto a = whole.eval(toks, true);
   const std::vector<float> all(a.begin(), a.end());
-  Engine split(*model, EngineOptions{2, 32, 5});
+  test::OneSequence split(*model, EngineOptions{2, 32, 5});
   const auto b = split.eval(toks, true);
-  Engine single(*model, EngineOptions{1, 32, 512});
+  test::OneSequence single(*model, EngineOptions{1, 32, 512});
   double max_ab = 0, max_ac = 0, scale = 0;
   for (size_t i = 0; i < all.size(); ++i) {
     max_ab = std::max(max_ab, static_cast<double>(std::fabs(all[i] - b[i])));

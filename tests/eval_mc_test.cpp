@@ -9,6 +9,7 @@
 
 #include "eval/loglik.h"
 #include "eval/multiple_choice.h"
+#include "one_sequence.h"
 #include "tappa/engine.h"
 #include "tappa/model.h"
 #include "test_util.h"
@@ -20,7 +21,7 @@ using namespace tappa;
 using tappa::test::slurp;
 
 // Σ log p(continuation) from one full forward pass, log-softmax written out by hand.
-double hand_loglik(Engine& e, const Tokenizer& tok, const std::string& ctx, const std::string& cont) {
+double hand_loglik(test::OneSequence& e, const Tokenizer& tok, const std::string& ctx, const std::string& cont) {
   // lm-eval's split: the context's own tokens, then what the whole string has beyond that count.
   const std::vector<int32_t> whole = tok.encode(ctx + cont, false), c = tok.encode(ctx, false);
   std::vector<int32_t> seq;
@@ -50,7 +51,7 @@ TEST(EvalMc, HandCheckedItems) {
   EngineOptions eo;
   eo.n_threads = 2;
   eo.n_ctx = 512;
-  Engine e(*model, eo);
+  test::OneSequence e(*model, eo);
 
   std::vector<eval::McItem> items;
   auto add = [&](std::vector<eval::McItem> v, size_t n) { items.insert(items.end(), v.begin(), v.begin() + n); };
@@ -62,7 +63,7 @@ TEST(EvalMc, HandCheckedItems) {
   std::vector<std::vector<double>> scored;
   int hits = 0, hits_norm = 0;
   for (const auto& item : items) {
-    const std::vector<double> ll = eval::score_item(e, tok, item);
+    const std::vector<double> ll = eval::score_item(e.engine(), tok, item);
     std::vector<double> hand;
     for (const auto& c : item.choices) hand.push_back(hand_loglik(e, tok, c.context, c.continuation));
     ASSERT_EQ(ll.size(), hand.size());

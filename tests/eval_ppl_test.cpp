@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "eval/perplexity.h"
+#include "one_sequence.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 #include "tappa/model.h"
@@ -27,10 +28,10 @@ TEST(EvalPpl, MatchesFullChunkComputation) {
   EngineOptions eo;
   eo.n_threads = 1;
   eo.n_ctx = n_ctx;
-  Engine e(*model, eo);
+  test::OneSequence e(*model, eo);
   const int32_t bos = 1;  // any valid id: checks that the first slot is replaced
   std::vector<eval::ChunkNll> chunks;
-  for (int c = 0; c < n; ++c) chunks.push_back(eval::score_chunk(e, toks, c, n_ctx, bos));
+  for (int c = 0; c < n; ++c) chunks.push_back(eval::score_chunk(e.engine(), e.seq(), toks, c, n_ctx, bos));
   const eval::PplSummary s = eval::summarise(chunks);
 
   double nll = 0;

@@ -1,5 +1,5 @@
 // The eval-kv runner prefills a prompt once and replays the compression for every method on a
-// restored engine (src/evalkv/replay.h). This checks that shortcut against the engine's own path
+// sequence restored from the prompt's saved state (src/evalkv/replay.h). This checks that shortcut against the engine's own path
 // (the compressor installed as the engine's KV policy during the prefill): same rows kept in every
 // (layer, KV head), same logits for the tokens that follow.
 #include <gtest/gtest.h>
@@ -8,6 +8,7 @@
 
 #include "evalkv/replay.h"
 #include "kv/compressor.h"
+#include "one_sequence.h"
 #include "tappa/engine.h"
 #include "tappa/model.h"
 #include "test_util.h"
@@ -35,7 +36,8 @@ TEST(EvalKvReplay, MatchesTheEnginesOwnCompression) {
   EngineOptions eo;
   eo.n_threads = 1;
   eo.n_ctx = 400;
-  Engine real(*model, eo), replay(*model, eo);
+  test::OneSequence real(*model, eo);
+  Engine replay(*model, eo);
   const evalkv::Prefilled pre = evalkv::prefill_capture(replay, prompt);
   const ModelConfig& c = model->config();
   for (const char* method : {"snapkv", "streamingllm", "pyramidkv", "cake", "tappa", "tappa-head", "expected-attention",
@@ -54,15 +56,15 @@ TEST(EvalKvReplay, MatchesTheEnginesOwnCompression) {
     const auto la = real.eval(tail);
     const std::vector<float> logits_a(la.begin(), la.end());
 
-    evalkv::restore_prefill(replay, pre, &b);
+    const auto seq = evalkv::restore_prefill(replay, pre, &b);
     ASSERT_TRUE(b.record().compressed);
     for (int l = 0; l < c.n_layer; ++l)
       for (int h = 0; h < c.n_head_kv; ++h) {
         ASSERT_EQ(a.positions(l, h), b.positions(l, h)) << "layer " << l << " head " << h;
         // The real engine has the tail appended already.
-        ASSERT_EQ(real.kv_cache().length(l, h), replay.kv_cache().length(l, h) + static_cast<int>(tail.size()));
+        ASSERT_EQ(real.kv_cache().length(l, h), seq->cache().length(l, h) + static_cast<int>(tail.size()));
       }
-    const auto lb = replay.eval(tail);
+    const auto lb = replay.eval(*seq, tail);
     ASSERT_EQ(lb.size(), logits_a.size());
     // Same kept rows, same positions, same thread count: the attention sums run in the same order, so
     // the logits agree to the last bit; 1e-5 only guards against a future change of summation order.
@@ -81,16 +83,18 @@ TEST(EvalKvReplay, RestoredFullCacheGivesTheFullRunsLogits) {
   EngineOptions eo;
   eo.n_threads = 1;
   eo.n_ctx = 300;
-  Engine full(*model, eo), replay(*model, eo);
+  test::OneSequence full(*model, eo);
+  Engine replay(*model, eo);
   const auto l0 = full.eval(prompt);
   const std::vector<float> first(l0.begin(), l0.end());
   const auto l1 = full.eval(tail);
   const std::vector<float> ref(l1.begin(), l1.end());
   const evalkv::Prefilled pre = evalkv::prefill_capture(replay, prompt);
   EXPECT_EQ(pre.last_logits, first);
-  evalkv::restore_prefill(replay, pre);
-  EXPECT_EQ(replay.n_past(), static_cast<int64_t>(prompt.size()));
-  const auto l2 = replay.eval(tail);
+  const auto seq = evalkv::restore_prefill(replay, pre);
+  EXPECT_EQ(seq->n_past(), static_cast<int64_t>(prompt.size()));
+  EXPECT_EQ(std::vector<int32_t>(seq->tokens().begin(), seq->tokens().end()), prompt);
+  const auto l2 = replay.eval(*seq, tail);
   EXPECT_EQ(std::vector<float>(l2.begin(), l2.end()), ref);
 }
 

@@ -32,6 +32,7 @@
 #include <fstream>
 
 
+#include "one_sequence.h"
 #include "tappa/engine.h"
 #include "golden_logits.h"
 #include "test_util.h"
@@ -110,15 +111,15 @@ void compare(const Golden& g, std::span<const float> logits, int V, int from, Ag
 class GemmaGolden : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (test::exists(gemma_path())) model_ = Model::load(gemma_path()).release();
+    if (test::exists(gemma_path())) model_ = Model::load(gemma_path());
   }
   static void TearDownTestSuite() {
-    delete model_;
+    model_.reset();
     model_ = nullptr;
   }
-  static Model* model_;
+  static std::shared_ptr<Model> model_;
 };
-Model* GemmaGolden::model_ = nullptr;
+std::shared_ptr<Model> GemmaGolden::model_;
 
 TEST_F(GemmaGolden, ConfigFromMetadata) {
   REQUIRE_GEMMA();
@@ -145,7 +146,7 @@ TEST_F(GemmaGolden, LogitsAndArgmaxMatchLlamaCpp) {
   ASSERT_GE(goldens.size(), 3u) << "expected >= 3 golden prompts of 256 positions in " << golden_dir();
   Agreement all;
   for (const Golden& g : goldens) {
-    Engine engine(*model_, EngineOptions{2, 256 + 8, 512});
+    test::OneSequence engine(*model_, EngineOptions{2, 256 + 8, 512});
     const auto logits = engine.eval(std::span(g.tokens.data(), 256), /*all_logits=*/true);
     Agreement one;
     compare(g, logits, model_->config().n_vocab, 0, one);
@@ -177,7 +178,7 @@ TEST_F(GemmaGolden, SlidingWindowPastTheBoundary) {
 
   Agreement past;
   {
-    Engine engine(*model_, EngineOptions{2, n + 8, 512});
+    test::OneSequence engine(*model_, EngineOptions{2, n + 8, 512});
     const auto logits = engine.eval(std::span(g.tokens.data(), n), /*all_logits=*/true);
     compare(g, logits, V, window, past);
   }
@@ -193,7 +194,7 @@ TEST_F(GemmaGolden, SlidingWindowPastTheBoundary) {
   const_cast<ModelConfig&>(full->config()).swa_layers.clear();
   Agreement no_window;
   {
-    Engine engine(*full, EngineOptions{2, n + 8, 512});
+    test::OneSequence engine(*full, EngineOptions{2, n + 8, 512});
     const auto logits = engine.eval(std::span(g.tokens.data(), n), /*all_logits=*/true);
     compare(g, logits, V, window, no_window);
   }
@@ -211,7 +212,7 @@ TEST_F(GemmaGolden, GreedyContinuationsIdentical) {
   ASSERT_GE(goldens.size(), 3u);
   int fully_identical = 0;
   for (const Golden& g : goldens) {
-    Engine engine(*model_, EngineOptions{2, g.prefix_len + static_cast<int>(g.greedy.size()) + 8, 512});
+    test::OneSequence engine(*model_, EngineOptions{2, g.prefix_len + static_cast<int>(g.greedy.size()) + 8, 512});
     auto logits = engine.eval(std::span(g.tokens.data(), g.prefix_len));
     size_t same = 0;
     for (; same < g.greedy.size(); ++same) {

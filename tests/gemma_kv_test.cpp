@@ -7,7 +7,8 @@
 #include <vector>
 
 #include "kv/compressor.h"
-#include "kv/kv_cache.h"
+#include "kv/host_kv_cache.h"
+#include "one_sequence.h"
 #include "tappa/engine.h"
 #include "test_util.h"
 
@@ -35,7 +36,7 @@ TEST(GemmaKv, LocalLayersHoldAtMostTheirWindowWithoutChangingLogits) {
   for (int i = 0; i < n_prompt; ++i) prompt[i] = 1000 + (i * 7919) % 20000;  // any in-vocabulary ids
 
   auto run = [&](KvPolicy* policy, std::vector<std::vector<float>>& out, const KvCache** cache_after) {
-    Engine e(*model, EngineOptions{2, n_prompt + n_decode + 8, 512});
+    test::OneSequence e(*model, EngineOptions{2, n_prompt + n_decode + 8, 512});
     if (policy) e.set_kv_policy(policy);
     auto lg = e.eval(prompt);
     out.emplace_back(lg.begin(), lg.end());
@@ -80,7 +81,7 @@ TEST(GemmaKv, BudgetUnusedByLocalLayersGoesToGlobalLayers) {
   std::vector<int32_t> prompt(n_prompt);
   for (int i = 0; i < n_prompt; ++i) prompt[i] = 1000 + (i * 104729) % 30000;
   kv::KvCompressor comp(*model, options("snapkv", budget));
-  Engine e(*model, EngineOptions{2, n_prompt + 8, 512});
+  test::OneSequence e(*model, EngineOptions{2, n_prompt + 8, 512});
   e.set_kv_policy(&comp);
   e.eval(prompt);
   int n_local = 0, n_global = 0;

@@ -19,7 +19,8 @@
 #include <nlohmann/json.hpp>
 
 #include "kv/compressor.h"
-#include "kv/kv_cache.h"
+#include "kv/host_kv_cache.h"
+#include "one_sequence.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 #include "test_util.h"
@@ -61,19 +62,19 @@ class KvCompress : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!test::exists(test::default_model())) return;
-    model_ = Model::load(test::default_model()).release();
+    model_ = Model::load(test::default_model());
     const std::string text = slurp(test::source_dir() + "/tests/data/prompts/prose_lighthouse.txt") +
                              slurp(test::source_dir() + "/tests/data/prompts/code_python_csv.txt");
     std::vector<int32_t> all = model_->tokenizer().encode(text, true, false);
     if (static_cast<int>(all.size()) < kPrompt + kDecode) {
-      delete model_;
+      model_.reset();
       model_ = nullptr;
       return;
     }
     prompt_ = new std::vector<int32_t>(all.begin(), all.begin() + kPrompt);
     decode_ = new std::vector<int32_t>(all.begin() + kPrompt, all.begin() + kPrompt + kDecode);
     // The uncompressed reference: logits, the full cache and the window queries.
-    Engine e(*model_, opts());
+    test::OneSequence e(*model_, opts());
     QCapture cap;
     cap.n_prompt = kPrompt;
     e.set_observer(&cap);
@@ -91,7 +92,7 @@ class KvCompress : public ::testing::Test {
     q_ = new std::vector<std::vector<float>>(cap.q);
   }
   static void TearDownTestSuite() {
-    delete model_;
+    model_.reset();
     delete prompt_;
     delete decode_;
     delete full_;
@@ -111,7 +112,7 @@ class KvCompress : public ::testing::Test {
     return o;
   }
   // Prompt, then the fixed decode tokens; logits after each call.
-  static Logits run(Engine& e, int n_decode = kDecode) {
+  static Logits run(test::OneSequence& e, int n_decode = kDecode) {
     Logits r;
     auto lg = e.eval(*prompt_);
     r.logits.emplace_back(lg.begin(), lg.end());
@@ -225,7 +226,7 @@ class KvCompress : public ::testing::Test {
     EXPECT_LE(mismatches, 2) << what;
   }
 
-  static Model* model_;
+  static std::shared_ptr<Model> model_;
   static std::vector<int32_t>* prompt_;
   static std::vector<int32_t>* decode_;
   static Logits* full_;
@@ -233,7 +234,7 @@ class KvCompress : public ::testing::Test {
   static std::vector<std::vector<float>>* full_v_;
   static std::vector<std::vector<float>>* q_;
 };
-Model* KvCompress::model_ = nullptr;
+std::shared_ptr<Model> KvCompress::model_;
 std::vector<int32_t>* KvCompress::prompt_ = nullptr;
 std::vector<int32_t>* KvCompress::decode_ = nullptr;
 Logits* KvCompress::full_ = nullptr;
@@ -252,7 +253,7 @@ TEST_F(KvCompress, BudgetCoveringPromptGivesIdenticalLogits) {
     if (name == "tappa") budgets.push_back(100000);
     for (int budget : budgets) {
       kv::KvCompressor comp(*model_, method(name, budget));
-      Engine e(*model_, opts());
+      test::OneSequence e(*model_, opts());
       e.set_kv_policy(&comp);
       const Logits r = run(e);
       const bool decode_covered = !comp.method_options().decode_eviction || budget >= kPrompt + kDecode;
@@ -269,7 +270,7 @@ TEST_F(KvCompress, BudgetCoveringPromptGivesIdenticalLogits) {
   }
   // kvpress unit: ratio 0 keeps every token.
   kv::KvCompressor comp(*model_, method("snapkv", std::nullopt, 0.0));
-  Engine e(*model_, opts());
+  test::OneSequence e(*model_, opts());
   e.set_kv_policy(&comp);
   const Logits r = run(e);
   for (size_t i = 0; i < r.logits.size(); ++i) EXPECT_EQ(r.logits[i], full_->logits[i]) << "ratio 0, step " << i;
@@ -284,7 +285,7 @@ TEST_F(KvCompress, TopKKeepsHighestScoredRowsBitForBit) {
     if (m.scorer == kv::ScorerKind::none) continue;
     const std::string name(m.name);
     kv::KvCompressor comp(*model_, method(name, C));
-    Engine e(*model_, opts());
+    test::OneSequence e(*model_, opts());
     e.set_kv_policy(&comp);
     auto lg = e.eval(*prompt_);
     // The prompt's own logits do not depend on the eviction (each layer attended over the whole
@@ -353,11 +354,11 @@ TEST_F(KvCompress, DecodeAfterEvictionKeepsOriginalPositions) {
     f.budget = 96;
     f.decode_evict = false;
     kv::KvCompressor comp(*model_, kv::make_compressor_options(f));
-    Engine a(*model_, opts());
+    test::OneSequence a(*model_, opts());
     a.set_kv_policy(&comp);
     const Logits ra = run(a, 0);
 
-    Engine b(*model_, opts()), r(*model_, opts());
+    test::OneSequence b(*model_, opts()), r(*model_, opts());
     b.eval(*prompt_);
     r.eval(*prompt_);
     const std::vector<float>& inv_freq = model_->rope_inv_freq();
@@ -371,7 +372,7 @@ TEST_F(KvCompress, DecodeAfterEvictionKeepsOriginalPositions) {
         // kPrompt sees distances k − i, as if the kept tokens had been renumbered 0 … k−1).
         const int k = static_cast<int>(pos.size());
         for (int i = 0; i < k; ++i) {
-          float* key = r.kv_cache().keys(l, h) + static_cast<size_t>(i) * c.head_dim;
+          float* key = static_cast<HostKvCache&>(r.kv_cache()).mutable_keys(l, h) + static_cast<size_t>(i) * c.head_dim;
           const double delta = static_cast<double>(kPrompt - k + i) - pos[i];
           for (int m = 0; m < c.n_rot / 2; ++m) {
             const int i0 = neox ? m : 2 * m, i1 = neox ? m + c.n_rot / 2 : 2 * m + 1;
@@ -412,7 +413,7 @@ TEST_F(KvCompress, BytesHeldFallByTheExpectedFactor) {
     for (int C : {64, 128}) {
       if (C == 128 && name != "snapkv") continue;
       kv::KvCompressor comp(*model_, method(name, C));
-      Engine e(*model_, opts());
+      test::OneSequence e(*model_, opts());
       e.set_kv_policy(&comp);
       e.eval(*prompt_);
       const kv::CompressionRecord& r = comp.record();
@@ -441,7 +442,7 @@ TEST_F(KvCompress, BytesHeldFallByTheExpectedFactor) {
   // The same policy again after Engine::reset (a new prompt): the same result.
   {
     kv::KvCompressor comp(*model_, method("tappa", 64));
-    Engine e(*model_, opts());
+    test::OneSequence e(*model_, opts());
     e.set_kv_policy(&comp);
     e.eval(*prompt_);
     const size_t first = e.kv_cache().bytes_held();
@@ -459,7 +460,7 @@ TEST_F(KvCompress, BytesHeldFallByTheExpectedFactor) {
   }
   // Ratio unit: r = 0.75 keeps ⌊N/4⌋ tokens per layer.
   kv::KvCompressor comp(*model_, method("snapkv", std::nullopt, 0.75));
-  Engine e(*model_, opts());
+  test::OneSequence e(*model_, opts());
   e.set_kv_policy(&comp);
   e.eval(*prompt_);
   EXPECT_EQ(comp.record().capacity, kPrompt / 4);
@@ -471,7 +472,7 @@ TEST_F(KvCompress, BytesHeldFallByTheExpectedFactor) {
 TEST_F(KvCompress, H2oFromEngineAttentionRowsMatchesRecomputation) {
   const ModelConfig& c = model_->config();
   kv::KvCompressor own(*model_, method("h2o", 96)), rows(*model_, method("h2o", 96));
-  Engine a(*model_, opts()), b(*model_, opts());
+  test::OneSequence a(*model_, opts()), b(*model_, opts());
   a.set_kv_policy(&own);
   b.set_kv_policy(&rows);
   ASSERT_NE(rows.observer(), nullptr);
@@ -500,7 +501,7 @@ TEST_F(KvCompress, H2oFromEngineAttentionRowsMatchesRecomputation) {
   EXPECT_LE(differ, total / 100) << differ << " of " << total << " kept tokens differ";
   // Without the hint the rows are not collected and h2o falls back to its own pass.
   kv::KvCompressor nohint(*model_, method("h2o", 96));
-  Engine e(*model_, opts());
+  test::OneSequence e(*model_, opts());
   e.set_kv_policy(&nohint);
   e.set_observer(nohint.observer());
   e.eval(*prompt_);
@@ -513,7 +514,7 @@ TEST_F(KvCompress, H2oFromEngineAttentionRowsMatchesRecomputation) {
 TEST_F(KvCompress, TappaGivesMoreBudgetToLowerQsimLayers) {
   const ModelConfig& c = model_->config();
   kv::KvCompressor comp(*model_, method("tappa", 96));
-  Engine e(*model_, opts());
+  test::OneSequence e(*model_, opts());
   e.set_kv_policy(&comp);
   e.eval(*prompt_);
   const auto& layers = comp.record().layers;
@@ -544,7 +545,7 @@ TEST_F(KvCompress, TappaGivesMoreBudgetToLowerQsimLayers) {
   for (const auto& l : layers) EXPECT_NEAR(l.budget - kW, l.preference / sum_pref * total, 1.0 + 1e-9);
   // tappa-head: inside a layer, the KV head with the lower group q-sim gets at least as much.
   kv::KvCompressor ch(*model_, method("tappa-head", 96));
-  Engine eh(*model_, opts());
+  test::OneSequence eh(*model_, opts());
   eh.set_kv_policy(&ch);
   eh.eval(*prompt_);
   for (const auto& l : ch.record().layers)
@@ -564,7 +565,7 @@ TEST_F(KvCompress, DecodeEvictionBoundsEveryLayer) {
     f.budget = 64;
     f.decode_evict = true;
     kv::KvCompressor comp(*model_, kv::make_compressor_options(f));
-    Engine e(*model_, opts());
+    test::OneSequence e(*model_, opts());
     e.set_kv_policy(&comp);
     e.eval(*prompt_);
     std::vector<int> after_prefill;
@@ -593,7 +594,7 @@ TEST_F(KvCompress, DecodeEvictionBoundsEveryLayer) {
   f.budget = 64;
   f.decode_evict_every = 4;
   kv::KvCompressor comp(*model_, kv::make_compressor_options(f));
-  Engine e(*model_, opts());
+  test::OneSequence e(*model_, opts());
   e.set_kv_policy(&comp);
   e.eval(*prompt_);
   const int n0 = e.kv_cache().length(0, 0);
@@ -632,7 +633,7 @@ TEST_F(KvCompress, InvalidBudgetsAreOneLineErrors) {
   kv::KvCompressor small(*model_, method("snapkv", 16));
   expect_error([&] { small.check(kPrompt); }, "smaller than the window");
   EXPECT_NO_THROW(small.check(10));  // nothing to compress
-  Engine e(*model_, opts());
+  test::OneSequence e(*model_, opts());
   e.set_kv_policy(&small);
   expect_error([&] { e.eval(*prompt_); }, "smaller than the window");
   kv::KvCompressor tiny_ratio(*model_, method("snapkv", std::nullopt, 0.99));

@@ -7,6 +7,7 @@
 
 #include "analysis/qsim.h"
 #include "prune/calibration.h"
+#include "one_sequence.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 #include "tappa/model.h"
@@ -63,7 +64,7 @@ void check_model(const std::string& path) {
   eo.n_threads = 1;
   eo.n_ctx = 256;
   eo.n_batch = 7;
-  Engine e(*model, eo);
+  test::OneSequence e(*model, eo);
   e.set_observer(&cap);
   e.eval(toks);
   std::vector<double> ref_bi(c.n_layer), ref_q(c.n_layer);

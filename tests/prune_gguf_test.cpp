@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "prune/gguf_prune.h"
+#include "one_sequence.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 #include "tappa/model.h"
@@ -22,7 +23,7 @@ std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& toks, c
   EngineOptions eo;
   eo.n_threads = 2;
   eo.n_ctx = 256;
-  Engine e(m, eo);
+  test::OneSequence e(m, eo);
   e.set_skip_layers(skip);
   const auto l = e.eval(toks, /*all_logits=*/true);
   return {l.begin(), l.end()};
@@ -95,7 +96,7 @@ TEST(PruneGguf, PrunedFileMatchesLlamaCpp) {
   EngineOptions eo;
   eo.n_threads = 2;
   eo.n_ctx = 256;
-  Engine e(*m, eo);
+  test::OneSequence e(*m, eo);
   const auto logits = e.eval(std::span(tokens.data(), n_pos), true);
   const size_t V = m->config().n_vocab;
   double max_diff = 0;

@@ -1,76 +1,147 @@
-// The forward pass with a KV cache. Prompt tokens go through in batches (matrix-matrix products);
-// generation feeds one token at a time against the cache.
+// Running a model: an Engine holds the weights (through the Model), a backend (CPU, reference, …) and
+// its workspaces; a Sequence holds one token stream — its tokens and positions, its own KV cache, its
+// KV policy and observer. One engine runs any number of sequences, and advances several in one pass
+// (decode): each weight matrix is read once for all of them, and each sequence attends over its own
+// (possibly compressed, ragged) cache.
+//
+//   auto engine = tappa::Engine(model);               // model: std::shared_ptr<const Model>
+//   auto seq = engine.new_sequence();
+//   engine.eval(*seq, prompt_tokens);                  // prefill
+//   int32_t next = tappa::argmax(seq->logits());
+//   std::vector<tappa::Engine::Step> steps = {{a.get(), tok_a}, {b.get(), tok_b}};
+//   engine.decode(steps);                              // a and b advance by one token each
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "tappa/control.h"
+#include "tappa/kv_cache.h"
+#include "tappa/kv_policy.h"
 #include "tappa/model.h"
 #include "tappa/observer.h"
 
 namespace tappa {
 
-class KvCache;
-class KvPolicy;
+namespace backend {
+class Backend;
+}
 
 struct EngineOptions {
-  int n_threads = 0;  // 0: all hardware threads
-  int n_ctx = 0;      // 0: the model's training context
-  int n_batch = 512;  // prompt tokens per forward batch
+  int n_threads = 0;              // 0: all hardware threads
+  int n_ctx = 0;                  // context of new sequences; 0: the model's training context
+  int n_batch = 512;              // prompt tokens per forward chunk
+  std::string backend = "cpu";    // "cpu" or "reference" (plain scalar loops, for tests)
+};
+
+class Engine;
+
+// One token stream. Made by Engine::new_sequence; used with the engine that made it.
+class Sequence {
+ public:
+  ~Sequence();
+  Sequence(const Sequence&) = delete;
+  Sequence& operator=(const Sequence&) = delete;
+
+  int64_t n_past() const;                 // position of the next token (tokens consumed so far)
+  int n_ctx() const;                      // most tokens it may hold
+  std::span<const int32_t> tokens() const;  // every token consumed, in order
+  KvCache& cache();
+  const KvCache& cache() const;
+  // Logits of the last call that advanced this sequence: [n_vocab] for its last token, or
+  // [n][n_vocab] when it asked for all. Valid until the sequence is advanced again.
+  std::span<const float> logits() const;
+
+  // KV-cache compression (tappa/kv_policy.h) and analysis hooks (tappa/observer.h); nullptr: none.
+  // Not owned; they must outlive their use.
+  void set_policy(KvPolicy* policy);
+  KvPolicy* policy() const;
+  void set_observer(Observer* observer);
+  Observer* observer() const;
+
+  // Empties the cache; the next token is at position 0.
+  void reset();
+  // Forgets positions >= n (0 <= n <= n_past()), so several continuations of one prefix can be scored
+  // without recomputing it. Only for an uncompressed cache (every list holds n_past() rows).
+  void truncate(int64_t n);
+  // A new sequence of the same engine with a copy of this one's tokens and cache (no policy or
+  // observer): a shared prompt prefix continued two ways.
+  std::unique_ptr<Sequence> fork() const;
+  // The sequence's state (tokens, positions, every list of the cache) as bytes, and back. restore()
+  // replaces this sequence's state; the bytes must come from a sequence of the same model shape.
+  // Throws tappa::Error(bad_input) on bytes that are not such a state.
+  std::vector<uint8_t> save() const;
+  void restore(std::span<const uint8_t> state);
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  friend class Engine;
+  explicit Sequence(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
 };
 
 class Engine {
  public:
-  Engine(const Model& model, const EngineOptions& options = {});
+  // Keeps the model alive for as long as the engine lives.
+  explicit Engine(std::shared_ptr<const Model> model, const EngineOptions& options = {});
+  // The caller keeps `model` alive while the engine exists.
+  explicit Engine(const Model& model, const EngineOptions& options = {});
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Runs `tokens` at positions n_past() .. n_past()+n-1 and appends them to the cache. Returns the
-  // logits of the last token ([n_vocab]) or, with all_logits, of every token ([n][n_vocab]). The
-  // span stays valid until the next call. Throws tappa::Error if the context would overflow or a
-  // token id is out of range.
-  std::span<const float> eval(std::span<const int32_t> tokens, bool all_logits = false);
+  // A new, empty sequence; n_ctx 0: the engine's default.
+  std::unique_ptr<Sequence> new_sequence(int n_ctx = 0);
 
-  int64_t n_past() const { return n_past_; }
+  // One sequence's tokens in a forward pass; all_logits: logits of every token, not only the last.
+  struct Step {
+    Sequence* seq = nullptr;
+    std::span<const int32_t> tokens;
+    bool all_logits = false;
+  };
+  // Advances every step's sequence by its tokens in one pass: one-token steps (decodes) are computed
+  // together, each weight matrix read once for all of them and every row exactly as it would be alone;
+  // longer steps (prompt chunks) ride in the same pass. A sequence may appear once. Throws
+  // tappa::Error: bad_input (no tokens, a token id out of range, a sequence twice or of another
+  // engine), context_overflow, cancelled (control.cancel set: the sequences are left as before the
+  // call, or reset where a policy had already compressed them).
+  void decode(std::span<const Step> steps, const RunControl& control = {});
+  // One sequence: decode({{&seq, tokens, all_logits}}); returns seq.logits().
+  std::span<const float> eval(Sequence& seq, std::span<const int32_t> tokens, bool all_logits = false,
+                              const RunControl& control = {});
+
+  const Model& model() const { return *model_; }
   int n_ctx() const { return n_ctx_; }
+  int n_batch() const { return n_batch_; }
   int n_threads() const;
-  void reset();  // empties the cache
-  // Forgets the cached positions >= n (0 <= n <= n_past()), so several continuations of one prefix
-  // can be scored without recomputing the prefix (eval's log-likelihoods). Not with a KV policy.
-  void truncate(int64_t n);
+  std::string backend_name() const;
 
-  const Model& model() const { return model_; }
-  KvCache& kv_cache() { return *kv_; }
-  const KvCache& kv_cache() const { return *kv_; }
-
-  void set_observer(Observer* observer) { observer_ = observer; }
-  // KV-cache compression (src/kv/policy.h); nullptr: the cache keeps everything.
-  void set_kv_policy(KvPolicy* policy) { policy_ = policy; }
-  // Layers in the list are skipped entirely (in-memory layer pruning).
+  // Model variants for every sequence of this engine:
+  // layers in the list are skipped entirely (in-memory layer pruning);
   void set_skip_layers(std::vector<int> layers);
-  // Replaces the RoPE angular frequency of every channel ([n_rot/2] values; empty restores the
-  // model's own). Call before the first eval: cached keys keep the rotation they were stored with.
+  const std::vector<char>& skip_layers() const { return skip_; }
+  // the RoPE angular frequency of every channel is replaced ([n_rot/2] values; empty restores the
+  // model's own). Cached keys keep the rotation they were stored with.
   void set_rope_frequencies(std::vector<float> inv_freq);
 
- private:
-  struct Workspace;
-  void forward(const int32_t* tokens, int n, bool all_logits, float* logits_out);
+  struct Forward;
 
-  const Model& model_;
-  int n_ctx_;
-  int n_batch_;
-  int64_t n_past_ = 0;
-  std::unique_ptr<KvCache> kv_;
-  std::unique_ptr<Workspace> ws_;
-  std::vector<float> logits_;
+ private:
+  void init(const EngineOptions& options);
+
+  std::shared_ptr<const Model> owned_;
+  const Model* model_;
+  int n_ctx_ = 0;
+  int n_batch_ = 512;
+  std::unique_ptr<backend::Backend> backend_;
+  std::unique_ptr<Forward> forward_;
   std::vector<char> skip_;
   std::vector<float> rope_inv_freq_override_;
-  Observer* observer_ = nullptr;
-  KvPolicy* policy_ = nullptr;
-  std::vector<const float*> decode_prob_ptrs_;
-  std::vector<int> window_rows_;  // rows a local layer keeps under a KV policy (reused, no allocation per call)
 };
 
 // Sampling of the next token from logits.

@@ -74,7 +74,7 @@ class Model {
  public:
   // Opens, validates and maps the file. Throws tappa::Error with a one-line message on any problem
   // (unreadable file, unsupported architecture, missing or mis-shaped tensor, bad metadata).
-  static std::unique_ptr<Model> load(const std::string& path);
+  static std::shared_ptr<Model> load(const std::string& path);
   ~Model();
 
   const ModelConfig& config() const { return config_; }

@@ -92,14 +92,15 @@ PassResult run_pass(const Model& model, const std::vector<int32_t>& tokens, cons
       hr.cls = classify(hr.metrics);
     }
   });
-  engine.set_observer(&cap);
+  auto seq = engine.new_sequence();
+  seq->set_observer(&cap);
 
   const auto t0 = Clock::now();
   {
     Progress bar(label, T_total, "tok", o.progress);
     for (size_t b = 0; b < tokens.size(); b += 512) {
       const size_t n = std::min<size_t>(512, tokens.size() - b);
-      auto logits = engine.eval(std::span(tokens.data() + b, n));
+      auto logits = engine.eval(*seq, std::span(tokens.data() + b, n));
       bar.update(static_cast<int64_t>(b + n));
       // SIGINT/SIGTERM (cmd_analyze's StopSignalScope): stop after this chunk; nothing is written.
       if (stop_requested()) throw Error("stopped by a signal during the forward pass");
@@ -108,7 +109,7 @@ PassResult run_pass(const Model& model, const std::vector<int32_t>& tokens, cons
           const int32_t next = argmax(logits);
           res.generated.push_back(next);
           const int32_t one[1] = {next};
-          logits = engine.eval(one);
+          logits = engine.eval(*seq, one);
           bar.update(static_cast<int64_t>(tokens.size()) + g + 1);
         }
       }
@@ -310,8 +311,9 @@ nlohmann::json analyze(const Model& model, const std::string& text, const Analyz
     eo.n_threads = o.n_threads;
     eo.n_ctx = static_cast<int>(tokens.size());
     Engine plain(model, eo);
+    auto seq = plain.new_sequence();
     const auto t0 = Clock::now();
-    plain.eval(tokens);
+    plain.eval(*seq, tokens);
     plain_prefill_s = since(t0);
   }
 

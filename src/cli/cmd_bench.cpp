@@ -2,20 +2,22 @@
 // random tokens, one warm-up run per test, `-r` timed repetitions, tokens/s mean ± sd; `-d` fills
 // the cache to a depth first (untimed). JSON output uses llama-bench's field names so the two can be
 // compared by one script (bench/compare.sh). With `--kv METHOD --budget C` the depth context is
-// compressed once (the prefill's compression, untimed, as the prompt of a real run would be) and tgN is
-// then measured on the compressed cache, with the method's decode eviction if it has one.
+// compressed (the prefill's compression, untimed, as the prompt of a real run would be) and tgN is
+// then measured on the compressed cache, with the method's decode eviction if it has one. With
+// `--batch N` tgN decodes N sequences together (Engine::decode) and reports the aggregate rate.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <memory>
 #include <numeric>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "evalkv/replay.h"
 #include "kv/compressor.h"
-#include "kv/kv_cache.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 
@@ -30,11 +32,13 @@ namespace {
 struct Result {
   std::string test;
   int n_prompt = 0, n_gen = 0, n_depth = 0;
+  int n_seqs = 1;       // sequences decoding together (tg); the figure is their aggregate
   std::vector<double> ts;
   std::string kv;       // "METHOD bC" when the depth context was compressed
-  size_t kv_bytes = 0;  // KvCache::bytes_held() after the last repetition (tg only)
+  size_t kv_bytes = 0;  // bytes_held() of every sequence's cache after the last repetition (tg only)
   std::string label() const {
-    return test + (n_depth ? " @ d" + std::to_string(n_depth) : "") + (kv.empty() ? "" : " kv " + kv);
+    return test + (n_seqs > 1 ? " x" + std::to_string(n_seqs) : "") + (n_depth ? " @ d" + std::to_string(n_depth) : "") +
+           (kv.empty() ? "" : " kv " + kv);
   }
   double mean() const { return std::accumulate(ts.begin(), ts.end(), 0.0) / ts.size(); }
   double sd() const {
@@ -60,18 +64,22 @@ std::vector<int32_t> random_tokens(int n, int n_vocab, uint64_t& state) {
 void register_bench(CLI::App& app, int& rc) {
   auto* cmd = app.add_subcommand("bench", "Measure prompt-processing and generation speed (llama-bench conventions)");
   cmd->footer(
-      "Defaults: -p 512 -n 128 -r 5 -d 0, all threads. Tokens are random (as llama-bench's); each test runs\n"
-      "once untimed first. -d N fills the cache with N tokens before every repetition (untimed).\n\n"
+      "Defaults: -p 512 -n 128 -r 5 -d 0 --batch 1, all threads. Tokens are random (as llama-bench's); each\n"
+      "test runs once untimed first. -d N fills the cache with N tokens before every repetition (untimed).\n"
+      "--batch N1,N2,...: tgN with N sequences decoding together (one forward pass per step for all of them;\n"
+      "the figure is the aggregate: N * tokens / s), each with its own cache filled to -d tokens.\n\n"
       "Examples:\n"
       "  tappa bench -t 2 -p 512 -n 128 -r 5 -o json\n"
       "  tappa bench -t 2 -d 4096 -p 0 -n 128                        # generation at depth 4096\n"
-      "  tappa bench -t 2 -d 4096 -p 0 -n 128 --kv tappa --budget 256 # the same, depth context compressed\n\n"
-      "With --kv the depth context (-d, required) is compressed once after it is filled (untimed) and\n"
-      "tgN runs on the compressed cache (with the method's decode eviction); -p must be 0.\n\n" +
+      "  tappa bench -t 2 -d 4096 -p 0 -n 128 --kv tappa --budget 256 # the same, depth context compressed\n"
+      "  tappa bench -t 2 -p 0 -n 128 --batch 1,4,16                 # aggregate decode over 1, 4, 16 sequences\n\n"
+      "With --kv the depth context (-d, required) of every sequence is compressed after it is filled (untimed)\n"
+      "and tgN runs on the compressed caches (with the method's decode eviction); -p must be 0.\n\n" +
       kv_methods_help());
   struct Opts {
     std::string model, output = "md";
     int threads = 0, n_prompt = 512, n_gen = 128, reps = 5, depth = 0, batch = 512;
+    std::vector<int> n_seqs{1};
     kv::CompressorFlags kv;
   };
   auto o = std::make_shared<Opts>();
@@ -82,6 +90,8 @@ void register_bench(CLI::App& app, int& rc) {
   cmd->add_option("-r,--repetitions", o->reps, "Timed repetitions per test")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_option("-d,--n-depth", o->depth, "Tokens already in the cache before each test")->capture_default_str()->check(CLI::Range(0, 1 << 20));
   cmd->add_option("-b,--batch-size", o->batch, "Prompt tokens per forward batch")->capture_default_str()->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--batch", o->n_seqs, "Sequences decoding together for tgN, e.g. 1,4,16 (aggregate tokens/s)")
+      ->delimiter(',')->check(CLI::Range(1, 4096));
   cmd->add_option("-o,--output", o->output, "Output format: md or json")->capture_default_str()->check(CLI::IsMember({"md", "json"}));
   add_kv_flags(*cmd, o->kv);
   cmd->callback([o, &rc] {
@@ -90,6 +100,7 @@ void register_bench(CLI::App& app, int& rc) {
     if (use_kv && o->depth <= 0) throw Error("--kv compresses the depth context: give it with -d N (e.g. -d 4096)");
     if (use_kv && o->n_prompt > 0)
       throw Error("--kv measures generation on the compressed depth context only: add -p 0");
+    if (o->n_seqs.empty()) throw Error("--batch needs at least one sequence count");
     const auto model = Model::load(o->model);
     const ModelConfig& c = model->config();
     EngineOptions eo;
@@ -97,68 +108,95 @@ void register_bench(CLI::App& app, int& rc) {
     eo.n_batch = o->batch;
     eo.n_ctx = o->depth + std::max(o->n_prompt, o->n_gen);
     if (eo.n_ctx <= 0) throw Error("nothing to measure: -p and -n are both 0");
-    Engine engine(*model, eo);
+    Engine engine(model, eo);
     uint64_t rng = 1234;
     const std::vector<int32_t> depth_tokens = random_tokens(o->depth, c.n_vocab, rng);
-
-    std::unique_ptr<kv::KvCompressor> compressor;
+    int capacity = 0;
     if (use_kv) {
-      compressor = std::make_unique<kv::KvCompressor>(*model, kv_opts);
-      compressor->check(o->depth);
-      engine.set_kv_policy(compressor.get());
+      kv::KvCompressor probe(*model, kv_opts);
+      probe.check(o->depth);
+      capacity = probe.capacity_for(o->depth);
     }
-    auto fill_depth = [&] {
-      engine.reset();
-      if (o->depth <= 0) return;
-      if (compressor) {
-        if (Observer* ob = compressor->observer()) {  // h2o: sums the engine's attention rows
-          engine.set_observer(ob);
-          compressor->expect_prompt(o->depth);
+    // The depth context is computed once (uncompressed, with the query rows a method reads) and every
+    // sequence of every repetition starts from that state (Sequence::restore), compressed by its own
+    // compressor exactly as a prefill would compress it (evalkv/replay.h): the same cache as filling
+    // each sequence for real, without re-running thousands of prompt tokens per sequence.
+    std::optional<evalkv::Prefilled> depth;
+    if (o->depth >= 2) {
+      const int rows = use_kv ? kv::KvCompressor(*model, kv_opts).prefill_query_rows() : 0;
+      depth = evalkv::prefill_capture(engine, depth_tokens, rows);
+    }
+    struct Seqs {
+      std::vector<std::unique_ptr<kv::KvCompressor>> comps;
+      std::vector<std::unique_ptr<Sequence>> seqs;
+    };
+    auto fill = [&](int n) {
+      Seqs s;
+      for (int i = 0; i < n; ++i) {
+        if (use_kv) s.comps.push_back(std::make_unique<kv::KvCompressor>(*model, kv_opts));
+        kv::KvCompressor* comp = use_kv ? s.comps.back().get() : nullptr;
+        if (depth) {
+          s.seqs.push_back(evalkv::restore_prefill(engine, *depth, comp));
+        } else {
+          s.seqs.push_back(engine.new_sequence());
+          if (o->depth == 1) engine.eval(*s.seqs.back(), depth_tokens);
         }
+        s.seqs.back()->set_policy(comp);  // decode eviction, if the method has one
       }
-      engine.eval(depth_tokens);
-      engine.set_observer(nullptr);
+      return s;
     };
     auto time_pp = [&](const std::vector<int32_t>& toks) {
-      fill_depth();
+      Seqs s = fill(1);
       const auto t0 = std::chrono::steady_clock::now();
-      engine.eval(toks);
+      engine.eval(*s.seqs[0], toks);
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
-    auto time_tg = [&](int n) {
-      fill_depth();
-      int32_t tok[1] = {c.n_vocab / 2};
+    size_t kv_bytes = 0;
+    std::vector<Engine::Step> steps;
+    std::vector<int32_t> next;
+    auto time_tg = [&](int n_gen, int n) {
+      Seqs s = fill(n);
+      steps.assign(n, {});
+      next.assign(n, c.n_vocab / 2);
       const auto t0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < n; ++i) {
-        auto logits = engine.eval(tok);
-        tok[0] = argmax(logits);
+      for (int g = 0; g < n_gen; ++g) {
+        for (int i = 0; i < n; ++i) steps[i] = {s.seqs[i].get(), std::span<const int32_t>(&next[i], 1)};
+        engine.decode(steps);
+        for (int i = 0; i < n; ++i) next[i] = argmax(s.seqs[i]->logits());
       }
-      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      kv_bytes = 0;
+      for (const auto& q : s.seqs) kv_bytes += q->cache().bytes_held();
+      return t;
     };
 
     std::vector<Result> results;
     if (o->n_prompt > 0) {
-      Result r{"pp" + std::to_string(o->n_prompt), o->n_prompt, 0, o->depth, {}, {}, 0};
+      Result r{"pp" + std::to_string(o->n_prompt), o->n_prompt, 0, o->depth, 1, {}, {}, 0};
       const auto toks = random_tokens(o->n_prompt, c.n_vocab, rng);
       time_pp(toks);  // warm-up
       for (int i = 0; i < o->reps; ++i) r.ts.push_back(o->n_prompt / time_pp(toks));
       results.push_back(r);
     }
     if (o->n_gen > 0) {
-      Result r{"tg" + std::to_string(o->n_gen), 0, o->n_gen, o->depth, {}, {}, 0};
-      if (compressor) r.kv = o->kv.method + " b" + std::to_string(compressor->capacity_for(o->depth));
-      // Warm-up (weights, pages, thread pool) from an empty cache: at depth a second fill would double the
-      // run time for nothing, and the decode kernels are the same.
-      engine.set_kv_policy(nullptr);
-      {
-        engine.reset();
-        int32_t tok[1] = {c.n_vocab / 2};
-        for (int i = 0; i < std::min(o->n_gen, 16); ++i) tok[0] = argmax(engine.eval(tok));
+      {  // Warm-up (weights, pages, thread pool): a few steps of the largest batch from an empty cache.
+        std::vector<std::unique_ptr<Sequence>> w;
+        const int n = *std::max_element(o->n_seqs.begin(), o->n_seqs.end());
+        for (int i = 0; i < n; ++i) w.push_back(engine.new_sequence());
+        std::vector<int32_t> t(n, c.n_vocab / 2);
+        for (int g = 0; g < std::min(o->n_gen, 8); ++g) {
+          steps.clear();
+          for (int i = 0; i < n; ++i) steps.push_back({w[i].get(), std::span<const int32_t>(&t[i], 1)});
+          engine.decode(steps);
+        }
       }
-      engine.set_kv_policy(compressor.get());
-      for (int i = 0; i < o->reps; ++i) r.ts.push_back(o->n_gen / time_tg(o->n_gen));
-      r.kv_bytes = engine.kv_cache().bytes_held();
-      results.push_back(r);
+      for (int n : o->n_seqs) {
+        Result r{"tg" + std::to_string(o->n_gen), 0, o->n_gen, o->depth, n, {}, {}, 0};
+        if (use_kv) r.kv = o->kv.method + " b" + std::to_string(capacity);
+        for (int i = 0; i < o->reps; ++i) r.ts.push_back(static_cast<double>(n) * o->n_gen / time_tg(o->n_gen, n));
+        r.kv_bytes = kv_bytes;
+        results.push_back(r);
+      }
     }
 
     if (o->output == "json") {
@@ -166,8 +204,8 @@ void register_bench(CLI::App& app, int& rc) {
       for (const auto& r : results)
         j.push_back({{"test", r.label()},
                      {"model_filename", o->model}, {"n_threads", engine.n_threads()}, {"n_prompt", r.n_prompt},
-                     {"n_gen", r.n_gen}, {"n_depth", r.n_depth}, {"kv", r.kv}, {"kv_bytes_held", r.kv_bytes},
-                     {"avg_ts", r.mean()}, {"stddev_ts", r.sd()}, {"samples_ts", r.ts}});
+                     {"n_gen", r.n_gen}, {"n_depth", r.n_depth}, {"n_seqs", r.n_seqs}, {"kv", r.kv},
+                     {"kv_bytes_held", r.kv_bytes}, {"avg_ts", r.mean()}, {"stddev_ts", r.sd()}, {"samples_ts", r.ts}});
       std::printf("%s\n", j.dump(2).c_str());
     } else {
       std::printf("| model | threads | test | t/s |\n| --- | ---: | --- | ---: |\n");

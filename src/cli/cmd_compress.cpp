@@ -11,7 +11,6 @@
 
 #include "cli/common.h"
 #include "kv/compressor.h"
-#include "kv/kv_cache.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 
@@ -191,16 +190,12 @@ void register_compress(CLI::App& app, int& rc) {
 
     kv::KvCompressor compressor(*model, kv_opts);
     compressor.check(N);
-    Engine engine(*model, eo);
-    engine.set_kv_policy(&compressor);
+    Engine engine(model, eo);
     Observer* row_observer = compressor.observer();  // h2o: reuse the engine's attention rows
-    engine.set_observer(row_observer);
-    std::unique_ptr<Engine> full;  // the reference for --decode
-    if (o->decode > 0) full = std::make_unique<Engine>(*model, eo);
 
     std::vector<double> t_prefill, t_prefill_full, t_compress, tps, tps_full;
     std::vector<int32_t> gen, gen_full;
-    auto decode = [&](Engine& e, std::span<const float> logits, std::vector<int32_t>& out) {
+    auto decode = [&](Sequence& seq, std::span<const float> logits, std::vector<int32_t>& out) {
       out.clear();
       const auto t0 = Clock::now();
       for (int i = 0; i < o->decode; ++i) {
@@ -208,7 +203,7 @@ void register_compress(CLI::App& app, int& rc) {
         out.push_back(next);
         if (i + 1 == o->decode) break;
         const int32_t one[1] = {next};
-        logits = e.eval(one);
+        logits = engine.eval(seq, one);
       }
       // o->decode − 1 evals were timed (the first token comes from the prefill's logits).
       const double t = seconds_since(t0);
@@ -218,29 +213,29 @@ void register_compress(CLI::App& app, int& rc) {
     size_t full_bytes_after_decode = 0, comp_bytes_after_decode = 0, full_bytes_after_prefill = 0;
     for (int r = 0; r < o->repeat; ++r) {
       auto run_compressed = [&] {
-        engine.reset();
-        engine.kv_cache().shrink_to_fit();
+        auto seq = engine.new_sequence();
+        seq->set_policy(&compressor);
+        seq->set_observer(row_observer);
         if (row_observer) compressor.expect_prompt(N);
         const auto t0 = Clock::now();
-        auto logits = engine.eval(tokens);
+        auto logits = engine.eval(*seq, tokens);
         t_prefill.push_back(seconds_since(t0));
         t_compress.push_back(compressor.record().t_total());
         if (o->decode > 0) {
-          tps.push_back(decode(engine, logits, gen));
-          comp_bytes_after_decode = engine.kv_cache().bytes_held();
+          tps.push_back(decode(*seq, logits, gen));
+          comp_bytes_after_decode = seq->cache().bytes_held();
         }
         rec = compressor.record();
       };
-      auto run_full = [&] {
-        if (!full) return;
-        full->reset();
-        full->kv_cache().shrink_to_fit();
+      auto run_full = [&] {  // the reference for --decode: the same prompt, uncompressed
+        if (o->decode <= 0) return;
+        auto full = engine.new_sequence();
         const auto t0 = Clock::now();
-        auto logits = full->eval(tokens);
+        auto logits = engine.eval(*full, tokens);
         t_prefill_full.push_back(seconds_since(t0));
-        full_bytes_after_prefill = full->kv_cache().bytes_held();
+        full_bytes_after_prefill = full->cache().bytes_held();
         tps_full.push_back(decode(*full, logits, gen_full));
-        full_bytes_after_decode = full->kv_cache().bytes_held();
+        full_bytes_after_decode = full->cache().bytes_held();
       };
       // Alternate the order so that drift on a shared machine hits both alike.
       if (r % 2 == 0) {

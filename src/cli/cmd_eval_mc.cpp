@@ -115,7 +115,7 @@ void register_eval_mc(CLI::App& app, int& rc) {
     EngineOptions eo;
     eo.n_threads = o->threads;
     eo.n_ctx = o->ctx;
-    Engine engine(*model, eo);
+    Engine engine(model, eo);
     engine.set_skip_layers(skip);
     int64_t total = 0, done = 0;
     for (size_t t = 0; t < tasks.size(); ++t) {

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
-#include "kv/kv_cache.h"
+#include "kv/host_kv_cache.h"
 #include "tappa/model.h"
 
 namespace tappa::cli {

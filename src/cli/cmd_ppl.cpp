@@ -76,8 +76,9 @@ void register_ppl(CLI::App& app, int& rc) {
     EngineOptions eo;
     eo.n_threads = o->threads;
     eo.n_ctx = o->ctx;
-    Engine engine(*model, eo);
+    Engine engine(model, eo);
     engine.set_skip_layers(skip);
+    auto seq = engine.new_sequence();
     if (!o->quiet)
       std::fprintf(stderr, "tappa ppl: %zu tokens, %d chunks of %d%s\n", tokens.size(), n_chunks, o->ctx,
                    skip.empty() ? "" : (", skipping layers " + prune::format_layer_list(skip)).c_str());
@@ -85,7 +86,7 @@ void register_ppl(CLI::App& app, int& rc) {
     Progress progress("ppl", n_chunks, "chunks", !o->quiet);
     progress.update(static_cast<int64_t>(done.size()));
     while (static_cast<int>(done.size()) < n_chunks && !stop_requested()) {
-      done.push_back(eval::score_chunk(engine, tokens, static_cast<int>(done.size()), o->ctx, bos));
+      done.push_back(eval::score_chunk(engine, *seq, tokens, static_cast<int>(done.size()), o->ctx, bos));
       save_checkpoint();
       progress.update(static_cast<int64_t>(done.size()));
     }

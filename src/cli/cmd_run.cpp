@@ -6,7 +6,6 @@
 
 #include "cli/common.h"
 #include "kv/compressor.h"
-#include "kv/kv_cache.h"
 #include "prune/layer_list.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
@@ -142,8 +141,9 @@ void register_run(CLI::App& app, int& rc) {
     eo.n_threads = o->threads;
     eo.n_ctx = o->ctx;
     eo.n_batch = o->batch;
-    Engine engine(*model, eo);
+    Engine engine(model, eo);
     engine.set_skip_layers(prune::parse_layer_list(o->skip_layers, model->config().n_layer));
+    auto seq = engine.new_sequence();
     if (static_cast<int64_t>(tokens.size()) + o->n_predict > engine.n_ctx())
       throw Error("prompt (" + std::to_string(tokens.size()) + " tokens) plus " + std::to_string(o->n_predict) +
                   " to generate exceeds the context of " + std::to_string(engine.n_ctx()) +
@@ -156,9 +156,9 @@ void register_run(CLI::App& app, int& rc) {
     if (kv_opts.method != "fullkv") {
       compressor = std::make_unique<kv::KvCompressor>(*model, kv_opts);
       compressor->check(static_cast<int>(tokens.size()));
-      engine.set_kv_policy(compressor.get());
+      seq->set_policy(compressor.get());
       if (Observer* ob = compressor->observer()) {  // h2o: reuse the engine's attention rows
-        engine.set_observer(ob);
+        seq->set_observer(ob);
         compressor->expect_prompt(static_cast<int>(tokens.size()));
       }
     }
@@ -168,7 +168,7 @@ void register_run(CLI::App& app, int& rc) {
       std::fflush(stdout);
     }
     const auto t0 = std::chrono::steady_clock::now();
-    std::span<const float> logits = engine.eval(tokens);
+    std::span<const float> logits = engine.eval(*seq, tokens);
     const double t_prompt = seconds_since(t0);
     if (compressor && !o->quiet) {
       const kv::CompressionRecord& r = compressor->record();
@@ -196,7 +196,7 @@ void register_run(CLI::App& app, int& rc) {
         break;
       }
       const int32_t one[1] = {next};
-      logits = engine.eval(one);
+      logits = engine.eval(*seq, one);
     }
     const double t_gen = seconds_since(t1);
     std::printf("\n");
@@ -204,7 +204,7 @@ void register_run(CLI::App& app, int& rc) {
       std::fprintf(stderr, "\n[prompt: %zu tokens in %.2f s, %.1f tok/s | generated: %d tokens in %.2f s, %.1f tok/s | "
                            "threads %d | kv cache %.1f MiB]\n",
                    tokens.size(), t_prompt, tokens.size() / t_prompt, generated, t_gen,
-                   generated > 0 ? generated / t_gen : 0.0, engine.n_threads(), engine.kv_cache().bytes_held() / 1048576.0);
+                   generated > 0 ? generated / t_gen : 0.0, engine.n_threads(), seq->cache().bytes_held() / 1048576.0);
       if (compressor && compressor->record().decode_steps > 0)
         std::fprintf(stderr, "[kv decode eviction: %lld steps, %lld rows evicted, %.1f ms]\n",
                      static_cast<long long>(compressor->record().decode_steps),

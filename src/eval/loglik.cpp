@@ -39,14 +39,14 @@ EncodedPair encode_pair(const Tokenizer& tok, std::string_view context, std::str
 ContinuationScore ContinuationScorer::score(const EncodedPair& pair) {
   const int64_t n_ctx_tok = static_cast<int64_t>(pair.context.size());
   const int64_t n = n_ctx_tok + static_cast<int64_t>(pair.continuation.size());
-  if (n > engine_.n_ctx())
+  if (n > seq_->n_ctx())
     throw Error("a choice of " + std::to_string(n) + " tokens does not fit the context of " +
-                std::to_string(engine_.n_ctx()) + " tokens (raise -c)");
-  if (!context_.empty() && context_ == pair.context && engine_.n_past() >= n_ctx_tok) {
-    engine_.truncate(n_ctx_tok);
+                std::to_string(seq_->n_ctx()) + " tokens (raise -c)");
+  if (!context_.empty() && context_ == pair.context && seq_->n_past() >= n_ctx_tok) {
+    seq_->truncate(n_ctx_tok);
   } else {
-    engine_.reset();
-    const std::span<const float> l = engine_.eval(pair.context);
+    seq_->reset();
+    const std::span<const float> l = engine_.eval(*seq_, pair.context);
     context_logits_.assign(l.begin(), l.end());
     context_ = pair.context;
   }
@@ -60,7 +60,7 @@ ContinuationScore ContinuationScorer::score(const EncodedPair& pair) {
   const size_t m = pair.continuation.size();
   if (m > 1) {
     const std::span<const int32_t> rest(pair.continuation.data(), m - 1);
-    const std::span<const float> logits = engine_.eval(rest, /*all_logits=*/true);
+    const std::span<const float> logits = engine_.eval(*seq_, rest, /*all_logits=*/true);
     const size_t V = logits.size() / (m - 1);
     for (size_t i = 0; i + 1 < m; ++i) score_row(logits.subspan(i * V, V), pair.continuation[i + 1]);
   }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <memory>
 #include <vector>
 
 #include "tappa/engine.h"
@@ -36,12 +37,13 @@ struct ContinuationScore {
 // the engine's context.
 class ContinuationScorer {
  public:
-  explicit ContinuationScorer(Engine& engine) : engine_(engine) {}
+  explicit ContinuationScorer(Engine& engine) : engine_(engine), seq_(engine.new_sequence()) {}
   ContinuationScore score(const EncodedPair& pair);
-  void forget() { context_.clear(); }  // call when something else used the engine
+  void forget() { context_.clear(); }
 
  private:
   Engine& engine_;
+  std::unique_ptr<Sequence> seq_;    // the scorer's own sequence
   std::vector<int32_t> context_;     // tokens cached at positions 0..context_.size()-1
   std::vector<float> context_logits_;  // logits after the last context token
 };

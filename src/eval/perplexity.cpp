@@ -17,7 +17,7 @@ int count_chunks(int64_t n_tokens, int n_ctx, int max_chunks) {
   return static_cast<int>(max_chunks < 0 ? whole : std::min<int64_t>(whole, max_chunks));
 }
 
-ChunkNll score_chunk(Engine& engine, std::span<const int32_t> tokens, int index, int n_ctx, int32_t bos) {
+ChunkNll score_chunk(Engine& engine, Sequence& seq, std::span<const int32_t> tokens, int index, int n_ctx, int32_t bos) {
   const size_t start = static_cast<size_t>(index) * n_ctx;
   if (start + n_ctx > tokens.size()) throw Error("perplexity chunk " + std::to_string(index) + " is past the text");
   std::vector<int32_t> chunk(tokens.begin() + start, tokens.begin() + start + n_ctx);
@@ -30,13 +30,13 @@ ChunkNll score_chunk(Engine& engine, std::span<const int32_t> tokens, int index,
     r.nll2_sum += nll * nll;
     ++r.count;
   };
-  engine.reset();
+  seq.reset();
   // Positions 0..first need no logits except the last (it predicts token first+1).
-  std::span<const float> logits = engine.eval(std::span<const int32_t>(chunk.data(), first + 1));
+  std::span<const float> logits = engine.eval(seq, std::span<const int32_t>(chunk.data(), first + 1));
   add(logits, chunk[first + 1]);
   const int rest = n_ctx - first - 2;  // positions first+1 .. n_ctx-2
   if (rest > 0) {
-    logits = engine.eval(std::span<const int32_t>(chunk.data() + first + 1, rest), /*all_logits=*/true);
+    logits = engine.eval(seq, std::span<const int32_t>(chunk.data() + first + 1, rest), /*all_logits=*/true);
     const size_t V = logits.size() / rest;
     for (int i = 0; i < rest; ++i) add(logits.subspan(i * V, V), chunk[first + 2 + i]);
   }

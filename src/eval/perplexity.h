@@ -32,7 +32,7 @@ struct PplSummary {
 int count_chunks(int64_t n_tokens, int n_ctx, int max_chunks);
 
 // Scores chunk `index` (tokens [index·n_ctx, (index+1)·n_ctx)). `bos` < 0: keep the first token.
-ChunkNll score_chunk(Engine& engine, std::span<const int32_t> tokens, int index, int n_ctx, int32_t bos);
+ChunkNll score_chunk(Engine& engine, Sequence& seq, std::span<const int32_t> tokens, int index, int n_ctx, int32_t bos);
 
 PplSummary summarise(std::span<const ChunkNll> chunks);
 

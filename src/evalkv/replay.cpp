@@ -1,5 +1,7 @@
 #include "evalkv/replay.h"
 
+#include <algorithm>
+
 #include "tappa/error.h"
 #include "tappa/model.h"
 
@@ -25,56 +27,42 @@ class CapturePolicy : public KvPolicy {
   int rows_;
 };
 
-std::vector<int> every_layer(const Engine& e) {
-  std::vector<int> all(e.model().config().n_layer);
-  for (size_t l = 0; l < all.size(); ++l) all[l] = static_cast<int>(l);
-  return all;
-}
-
 }  // namespace
 
-Prefilled prefill_capture(Engine& engine, std::vector<int32_t> tokens) {
+Prefilled prefill_capture(Engine& engine, std::vector<int32_t> tokens, int query_rows) {
   if (tokens.size() < 2) throw Error("prefill: the prompt needs at least 2 tokens");
   Prefilled p;
   p.tokens = std::move(tokens);
-  CapturePolicy cap(static_cast<int>(p.tokens.size()));
-  engine.set_observer(nullptr);
-  engine.reset();
-  engine.set_skip_layers({});
-  engine.set_kv_policy(&cap);
-  std::span<const float> logits;
-  try {
-    logits = engine.eval(p.tokens);
-  } catch (...) {
-    engine.set_kv_policy(nullptr);
-    throw;
-  }
-  engine.set_kv_policy(nullptr);
+  const int n = static_cast<int>(p.tokens.size());
+  CapturePolicy cap(query_rows > 0 ? std::min(query_rows, n) : n);
+  auto seq = engine.new_sequence();
+  seq->set_policy(&cap);
+  const std::span<const float> logits = engine.eval(*seq, p.tokens);
   p.last_logits.assign(logits.begin(), logits.end());
   p.layers = std::move(cap.layers);
-  p.cache = std::make_unique<KvCache>(engine.kv_cache());
+  seq->set_policy(nullptr);
+  p.state = seq->save();
   return p;
 }
 
-void restore_prefill(Engine& engine, const Prefilled& p, kv::KvCompressor* comp) {
-  engine.set_kv_policy(nullptr);
-  engine.set_observer(nullptr);
-  engine.reset();
-  engine.set_skip_layers(every_layer(engine));
-  engine.eval(p.tokens);  // advances the positions; every list stays empty
-  engine.set_skip_layers({});
-  if (comp) comp->check(static_cast<int>(p.tokens.size()));
-  KvCache& cache = engine.kv_cache();
-  const KvCache& src = *p.cache;
-  const int n_layer = src.n_layer(), n_kv = src.n_head_kv(), d = src.head_dim();
-  // Layer by layer, as the engine appends them: a compressor sees the later layers still empty (it
-  // checks that every list held the same number of rows before the call).
+std::unique_ptr<Sequence> restore_prefill(Engine& engine, const Prefilled& p, kv::KvCompressor* comp) {
+  auto seq = engine.new_sequence();
+  seq->restore(p.state);
+  if (!comp) return seq;
+  comp->check(static_cast<int>(p.tokens.size()));
+  // The engine hands a policy layer l with every later layer still empty (a compressor checks the
+  // lists' lengths): take the restored cache out and give it back layer by layer.
+  const std::unique_ptr<KvCache> full = seq->cache().clone();
+  KvCache& cache = seq->cache();
+  cache.clear();
+  const int n_layer = full->n_layer(), n_kv = full->n_head_kv(), d = full->head_dim();
+  comp->on_prefill_begin(static_cast<int>(p.tokens.size()), 0);
   for (int l = 0; l < n_layer; ++l) {
-    const int n = src.length(l, 0);
+    const int n = full->length(l, 0);
     if (n == 0) continue;  // a layer the engine skipped
     cache.reserve_extra(l, n);
-    for (int h = 0; h < n_kv; ++h) cache.append(l, h, src.keys(l, h), src.values(l, h), src.length(l, h), d);
-    if (comp && l < static_cast<int>(p.layers.size())) {
+    for (int h = 0; h < n_kv; ++h) cache.append(l, h, full->keys(l, h), full->values(l, h), full->length(l, h), d);
+    if (l < static_cast<int>(p.layers.size())) {
       const CapturedLayer& L = p.layers[l];
       PrefillLayerView v = L.view;
       v.q_post = L.q_post.data();
@@ -82,11 +70,12 @@ void restore_prefill(Engine& engine, const Prefilled& p, kv::KvCompressor* comp)
       comp->on_prefill_layer(v, cache);
     }
   }
-  if (comp) comp->on_prefill_done(cache);
+  comp->on_prefill_done(cache);
+  return seq;
 }
 
-std::string greedy_generate(Engine& engine, const Tokenizer& tok, std::span<const float> logits, int max_new,
-                            bool stop_at_newline) {
+std::string greedy_generate(Engine& engine, Sequence& seq, const Tokenizer& tok, std::span<const float> logits,
+                            int max_new, bool stop_at_newline) {
   std::string text;
   for (int i = 0; i < max_new; ++i) {
     const int32_t next = argmax(logits);
@@ -104,7 +93,7 @@ std::string greedy_generate(Engine& engine, const Tokenizer& tok, std::span<cons
     }
     if (i + 1 == max_new) break;
     const int32_t one[1] = {next};
-    logits = engine.eval(one);
+    logits = engine.eval(seq, one);
   }
   return text;
 }

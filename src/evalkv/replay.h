@@ -1,6 +1,7 @@
 // Replaying one prefill for many KV-compression methods (see runner.h for why this is exact): the
-// prompt is run once with a capturing policy; each method then gets an engine restored to the state
-// right after that prompt and a KvCompressor driven through the same hooks the engine calls.
+// prompt is run once with a capturing policy and the sequence's state saved; each method then gets a
+// sequence restored from that state, and a KvCompressor driven through the same hooks the engine
+// calls during a prefill.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -9,9 +10,8 @@
 #include <vector>
 
 #include "kv/compressor.h"
-#include "kv/kv_cache.h"
-#include "kv/policy.h"
 #include "tappa/engine.h"
+#include "tappa/kv_policy.h"
 
 namespace tappa::evalkv {
 
@@ -23,24 +23,25 @@ struct CapturedLayer {
 struct Prefilled {
   std::vector<int32_t> tokens;
   std::vector<CapturedLayer> layers;
-  std::unique_ptr<KvCache> cache;    // the uncompressed cache after the prompt
+  std::vector<uint8_t> state;        // Sequence::save() right after the prompt (uncompressed cache)
   std::vector<float> last_logits;    // logits of the prompt's last token (independent of compression)
 };
 
-// Runs `tokens` (from position 0, after engine.reset()) and captures every layer's policy view with
-// all query rows (expected-attention reads every row; the others read the last ones).
-Prefilled prefill_capture(Engine& engine, std::vector<int32_t> tokens);
+// Runs `tokens` from position 0 in a new sequence and captures every layer's policy view with the last
+// `query_rows` query rows (0: all of them — expected-attention reads every row, the others the last
+// ones; KvCompressor::prefill_query_rows() says how many a method needs).
+Prefilled prefill_capture(Engine& engine, std::vector<int32_t> tokens, int query_rows = 0);
 
-// Puts the engine in the state right after the prompt: positions advanced by an eval with every
-// layer skipped (nothing computed or cached), then the captured cache put back layer by layer, as the
-// engine fills it, with `comp` (if any) called after each layer and at the end exactly as the engine
-// calls its policy — so the compressor cannot tell the replay from a real prefill. No policy or
-// observer stays installed.
-void restore_prefill(Engine& engine, const Prefilled& p, kv::KvCompressor* comp = nullptr);
+// A sequence in the state right after the prompt (Sequence::restore). With `comp`, the cache is
+// handed to it as a prefill would: on_prefill_begin, then layer by layer (the later layers still
+// empty) on_prefill_layer with the captured views, then on_prefill_done — so the compressor cannot
+// tell the replay from a real prefill. The returned sequence has no policy or observer attached.
+std::unique_ptr<Sequence> restore_prefill(Engine& engine, const Prefilled& p, kv::KvCompressor* comp = nullptr);
 
-// Greedy decoding from `logits` (the next token's distribution): up to max_new tokens, stopping at an
-// end-of-generation token, or at the first newline after some non-blank text when stop_at_newline.
-std::string greedy_generate(Engine& engine, const Tokenizer& tok, std::span<const float> logits, int max_new,
-                            bool stop_at_newline);
+// Greedy decoding of `seq` from `logits` (the next token's distribution): up to max_new tokens,
+// stopping at an end-of-generation token, or at the first newline after some non-blank text when
+// stop_at_newline.
+std::string greedy_generate(Engine& engine, Sequence& seq, const Tokenizer& tok, std::span<const float> logits,
+                            int max_new, bool stop_at_newline);
 
 }  // namespace tappa::evalkv

@@ -13,8 +13,8 @@
 #include "evalkv/replay.h"
 #include "evalkv/rng.h"
 #include "evalkv/tasks.h"
-#include "kv/kv_cache.h"
-#include "kv/policy.h"
+#include "kv/host_kv_cache.h"
+#include "tappa/kv_policy.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 #include "tappa/model.h"
@@ -214,8 +214,6 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
     throw Error("length " + std::to_string(max_len) + " exceeds the model's training context of " +
                 std::to_string(mc.n_ctx_train) + " tokens");
   Engine engine(model, eo);
-  std::vector<int> all_layers(mc.n_layer);
-  for (int l = 0; l < mc.n_layer; ++l) all_layers[l] = l;
 
   if (!results.contains("cells")) results["cells"] = nlohmann::json::array();
   std::set<std::string> done;
@@ -315,16 +313,16 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
     const int V = mc.n_vocab;
     const int M = cfg.fidelity_tokens, G = cfg.greedy_tokens;
     if (fidelity) {
-      restore_prefill(engine, pre);
-      auto rows = engine.eval(std::span<const int32_t>(continuation.data(), M - 1), true);
+      auto full = restore_prefill(engine, pre);
+      auto rows = engine.eval(*full, std::span<const int32_t>(continuation.data(), M - 1), true);
       ref_rows.assign(rows.begin(), rows.end());
-      restore_prefill(engine, pre);
+      full = restore_prefill(engine, pre);
       std::span<const float> logits(pre.last_logits);
       for (int i = 0; i < G; ++i) {
         ref_greedy.push_back(argmax(logits));
         if (i + 1 < G) {
           const int32_t one[1] = {ref_greedy.back()};
-          logits = engine.eval(one);
+          logits = engine.eval(*full, one);
         }
       }
     }
@@ -348,8 +346,8 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
         f.budget = c.budget;
         comp = std::make_unique<kv::KvCompressor>(model, kv::make_compressor_options(f));
       }
-      restore_prefill(engine, pre, comp.get());
-      const KvCache& cache = engine.kv_cache();
+      const std::unique_ptr<Sequence> seq = restore_prefill(engine, pre, comp.get());
+      const KvCache& cache = seq->cache();
       int64_t kept = 0;
       for (int l = 0; l < mc.n_layer; ++l)
         for (int h = 0; h < mc.n_head_kv; ++h) kept += cache.length(l, h);
@@ -364,8 +362,8 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
       }
 
       if (fidelity) {
-        const std::unique_ptr<KvCache> compressed = std::make_unique<KvCache>(engine.kv_cache());
-        auto rows = engine.eval(std::span<const int32_t>(continuation.data(), M - 1), true);
+        const std::unique_ptr<Sequence> greedy = seq->fork();  // the compressed state, for the greedy run
+        auto rows = engine.eval(*seq, std::span<const int32_t>(continuation.data(), M - 1), true);
         FidelityAccumulator acc;
         for (int i = 0; i < M - 1; ++i)
           acc.add(std::span<const float>(ref_rows.data() + static_cast<size_t>(i) * V, V),
@@ -373,18 +371,13 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
         // Greedy agreement: decode greedily with the compressed cache, one token at a time like the
         // reference (a batched teacher-forced pass would differ from single-token decoding by
         // rounding, enough to flip near-tied argmaxes even for the full cache).
-        engine.set_skip_layers(all_layers);
-        engine.reset();
-        engine.eval(pre.tokens);
-        engine.set_skip_layers({});
-        engine.kv_cache() = *compressed;
         int agree = 0;
         std::span<const float> glogits(pre.last_logits);
         while (agree < G && argmax(glogits) == ref_greedy[agree]) {
           ++agree;
           if (agree == G) break;
           const int32_t one[1] = {ref_greedy[agree - 1]};
-          glogits = engine.eval(one);
+          glogits = engine.eval(*greedy, one);
         }
         cell["kl"] = acc.kl();
         cell["top1"] = acc.top1();
@@ -395,8 +388,8 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
         cell["score"] = acc.top1();
       } else {
         std::span<const float> logits(pre.last_logits);
-        if (!tail.empty()) logits = engine.eval(tail);
-        const std::string pred = greedy_generate(engine, tok, logits, sample.max_new_tokens, sample.stop_at_newline);
+        if (!tail.empty()) logits = engine.eval(*seq, tail);
+        const std::string pred = greedy_generate(engine, *seq, tok, logits, sample.max_new_tokens, sample.stop_at_newline);
         const std::string dataset = is_longbench(g.task) ? g.task.substr(10) : g.task;
         cell["score"] = score_prediction(sample.metric, dataset, pred, sample.outputs, sample.all_classes);
         cell["metric"] = sample.metric;
@@ -417,7 +410,6 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
     checkpoint(results, true);
   }
   progress.finish();
-  engine.set_kv_policy(nullptr);
   return !stop_requested();
 }
 

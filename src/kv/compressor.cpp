@@ -8,7 +8,7 @@
 #include <limits>
 #include <sstream>
 
-#include "kv/kv_cache.h"
+#include "kv/host_kv_cache.h"
 #include "tappa/error.h"
 #include "tappa/model.h"
 

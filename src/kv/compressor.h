@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "kv/methods.h"
-#include "kv/policy.h"
+#include "tappa/kv_policy.h"
 #include "tappa/observer.h"
 
 namespace tappa {

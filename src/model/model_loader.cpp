@@ -36,7 +36,7 @@ class Binder {
   }
 
   // A matrix used in matmul: shape {cols, rows}.
-  cpu::WeightView matrix(const std::string& name, int64_t cols, int64_t rows) const {
+  WeightView matrix(const std::string& name, int64_t cols, int64_t rows) const {
     const GgufTensorInfo& t = find(name, {cols, rows});
     if (t.type == TensorType::Q5_0 && cols % 32 == 0) {
       // No Q5_0 kernel: the blocks are rewritten once as Q8_0, which is exact (quant.h) and costs
@@ -45,12 +45,12 @@ class Binder {
       owned_bytes_.emplace_back(out_row * static_cast<size_t>(rows));
       uint8_t* dst = owned_bytes_.back().data();
       for (int64_t r = 0; r < rows; ++r) quant::repack_q5_0_as_q8_0(t.data + in_row * r, dst + out_row * r, cols);
-      return cpu::WeightView{TensorType::Q8_0, dst, rows, cols};
+      return WeightView{TensorType::Q8_0, dst, rows, cols};
     }
     if (!cpu::matmul_supports(t.type))
       throw Error(f_.path() + ": tensor '" + name + "' has type " + std::string(tensor_type_info(t.type).name) +
                   ", which tappa cannot compute with (supported: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q4_K Q5_K Q6_K)");
-    return cpu::WeightView{t.type, t.data, rows, cols};
+    return WeightView{t.type, t.data, rows, cols};
   }
 
   // A vector (norm weight, bias): converted to fp32 once if stored otherwise.
@@ -142,15 +142,16 @@ void read_gemma3_config(const GgufFile& f, ModelConfig& c) {
 Model::Model(GgufFile file) : file_(std::move(file)) {}
 Model::~Model() = default;
 
-std::unique_ptr<Model> Model::load(const std::string& path) {
+std::shared_ptr<Model> Model::load(const std::string& path) {
   // Every error names the file. Most messages below already start with it; a value-type error raised
   // deep inside a metadata reader (tokenizer, Gemma 3 config) does not, so it gets the path here.
   try {
     return load_unchecked(path);
   } catch (const Error& e) {
-    const std::string_view msg = e.what();
-    if (msg.rfind(path + ": ", 0) == 0) throw;
-    throw Error(path + ": " + std::string(msg));
+    // Anything that goes wrong loading a model is the file's problem (bad_file), whatever layer noticed.
+    const std::string msg = e.what();
+    if (msg.rfind(path + ": ", 0) == 0) throw Error(ErrorCode::bad_file, msg);
+    throw Error(ErrorCode::bad_file, path + ": " + msg);
   }
 }
 

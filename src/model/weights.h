@@ -4,18 +4,18 @@
 #include <cstdint>
 #include <vector>
 
-#include "backend/cpu/matmul.h"
+#include "quant/weight_view.h"
 
 namespace tappa {
 
 struct LayerWeights {
   const float* attn_norm = nullptr;  // [n_embd]
-  cpu::WeightView wq, wk, wv, wo;    // wq: rows n_head*head_dim, cols n_embd
+  WeightView wq, wk, wv, wo;    // wq: rows n_head*head_dim, cols n_embd
   const float* bq = nullptr;         // biases (qwen2), else nullptr
   const float* bk = nullptr;
   const float* bv = nullptr;
   const float* ffn_norm = nullptr;   // [n_embd]
-  cpu::WeightView w_gate, w_up, w_down;
+  WeightView w_gate, w_up, w_down;
   // gemma3: RMSNorm weights of each Q/K head ([head_dim]) and of the attention / FFN outputs ([n_embd]).
   const float* q_norm = nullptr;
   const float* k_norm = nullptr;
@@ -24,9 +24,9 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  cpu::WeightView token_embd;  // rows n_vocab, cols n_embd
+  WeightView token_embd;  // rows n_vocab, cols n_embd
   const float* output_norm = nullptr;
-  cpu::WeightView output;      // == token_embd when tied
+  WeightView output;      // == token_embd when tied
   const float* rope_freqs = nullptr;  // [n_rot/2] frequency divisors, or nullptr
   std::vector<LayerWeights> layers;
   std::vector<std::vector<float>> owned;  // fp32 copies of small vectors not stored as F32

@@ -137,13 +137,14 @@ void run_calibration(const Model& model, const std::vector<std::vector<int32_t>>
   eo.n_ctx = options.window;
   Engine engine(model, eo);
   CalibrationObserver obs(c, options.angular);
-  engine.set_observer(&obs);
+  auto seq = engine.new_sequence();
+  seq->set_observer(&obs);
   for (size_t w = state.windows_done; w < windows.size(); ++w) {
     const WindowRef& win = windows[w];
     const std::vector<int32_t>& toks = texts.at(win.text);
     obs.begin_window();
-    engine.reset();
-    engine.eval(std::span<const int32_t>(toks.data() + win.start, win.length));
+    seq->reset();
+    engine.eval(*seq, std::span<const int32_t>(toks.data() + win.start, win.length));
     const std::vector<double> bi = obs.window_bi(), q = obs.window_qsim();
     for (int l = 0; l < c.n_layer; ++l) {
       state.bi_sum[l] += bi[l];

@@ -12,16 +12,12 @@
 #include <vector>
 
 #include "backend/cpu/thread_pool.h"
+#include "quant/weight_view.h"
 #include "tappa/tensor_type.h"
 
 namespace tappa::cpu {
 
-struct WeightView {
-  TensorType type = TensorType::F32;
-  const uint8_t* data = nullptr;
-  int64_t rows = 0;  // output features
-  int64_t cols = 0;  // input features (row length)
-};
+using WeightView = ::tappa::WeightView;
 
 // Reusable, 64-byte-aligned scratch memory (quantized activations). Grows, never shrinks.
 class Scratch {

@@ -26,6 +26,10 @@ class KvPolicy {
   virtual ~KvPolicy() = default;
   // Query rows the policy needs at the end of a prefill (0: none).
   virtual int prefill_query_rows() const { return 0; }
+  // Before the first layer of an eval call of ≥ 2 tokens (a prompt, or a chunk of one): n_tokens
+  // tokens at positions pos0 .. pos0 + n_tokens - 1. Every on_prefill_layer of the call follows, in
+  // layer order, then on_prefill_done.
+  virtual void on_prefill_begin(int n_tokens, int64_t pos0) {}
   // After layer `layer` processed every token of an eval call of ≥ 2 tokens (its K/V are cached).
   virtual void on_prefill_layer(const PrefillLayerView& view, KvCache& cache) {}
   // After the last layer of such a call.

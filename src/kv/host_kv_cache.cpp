@@ -1,4 +1,4 @@
-#include "kv/kv_cache.h"
+#include "kv/host_kv_cache.h"
 
 #include <algorithm>
 #include <cassert>
@@ -6,9 +6,8 @@
 
 namespace tappa {
 
-KvCache::KvCache(int n_layer, int n_head_kv, int head_dim)
-    : n_layer_(n_layer), n_head_kv_(n_head_kv), head_dim_(head_dim),
-      slots_(static_cast<size_t>(n_layer) * n_head_kv) {}
+HostKvCache::HostKvCache(int n_layer, int n_head_kv, int head_dim)
+    : KvCache(n_layer, n_head_kv, head_dim), slots_(static_cast<size_t>(n_layer) * n_head_kv) {}
 
 namespace {
 // Grows a list's storage to hold `need` rows: by at least 1.5x so a long generation reallocates
@@ -24,18 +23,14 @@ void grow(std::vector<float>& k, std::vector<float>& v, int& capacity, int need,
 }
 }  // namespace
 
-void KvCache::reserve_extra(int extra) {
-  for (Slot& s : slots_) grow(s.k, s.v, s.capacity, s.length + extra, head_dim_);
-}
-
-void KvCache::reserve_extra(int layer, int extra) {
+void HostKvCache::reserve_extra(int layer, int extra) {
   for (int h = 0; h < n_head_kv_; ++h) {
     Slot& s = slot(layer, h);
     grow(s.k, s.v, s.capacity, s.length + extra, head_dim_);
   }
 }
 
-void KvCache::append(int layer, int head, const float* k_src, const float* v_src, int n, int64_t stride) {
+void HostKvCache::append(int layer, int head, const float* k_src, const float* v_src, int n, int64_t stride) {
   Slot& s = slot(layer, head);
   assert(s.length + n <= s.capacity);
   const size_t row = static_cast<size_t>(head_dim_) * sizeof(float);
@@ -46,7 +41,7 @@ void KvCache::append(int layer, int head, const float* k_src, const float* v_src
   s.length += n;
 }
 
-void KvCache::keep_rows(int layer, int head, const std::vector<int>& rows) {
+void HostKvCache::keep_rows(int layer, int head, std::span<const int> rows) {
   Slot& s = slot(layer, head);
   const size_t d = static_cast<size_t>(head_dim_);
   const size_t n = rows.size();
@@ -77,34 +72,74 @@ void KvCache::keep_rows(int layer, int head, const std::vector<int>& rows) {
   s.length = static_cast<int>(n);
 }
 
-void KvCache::shrink(Slot& s, int head_dim) {
-  if (s.capacity == s.length && s.k.capacity() == s.k.size()) return;
-  // A fresh exact-size copy: shrink_to_fit() on a vector is only a request the library may ignore.
-  std::vector<float> k(s.k.begin(), s.k.begin() + static_cast<ptrdiff_t>(s.length) * head_dim);
-  std::vector<float> v(s.v.begin(), s.v.begin() + static_cast<ptrdiff_t>(s.length) * head_dim);
-  s.k = std::move(k);
-  s.v = std::move(v);
-  s.capacity = s.length;
+void HostKvCache::keep_first(int layer, int head, int n) {
+  Slot& s = slot(layer, head);
+  assert(n >= 0);
+  if (n < s.length) s.length = n;
 }
 
-void KvCache::shrink_to_fit() {
-  for (Slot& s : slots_) shrink(s, head_dim_);
+void HostKvCache::keep_last(int layer, int head, int n) {
+  Slot& s = slot(layer, head);
+  assert(n >= 0);
+  if (n >= s.length) return;
+  const size_t d = static_cast<size_t>(head_dim_), first = static_cast<size_t>(s.length - n);
+  std::memmove(s.k.data(), s.k.data() + first * d, static_cast<size_t>(n) * d * sizeof(float));
+  std::memmove(s.v.data(), s.v.data() + first * d, static_cast<size_t>(n) * d * sizeof(float));
+  s.length = n;
+}
+
+void HostKvCache::read(int layer, int head, int first, int n, float* k, float* v) const {
+  const Slot& s = slot(layer, head);
+  assert(first >= 0 && n >= 0 && first + n <= s.length);
+  const size_t d = static_cast<size_t>(head_dim_);
+  if (k) std::memcpy(k, s.k.data() + first * d, static_cast<size_t>(n) * d * sizeof(float));
+  if (v) std::memcpy(v, s.v.data() + first * d, static_cast<size_t>(n) * d * sizeof(float));
+}
+
+void HostKvCache::shrink_to_fit(int layer, int head) {
+  Slot& s = slot(layer, head);
+  if (s.capacity != s.length || s.k.capacity() != s.k.size()) {
+    // A fresh exact-size copy: shrink_to_fit() on a vector is only a request the library may ignore.
+    const ptrdiff_t n = static_cast<ptrdiff_t>(s.length) * head_dim_;
+    std::vector<float> k(s.k.begin(), s.k.begin() + n);
+    std::vector<float> v(s.v.begin(), s.v.begin() + n);
+    s.k = std::move(k);
+    s.v = std::move(v);
+    s.capacity = s.length;
+  }
+}
+
+void HostKvCache::shrink_to_fit() {
+  KvCache::shrink_to_fit();
   gather_ = std::vector<float>();
 }
 
-void KvCache::shrink_to_fit(int layer, int head) { shrink(slot(layer, head), head_dim_); }
-
-void KvCache::clear() {
+void HostKvCache::clear() {
   for (Slot& s : slots_) s.length = 0;
 }
 
-size_t KvCache::bytes_held() const {
+std::unique_ptr<KvCache> HostKvCache::clone() const {
+  auto c = std::make_unique<HostKvCache>(n_layer_, n_head_kv_, head_dim_);
+  for (int l = 0; l < n_layer_; ++l) {
+    c->reserve_extra(l, 0);
+    for (int h = 0; h < n_head_kv_; ++h) {
+      const Slot& s = slot(l, h);
+      Slot& d = c->slot(l, h);
+      d.k.assign(s.k.begin(), s.k.begin() + static_cast<ptrdiff_t>(s.length) * head_dim_);
+      d.v.assign(s.v.begin(), s.v.begin() + static_cast<ptrdiff_t>(s.length) * head_dim_);
+      d.length = d.capacity = s.length;
+    }
+  }
+  return c;
+}
+
+size_t HostKvCache::bytes_held() const {
   size_t b = 0;
   for (const Slot& s : slots_) b += (s.k.capacity() + s.v.capacity()) * sizeof(float);
   return b + gather_.capacity() * sizeof(float);
 }
 
-size_t KvCache::bytes_used() const {
+size_t HostKvCache::bytes_used() const {
   size_t b = 0;
   for (const Slot& s : slots_) b += static_cast<size_t>(s.length) * head_dim_ * 2 * sizeof(float);
   return b;

@@ -1,0 +1,71 @@
+// A sequence's KV cache: for every (layer, KV head) its own list of cached keys and values, keys
+// stored after RoPE. Each list has its own length, so that compression can keep a different number
+// of tokens per layer and per head; attention reads each list as it is. Memory grows on demand
+// (geometrically, outside the per-token path) and can be given back (shrink_to_fit), so bytes_held()
+// is memory really held, not a mask over a full-size buffer.
+//
+// The backend that runs the model makes the cache (Engine::new_sequence) and decides where it lives;
+// keys() / values() give fp32 host rows where the storage allows (the CPU and reference backends), and
+// read() copies rows out of any storage.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+namespace tappa {
+
+class KvCache {
+ public:
+  KvCache(int n_layer, int n_head_kv, int head_dim) : n_layer_(n_layer), n_head_kv_(n_head_kv), head_dim_(head_dim) {}
+  virtual ~KvCache() = default;
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+  int n_layer() const { return n_layer_; }
+  int n_head_kv() const { return n_head_kv_; }
+  int head_dim() const { return head_dim_; }
+
+  virtual int length(int layer, int head) const = 0;
+  // Rows [0, length) of one list, row-major [length][head_dim] fp32, or nullptr when the storage is
+  // not host fp32 (then use read()).
+  virtual const float* keys(int layer, int head) const = 0;
+  virtual const float* values(int layer, int head) const = 0;
+  // Copies rows [first, first + n) of one list to k and v ([n][head_dim] each; either may be null).
+  virtual void read(int layer, int head, int first, int n, float* k, float* v) const = 0;
+
+  // Makes room for `extra` more rows in every list of one layer (may allocate; the engine calls it
+  // before a layer appends, so a policy that compresses finished layers keeps the peak at the
+  // compressed layers plus one).
+  virtual void reserve_extra(int layer, int extra) = 0;
+  void reserve_extra(int extra) {
+    for (int l = 0; l < n_layer_; ++l) reserve_extra(l, extra);
+  }
+  // Appends n host rows to one list (k and v: head_dim floats per row, `stride` floats apart).
+  virtual void append(int layer, int head, const float* k, const float* v, int n, int64_t stride) = 0;
+  // Keeps only the listed rows (no repeats) of one list, in the given order, compacted in place: the
+  // capacity stays, so per-step decode eviction followed by the next step's reservation allocates
+  // nothing. Call shrink_to_fit(layer, head) afterwards to give the freed rows back.
+  virtual void keep_rows(int layer, int head, std::span<const int> rows) = 0;
+  // Keeps the first n rows (truncation) or the last n rows (a sliding window) of one list.
+  virtual void keep_first(int layer, int head, int n) = 0;
+  virtual void keep_last(int layer, int head, int n) = 0;
+  virtual void shrink_to_fit(int layer, int head) = 0;
+  virtual void shrink_to_fit() {
+    for (int l = 0; l < n_layer_; ++l)
+      for (int h = 0; h < n_head_kv_; ++h) shrink_to_fit(l, h);
+  }
+  virtual void clear() = 0;  // every list empty (capacity kept)
+  // An independent copy of the contents (same storage kind).
+  virtual std::unique_ptr<KvCache> clone() const = 0;
+
+  virtual size_t bytes_held() const = 0;  // capacity actually allocated
+  virtual size_t bytes_used() const = 0;  // rows held × their storage size, summed
+  // Bytes of one row of K plus one row of V in this storage (fp32: head_dim * 8).
+  virtual size_t row_bytes() const = 0;
+
+ protected:
+  int n_layer_, n_head_kv_, head_dim_;
+};
+
+}  // namespace tappa

@@ -1,0 +1,246 @@
+// The CPU backend (see cpu_backend.h). Every op is the backend/cpu kernel of the same name, split over
+// the pool the way the single-sequence engine split it before the backend interface existed, so the
+// results are bit-identical to that engine (and, through its kernels, to llama.cpp's CPU backend).
+#include "backend/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/attention.h"
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/ops.h"
+#include "backend/cpu/ops_gemma.h"
+#include "backend/cpu/thread_pool.h"
+#include "kv/host_kv_cache.h"
+#include "quant/quant.h"
+#include "tappa/error.h"
+
+namespace tappa::backend {
+namespace {
+
+// Query heads per KV head the attention op handles at once (the engine checks the model against it).
+constexpr int kMaxGroup = 64;
+
+void release_aligned(float* p) { ::operator delete[](p, std::align_val_t{64}); }
+
+cpu::RopeParams rope_params(const Rope& r) {
+  return cpu::RopeParams{r.n_rot, r.head_dim, r.base, r.freq_scale, r.freq_factors, r.neox, r.inv_freq};
+}
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads) : pool_(n_threads > 0 ? n_threads : cpu::default_thread_count()) {
+    scores_.resize(pool_.size());
+  }
+
+  std::string name() const override { return "cpu"; }
+  int n_threads() const override { return pool_.size(); }
+  bool host_visible() const override { return true; }
+
+  Buffer alloc(size_t n) override {
+    if (n == 0) return {};
+    auto* p = static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t{64}));
+    std::memset(p, 0, n * sizeof(float));
+    return Buffer(p, n, release_aligned);
+  }
+  void upload(const float* host, Mat dst) override {
+    for (int64_t i = 0; i < dst.rows; ++i) std::memcpy(dst.data + i * dst.ld, host + i * dst.cols, sizeof(float) * dst.cols);
+  }
+  void download(const Mat& src, float* host) override {
+    for (int64_t i = 0; i < src.rows; ++i) std::memcpy(host + i * src.cols, src.data + i * src.ld, sizeof(float) * src.cols);
+  }
+  void copy(const Mat& src, Mat dst) override {
+    for (int64_t i = 0; i < src.rows; ++i) std::memcpy(dst.data + i * dst.ld, src.data + i * src.ld, sizeof(float) * src.cols);
+  }
+  std::unique_ptr<KvCache> new_cache(int n_layer, int n_head_kv, int head_dim) override {
+    return std::make_unique<HostKvCache>(n_layer, n_head_kv, head_dim);
+  }
+
+  void embed(const WeightView& table, std::span<const int32_t> tokens, float scale, Mat x) override {
+    const size_t row = quant::row_bytes(table.type, x.cols);
+    pool_.parallel_for(static_cast<int64_t>(tokens.size()), 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) quant::dequantize_row(table.type, table.data + row * tokens[i], x.data + i * x.ld, x.cols);
+      if (scale != 1.0f)
+        for (int64_t i = b; i < e; ++i) cpu::scale_inplace(x.data + i * x.ld, x.cols, scale);
+    });
+  }
+
+  void rms_norm(const Mat& x, const float* w, float eps, Mat out) override {
+    pool_.parallel_for(x.rows, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) cpu::rms_norm_row(x.data + i * x.ld, w, out.data + i * out.ld, x.cols, eps);
+    });
+  }
+
+  void matmul(const WeightView& w, const Mat& x, Mat y, Order order) override {
+    cpu::matmul(w, x.data, x.rows, x.ld, y.data, y.ld, pool_, scratch_,
+                order == Order::PerToken ? cpu::MatmulOrder::PerToken : cpu::MatmulOrder::Batch);
+  }
+
+  void add_bias(Mat y, const float* bias) override {
+    pool_.parallel_for(y.rows, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        float* yi = y.data + i * y.ld;
+        for (int64_t j = 0; j < y.cols; ++j) yi[j] += bias[j];
+      }
+    });
+  }
+
+  void add(Mat y, const Mat& x) override {
+    if (y.ld == y.cols && x.ld == x.cols) {  // contiguous: one flat loop split in 1024-float grains
+      pool_.parallel_for(y.rows * y.cols, 1024, [&](int64_t b, int64_t e) {
+        for (int64_t j = b; j < e; ++j) y.data[j] += x.data[j];
+      });
+      return;
+    }
+    pool_.parallel_for(y.rows, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        for (int64_t j = 0; j < y.cols; ++j) y.data[i * y.ld + j] += x.data[i * x.ld + j];
+    });
+  }
+
+  void scale(Mat y, float s) override {
+    pool_.parallel_for(y.rows, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) cpu::scale_inplace(y.data + i * y.ld, y.cols, s);
+    });
+  }
+
+  void glu(Mat gate, const Mat& up, FfnActivation act) override {
+    const auto run = [&](float* g, const float* u, int64_t n) {
+      if (act == FfnActivation::GeluTanh) {
+        cpu::geglu_tanh(g, u, g, n);
+      } else {
+        cpu::silu_mul(g, u, g, n);
+      }
+    };
+    if (gate.ld == gate.cols && up.ld == up.cols) {
+      pool_.parallel_for(gate.rows * gate.cols, 1024, [&](int64_t b, int64_t e) { run(gate.data + b, up.data + b, e - b); });
+      return;
+    }
+    pool_.parallel_for(gate.rows, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) run(gate.data + i * gate.ld, up.data + i * up.ld, gate.cols);
+    });
+  }
+
+  void softcap(Mat y, float cap) override {
+    if (y.ld == y.cols) {
+      pool_.parallel_for(y.rows * y.cols, 4096, [&](int64_t b, int64_t e) { cpu::softcap_inplace(y.data + b, e - b, cap); });
+      return;
+    }
+    pool_.parallel_for(y.rows, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) cpu::softcap_inplace(y.data + i * y.ld, y.cols, cap);
+    });
+  }
+
+  void rope_table(const Rope& rope, std::span<const int64_t> positions, Mat table) override {
+    const cpu::RopeParams p = rope_params(rope);
+    for (size_t i = 0; i < positions.size(); ++i) cpu::rope_angles(p, positions[i], table.data + i * table.ld);
+  }
+
+  void rope(const Rope& rope, const Mat& table, Mat x, int n_heads) override {
+    const cpu::RopeParams p = rope_params(rope);
+    pool_.parallel_for(x.rows, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) cpu::rope_apply(p, table.data + i * table.ld, x.data + i * x.ld, n_heads);
+    });
+  }
+
+  void kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) override {
+    const int d = cache.head_dim();
+    for (int h = 0; h < cache.n_head_kv(); ++h)
+      cache.append(layer, h, k.data + h * d, v.data + h * d, static_cast<int>(k.rows), k.ld);
+  }
+
+  void attention(const AttentionCall& c, const Mat& q, Mat out) override;
+
+ private:
+  cpu::ThreadPool pool_;
+  cpu::Scratch scratch_;
+  std::vector<std::vector<float>> scores_;  // per thread: [group][longest list]
+  std::vector<int64_t> prefix_;             // attention: first task of each sequence
+};
+
+// Each (token, KV head) pair attends to its list's rows up to and including itself, with the whole
+// group of query heads that share the KV head: each cached key and value row is then read once per
+// group instead of once per query head (GQA), which is what long-context decoding is bound by.
+// Costs grow with the list length, so threads take small chunks of tasks from a shared counter
+// instead of fixed halves (a fixed split leaves the thread with the short rows idle).
+void CpuBackend::attention(const AttentionCall& c, const Mat& q, Mat out) {
+  const int group = c.n_head / c.n_head_kv, HD = c.head_dim;
+  if (group > kMaxGroup)
+    throw Error("unsupported attention: " + std::to_string(group) + " query heads per KV head (at most " +
+                std::to_string(kMaxGroup) + ")");
+  // Tasks: sequence-major, then row, then KV head. prefix[s] = first task of sequence s.
+  int64_t tasks = 0;
+  int longest = 0;
+  std::vector<int64_t>& prefix = prefix_;  // a member: the workers read it (no allocation once grown)
+  prefix.resize(c.seqs.size() + 1);
+  for (size_t s = 0; s < c.seqs.size(); ++s) {
+    prefix[s] = tasks;
+    tasks += static_cast<int64_t>(c.seqs[s].n_rows) * c.n_head_kv;
+    for (int h = 0; h < c.n_head_kv; ++h) longest = std::max(longest, c.seqs[s].cache->length(c.layer, h));
+  }
+  prefix[c.seqs.size()] = tasks;
+  const size_t need = static_cast<size_t>(group) * longest;
+  for (auto& s : scores_)
+    if (s.size() < need) s.resize(std::max(need, s.size() + s.size() / 2));
+
+  std::atomic<int64_t> next_task{0};
+  const int64_t grab = std::max<int64_t>(1, tasks / (16 * pool_.size()));
+  auto attend = [&](int t) {
+    float* scores = scores_[t].data();
+    const size_t stride = static_cast<size_t>(longest);
+    cpu::AttentionRow rows[kMaxGroup];
+    float* probs[kMaxGroup];
+    float* outs[kMaxGroup];
+    size_t s = 0;
+    for (;;) {
+      const int64_t begin = next_task.fetch_add(grab, std::memory_order_relaxed);
+      if (begin >= tasks) break;
+      const int64_t end = std::min(tasks, begin + grab);
+      for (int64_t task = begin; task < end; ++task) {
+        if (task < prefix[s]) s = 0;
+        while (task >= prefix[s + 1]) ++s;
+        const AttentionSeq& sq = c.seqs[s];
+        const int64_t local = task - prefix[s];
+        const int i = static_cast<int>(local / c.n_head_kv), kvh = static_cast<int>(local % c.n_head_kv);
+        const int len = sq.cache->length(c.layer, kvh);
+        const int n_vis = len - sq.n_rows + i + 1;
+        const int64_t r = sq.row0 + i;
+        for (int g = 0; g < group; ++g) {
+          const int h = kvh * group + g;
+          cpu::AttentionRow& row = rows[g];
+          row.q = q.data + r * q.ld + h * HD;
+          row.K = sq.cache->keys(c.layer, kvh);
+          row.V = sq.cache->values(c.layer, kvh);
+          // A local layer sees the last `window` rows of its list (the keys p - window + 1 .. p when
+          // nothing was evicted; with a compressed cache, the newest `window` rows kept).
+          row.first = c.window > 0 ? std::max(0, n_vis - c.window) : 0;
+          row.n_vis = n_vis;
+          row.head_dim = HD;
+          row.scale = c.scale;
+          row.single_token = sq.n_rows == 1;  // llama.cpp: a one-token ubatch takes the vec_dot path
+          probs[g] = scores + g * stride;
+          outs[g] = out.data + r * out.ld + h * HD;
+        }
+        cpu::attention_rows(rows, group, probs, outs);
+        if (c.taps) {
+          for (int g = 0; g < group; ++g) {
+            const int h = kvh * group + g;
+            if (c.taps->wants(sq.seq, h, i)) c.taps->on_row(sq.seq, h, i, probs[g], n_vis);
+          }
+        }
+      }
+    }
+  };
+  pool_.run_each(attend);
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
+
+}  // namespace tappa::backend

@@ -1,0 +1,18 @@
+// A weight matrix as stored in the GGUF file: `rows` rows (output features) of `cols` elements (input
+// features), row-major, in `type`, inside the read-only mapping. Every backend reads weights through
+// these views; a backend that keeps its own copy (a GPU) makes it from them once.
+#pragma once
+#include <cstdint>
+
+#include "tappa/tensor_type.h"
+
+namespace tappa {
+
+struct WeightView {
+  TensorType type = TensorType::F32;
+  const uint8_t* data = nullptr;
+  int64_t rows = 0;  // output features
+  int64_t cols = 0;  // input features (row length)
+};
+
+}  // namespace tappa
