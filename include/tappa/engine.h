@@ -133,6 +133,7 @@ class Engine {
 
  private:
   void init(const EngineOptions& options);
+  void prepare_backend();
 
   std::shared_ptr<const Model> owned_;
   const Model* model_;

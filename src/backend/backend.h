@@ -27,6 +27,12 @@
 
 namespace tappa::backend {
 
+// A small fp32 vector of the model (a norm's weights, a bias) in host memory.
+struct VectorView {
+  const float* data = nullptr;
+  int64_t n = 0;
+};
+
 // A row-major fp32 matrix in backend memory; rows `ld` floats apart (ld >= cols).
 struct Mat {
   float* data = nullptr;
@@ -120,6 +126,11 @@ class Backend {
   virtual int n_threads() const = 0;
   // Whether Mat memory is host memory the caller may read and write directly.
   virtual bool host_visible() const = 0;
+
+  // Called once by the engine with every weight matrix and every small vector (norms, biases, RoPE
+  // frequency factors) of the model, before any op: a backend that keeps its own copies (a GPU)
+  // makes them here and finds them later by the views' addresses. Host backends need nothing.
+  virtual void prepare_weights(std::span<const WeightView> matrices, std::span<const VectorView> vectors) {}
 
   // --- memory ---------------------------------------------------------------------------------
   virtual Buffer alloc(size_t n_floats) = 0;

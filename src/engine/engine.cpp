@@ -8,6 +8,7 @@
 #include "backend/backend.h"
 #include "engine/forward.h"
 #include "engine/sequence_impl.h"
+#include "model/weights.h"
 #include "tappa/error.h"
 
 namespace tappa {
@@ -82,11 +83,32 @@ void Engine::init(const EngineOptions& options) {
   if (c.n_group() > 64)
     throw Error("unsupported attention: " + std::to_string(c.n_group()) + " query heads per KV head (at most 64)");
   backend_ = backend::make_backend(options.backend, options.n_threads);
+  prepare_backend();
   forward_ = std::make_unique<Forward>(*model_, *backend_, n_batch_);
   skip_.assign(c.n_layer, 0);
 }
 
 Engine::~Engine() = default;
+
+// Every weight the forward pass reads, handed to the backend once (a GPU copies them to its memory).
+void Engine::prepare_backend() {
+  const ModelConfig& c = model_->config();
+  const ModelWeights& w = model_->weights();
+  std::vector<WeightView> mats{w.token_embd, w.output};
+  std::vector<backend::VectorView> vecs{{w.output_norm, c.n_embd}};
+  if (w.rope_freqs) vecs.push_back({w.rope_freqs, c.n_rot / 2});
+  for (const LayerWeights& L : w.layers) {
+    for (const WeightView* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) mats.push_back(*m);
+    const int64_t E = c.n_embd, QD = int64_t{c.n_head} * c.head_dim, KD = int64_t{c.n_head_kv} * c.head_dim;
+    for (const backend::VectorView& v : {backend::VectorView{L.attn_norm, E}, backend::VectorView{L.ffn_norm, E},
+                                         backend::VectorView{L.bq, QD}, backend::VectorView{L.bk, KD},
+                                         backend::VectorView{L.bv, KD}, backend::VectorView{L.q_norm, c.head_dim},
+                                         backend::VectorView{L.k_norm, c.head_dim}, backend::VectorView{L.post_attn_norm, E},
+                                         backend::VectorView{L.post_ffn_norm, E}})
+      if (v.data) vecs.push_back(v);
+  }
+  backend_->prepare_weights(mats, vecs);
+}
 
 int Engine::n_threads() const { return backend_->n_threads(); }
 std::string Engine::backend_name() const { return backend_->name(); }
