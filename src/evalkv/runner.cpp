@@ -110,6 +110,37 @@ void validate(const GridConfig& cfg) {
     if (!labels.insert(m.label).second) throw Error("method '" + m.label + "' is listed twice");
 }
 
+// Attaches a KV policy to a sequence for a scope (nullptr: none) and always detaches it, so the
+// sequence never keeps a pointer to a cell's compressor past the scope.
+class PolicyScope {
+ public:
+  PolicyScope(Sequence& s, KvPolicy* p) : s_(s) { s_.set_policy(p); }
+  ~PolicyScope() { s_.set_policy(nullptr); }
+  PolicyScope(const PolicyScope&) = delete;
+  PolicyScope& operator=(const PolicyScope&) = delete;
+
+ private:
+  Sequence& s_;
+};
+
+// What the cache holds once the cell's decoding is over (decode eviction bounds it by the layer
+// budgets; without it the lists grow by one row per decoded token).
+void record_cache_end(nlohmann::json& cell, const KvCache& cache, const kv::KvCompressor* comp, const ModelConfig& mc) {
+  std::vector<int> rows(mc.n_layer, 0);
+  int64_t total = 0;
+  for (int l = 0; l < mc.n_layer; ++l)
+    for (int h = 0; h < mc.n_head_kv; ++h) {
+      rows[l] = std::max(rows[l], cache.length(l, h));
+      total += cache.length(l, h);
+    }
+  cell["end_rows"] = total;
+  cell["end_layer_rows"] = rows;  // longest list of each layer
+  if (comp) {
+    cell["decode_steps"] = comp->record().decode_steps;
+    cell["decode_evicted"] = comp->record().decode_evicted;
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> split_list(std::string_view s, char sep) {
@@ -126,6 +157,13 @@ std::vector<std::string> split_list(std::string_view s, char sep) {
   }
   return out;
 }
+
+namespace {
+constexpr const char* kSpecKeys =
+    "alpha, window, gamma, pool, cascading, decode-evict, decode-evict-every, n-sink, streaming-first, h2o-rows, "
+    "h2o-official-mask, snapkv-mean, pyramid-beta, tau, min-head-frac, ea-n-future, ea-covariance, ea-vnorm, "
+    "ea-epsilon, ea-stat-rows, seed";
+}  // namespace
 
 MethodSpec parse_method_spec(std::string_view spec) {
   const auto parts = split_list(spec, ':');
@@ -144,6 +182,13 @@ MethodSpec parse_method_spec(std::string_view spec) {
       throw Error("method '" + std::string(spec) + "': " + k + " needs a number, got '" + v + "'");
     }
   };
+  // Whole non-negative numbers (row counts, seeds): "12.5" or "-3" is an error, not a silent cast.
+  auto count = [&](const std::string& k, const std::string& v) {
+    const double d = num(k, v);
+    if (!(d >= 0.0) || d != std::floor(d) || d > 2147483647.0)
+      throw Error("method '" + std::string(spec) + "': " + k + " needs a whole number >= 0, got '" + v + "'");
+    return static_cast<int>(d);
+  };
   for (size_t i = 1; i < parts.size(); ++i) {
     const auto eq = parts[i].find('=');
     if (eq == std::string::npos) throw Error("method '" + std::string(spec) + "': expected key=value, got '" + parts[i] + "'");
@@ -158,7 +203,18 @@ MethodSpec parse_method_spec(std::string_view spec) {
     else if (k == "pyramid-beta") m.flags.pyramid_beta = static_cast<int>(num(k, v));
     else if (k == "tau") m.flags.tau = v;
     else if (k == "min-head-frac") m.flags.min_head_frac = num(k, v);
-    else throw Error("method '" + std::string(spec) + "': unknown key '" + k + "'");
+    else if (k == "streaming-first") m.flags.streaming_keep_first = num(k, v) != 0;
+    else if (k == "h2o-rows") m.flags.h2o_rows = count(k, v);
+    else if (k == "h2o-official-mask") m.flags.h2o_official_mask = num(k, v) != 0;
+    else if (k == "snapkv-mean") m.flags.snapkv_mean = num(k, v) != 0;
+    else if (k == "ea-n-future") m.flags.ea_n_future = count(k, v);
+    else if (k == "ea-covariance") m.flags.ea_covariance = num(k, v) != 0;
+    else if (k == "ea-vnorm") m.flags.ea_vnorm = num(k, v) != 0;
+    else if (k == "ea-epsilon") m.flags.ea_epsilon = num(k, v);
+    else if (k == "ea-stat-rows") m.flags.ea_stat_rows = count(k, v);
+    else if (k == "decode-evict-every") m.flags.decode_evict_every = count(k, v);
+    else if (k == "seed") m.flags.seed = static_cast<uint64_t>(count(k, v));
+    else throw Error("method '" + std::string(spec) + "': unknown key '" + k + "' (known: " + kSpecKeys + ")");
   }
   // Validate the knobs now (one clear error before any work).
   kv::CompressorFlags probe = m.flags;
@@ -277,10 +333,12 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
       } else {
         sample = generate_task(haystacks(), g.task, g.length, g.sample, cfg.seed, count);
       }
-      const bool chat = is_longbench(g.task) && cfg.longbench_chat && !tok.chat_template().empty();
+      const bool chat =
+          is_longbench(g.task) && sample.chat_template && cfg.longbench_chat && !tok.chat_template().empty();
       if (chat) {
-        // LongBench wraps the prompt in the chat template for chat models (its build_chat): the user
-        // turn holds context and question; the assistant turn starts after the question.
+        // LongBench wraps the prompt in the chat template for chat models (its build_chat) except for
+        // the few-shot and code datasets (TaskSample::chat_template): the user turn holds context and
+        // question; the assistant turn starts after the question.
         const std::string marker = "\x01tappa-split\x01";
         const std::string wrapped = tok.apply_chat_template({{"user", marker}}, true);
         const size_t at = wrapped.find(marker);
@@ -373,12 +431,17 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
         // rounding, enough to flip near-tied argmaxes even for the full cache).
         int agree = 0;
         std::span<const float> glogits(pre.last_logits);
-        while (agree < G && argmax(glogits) == ref_greedy[agree]) {
-          ++agree;
-          if (agree == G) break;
-          const int32_t one[1] = {ref_greedy[agree - 1]};
-          glogits = engine.eval(*greedy, one);
+        {
+          // One-token steps with the compressor attached: decode eviction as in generation.
+          const PolicyScope attached(*greedy, comp.get());
+          while (agree < G && argmax(glogits) == ref_greedy[agree]) {
+            ++agree;
+            if (agree == G) break;
+            const int32_t one[1] = {ref_greedy[agree - 1]};
+            glogits = engine.eval(*greedy, one);
+          }
         }
+        record_cache_end(cell, greedy->cache(), comp.get(), mc);
         cell["kl"] = acc.kl();
         cell["top1"] = acc.top1();
         cell["nll"] = acc.nll();
@@ -388,9 +451,21 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
         cell["score"] = acc.top1();
       } else {
         std::span<const float> logits(pre.last_logits);
+        // Query-agnostic: the question is appended uncompressed (kvpress's protocol). It is a
+        // multi-token call, which an attached compressor would take for a new prompt to compress.
         if (!tail.empty()) logits = engine.eval(*seq, tail);
-        const std::string pred = greedy_generate(engine, *seq, tok, logits, sample.max_new_tokens, sample.stop_at_newline);
-        const std::string dataset = is_longbench(g.task) ? g.task.substr(10) : g.task;
+        // Generation runs with the compressor attached as the sequence's KV policy, so decode-time
+        // eviction follows the method's setting (CAKE/TAPPA: every step cuts each list back to b_l + W).
+        std::string pred;
+        const int64_t pos_gen = seq->n_past();
+        {
+          const PolicyScope attached(*seq, comp.get());
+          pred = greedy_generate(engine, *seq, tok, logits, sample.max_new_tokens, sample.stop_at_newline);
+        }
+        cell["decoded_tokens"] = seq->n_past() - pos_gen;  // one-token steps (the last token is not fed back)
+        record_cache_end(cell, seq->cache(), comp.get(), mc);
+        // LongBench: the record's dataset (a longbench:<file> task is named by its path).
+        const std::string dataset = is_longbench(g.task) ? sample.dataset : g.task;
         cell["score"] = score_prediction(sample.metric, dataset, pred, sample.outputs, sample.all_classes);
         cell["metric"] = sample.metric;
         cell["prediction"] = pred;

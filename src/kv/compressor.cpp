@@ -117,6 +117,16 @@ CompressorOptions make_compressor_options(const CompressorFlags& f) {
     if (*f.decode_evict_every < 1) fail("--decode-evict-every must be >= 1");
     c.decode_evict_every = *f.decode_evict_every;
   }
+  if (f.ea_n_future) {
+    if (*f.ea_n_future < 1) fail("--ea-n-future must be >= 1");
+    o.ea.n_future = *f.ea_n_future;
+  }
+  if (f.ea_covariance) o.ea.use_covariance = *f.ea_covariance;
+  if (f.ea_vnorm) o.ea.use_vnorm = *f.ea_vnorm;
+  if (f.ea_epsilon) {
+    if (!(*f.ea_epsilon >= 0.0) || !std::isfinite(*f.ea_epsilon)) fail("--ea-epsilon must be a finite number >= 0");
+    o.ea.epsilon = *f.ea_epsilon;
+  }
   if (m.scorer != ScorerKind::none && !c.budget && !c.ratio)
     fail("--kv " + std::string(m.name) + " needs a budget: --budget N (tokens per layer, window included) or --ratio R");
   return c;

@@ -82,6 +82,12 @@ struct CompressorFlags {
   bool snapkv_mean = false;
   std::optional<int> ea_stat_rows;
   std::optional<int> decode_evict_every;
+  // expected-attention (ExpectedAttentionOptions): future positions averaged, covariance term,
+  // value-norm factor, epsilon.
+  std::optional<int> ea_n_future;
+  std::optional<bool> ea_covariance;
+  std::optional<bool> ea_vnorm;
+  std::optional<double> ea_epsilon;
 };
 // Method defaults + flags. Throws tappa::Error (one line) on an unknown method, both --budget and
 // --ratio, a non-positive budget, a bad ratio, pooling or alpha.
