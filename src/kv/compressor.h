@@ -60,7 +60,7 @@ struct CompressorOptions {
   int decode_evict_every = 1;
 };
 
-// The textual knobs of the CLI (every one optional: unset keeps the method's default).
+// The knobs of a spec string (kv/spec.h), typed; every one optional: unset keeps the method's default.
 struct CompressorFlags {
   std::string method = "fullkv";
   std::optional<int> budget;
@@ -88,6 +88,9 @@ struct CompressorFlags {
   std::optional<bool> ea_covariance;
   std::optional<bool> ea_vnorm;
   std::optional<double> ea_epsilon;
+  std::optional<double> adakv_alpha;
+  std::optional<Granularity> granularity;
+  std::vector<std::pair<std::string, double>> extra;  // knobs of methods registered beyond the built-ins
 };
 // Method defaults + flags. Throws tappa::Error (one line) on an unknown method, both --budget and
 // --ratio, a non-positive budget, a bad ratio, pooling or alpha.
@@ -162,7 +165,7 @@ class KvCompressor : public KvPolicy {
   // Throws the error a prefill of n_prompt tokens would throw (call before Engine::eval to fail early).
   void check(int n_prompt) const;
   // Whether this policy does anything (fullkv: no).
-  bool active() const { return method_->scorer != ScorerKind::none; }
+  bool active() const { return !method_->is_none(); }
 
   // h2o: an observer that sums the attention rows the engine computes anyway for the last
   // h2o_rows prompt queries (Engine::set_observer), so scoring costs no second attention pass;
@@ -199,6 +202,7 @@ class KvCompressor : public KvPolicy {
   void evict_layer(int layer, const std::vector<int>& head_budgets, KvCache& cache);
   void finish_record(const KvCache& cache);
   size_t row_bytes() const;
+  bool is_h2o() const { return method_->scorer->name() == "h2o"; }  // the engine-row observer is H2O's
 
   const Model& model_;
   CompressorOptions options_;
