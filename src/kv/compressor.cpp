@@ -295,6 +295,8 @@ bool KvCompressor::wants_decode_attention() const {
 
 // ---------------------------------------------------------------------------------------------
 
+void KvCompressor::on_prefill_begin(int n_tokens, int64_t pos0) { begin_next_ = true; }
+
 void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& cache) {
   in_prefill_ = true;
   compress_ = false;
@@ -414,7 +416,12 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   const int l = view.layer;
   if (l < 0 || l >= n_layer_ || skip_[l]) return;
   // A new eval call (also after an exception left the previous one unfinished).
-  if (!in_prefill_ || (!seen_.empty() && l <= seen_.back())) begin_prefill(view, cache);
+  // A new prefill: announced by on_prefill_begin (the engine always does), or — for a caller that
+  // drives the hooks by hand without it — a layer that does not follow the last one seen.
+  if (begin_next_ || !in_prefill_ || (!seen_.empty() && l <= seen_.back())) {
+    begin_next_ = false;
+    begin_prefill(view, cache);
+  }
   const int idx = static_cast<int>(seen_.size());
   seen_.push_back(l);
   LayerState& st = layers_[l];
