@@ -2,5 +2,5 @@
 # Configures and builds tappa (Release) into build/. Extra arguments go to cmake's configure step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DTAPPA_MPI=OFF "$@" >/dev/null
 cmake --build build -j"$(nproc)"
