@@ -198,7 +198,6 @@ class KvCompressor : public KvPolicy {
   void begin_prefill(const PrefillLayerView& view, const KvCache& cache);
   void evict_layer(int layer, const std::vector<int>& head_budgets, KvCache& cache);
   void finish_record(const KvCache& cache);
-  size_t row_bytes() const;
 
   const Model& model_;
   CompressorOptions options_;
@@ -223,6 +222,7 @@ class KvCompressor : public KvPolicy {
   std::vector<double> prefs_;
   std::vector<LayerState> layers_;
   std::vector<const float*> kptr_, vptr_;
+  std::vector<float> decoded_k_, decoded_v_;  // fp32 rows of a cache stored in another format
   std::vector<int> keep_;
   bool planned_decode_ = false;
 
