@@ -14,6 +14,7 @@
 #include "evalkv/rng.h"
 #include "evalkv/tasks.h"
 #include "kv/host_kv_cache.h"
+#include "kv/spec.h"
 #include "tappa/kv_policy.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
@@ -172,67 +173,12 @@ std::vector<std::string> split_list(std::string_view s, char sep) {
 }
 
 namespace {
-constexpr const char* kSpecKeys =
-    "alpha, window, gamma, pool, cascading, decode-evict, decode-evict-every, n-sink, streaming-first, h2o-rows, "
-    "h2o-official-mask, snapkv-mean, pyramid-beta, tau, min-head-frac, ea-n-future, ea-covariance, ea-vnorm, "
-    "ea-epsilon, ea-stat-rows, seed";
 }  // namespace
 
 MethodSpec parse_method_spec(std::string_view spec) {
-  const auto parts = split_list(spec, ':');
-  if (parts.empty()) throw Error("empty method name");
   MethodSpec m;
   m.label = std::string(spec);
-  m.flags.method = parts[0];
-  kv::find_method(parts[0]);  // throws with the list of names
-  auto num = [&](const std::string& k, const std::string& v) {
-    try {
-      size_t used = 0;
-      const double d = std::stod(v, &used);
-      if (used != v.size()) throw std::invalid_argument(v);
-      return d;
-    } catch (const std::exception&) {
-      throw Error("method '" + std::string(spec) + "': " + k + " needs a number, got '" + v + "'");
-    }
-  };
-  // Whole non-negative numbers (row counts, seeds): "12.5" or "-3" is an error, not a silent cast.
-  auto count = [&](const std::string& k, const std::string& v) {
-    const double d = num(k, v);
-    if (!(d >= 0.0) || d != std::floor(d) || d > 2147483647.0)
-      throw Error("method '" + std::string(spec) + "': " + k + " needs a whole number >= 0, got '" + v + "'");
-    return static_cast<int>(d);
-  };
-  for (size_t i = 1; i < parts.size(); ++i) {
-    const auto eq = parts[i].find('=');
-    if (eq == std::string::npos) throw Error("method '" + std::string(spec) + "': expected key=value, got '" + parts[i] + "'");
-    const std::string k = parts[i].substr(0, eq), v = parts[i].substr(eq + 1);
-    if (k == "alpha") m.flags.alpha = v;
-    else if (k == "window") m.flags.window = static_cast<int>(num(k, v));
-    else if (k == "gamma") m.flags.gamma = num(k, v);
-    else if (k == "pool") m.flags.pool = v;
-    else if (k == "cascading") m.flags.cascading = num(k, v) != 0;
-    else if (k == "decode-evict") m.flags.decode_evict = num(k, v) != 0;
-    else if (k == "n-sink") m.flags.n_sink = static_cast<int>(num(k, v));
-    else if (k == "pyramid-beta") m.flags.pyramid_beta = static_cast<int>(num(k, v));
-    else if (k == "tau") m.flags.tau = v;
-    else if (k == "min-head-frac") m.flags.min_head_frac = num(k, v);
-    else if (k == "streaming-first") m.flags.streaming_keep_first = num(k, v) != 0;
-    else if (k == "h2o-rows") m.flags.h2o_rows = count(k, v);
-    else if (k == "h2o-official-mask") m.flags.h2o_official_mask = num(k, v) != 0;
-    else if (k == "snapkv-mean") m.flags.snapkv_mean = num(k, v) != 0;
-    else if (k == "ea-n-future") m.flags.ea_n_future = count(k, v);
-    else if (k == "ea-covariance") m.flags.ea_covariance = num(k, v) != 0;
-    else if (k == "ea-vnorm") m.flags.ea_vnorm = num(k, v) != 0;
-    else if (k == "ea-epsilon") m.flags.ea_epsilon = num(k, v);
-    else if (k == "ea-stat-rows") m.flags.ea_stat_rows = count(k, v);
-    else if (k == "decode-evict-every") m.flags.decode_evict_every = count(k, v);
-    else if (k == "seed") m.flags.seed = static_cast<uint64_t>(count(k, v));
-    else throw Error("method '" + std::string(spec) + "': unknown key '" + k + "' (known: " + kSpecKeys + ")");
-  }
-  // Validate the knobs now (one clear error before any work).
-  kv::CompressorFlags probe = m.flags;
-  probe.budget = 128;
-  kv::make_compressor_options(probe);
+  m.flags = kv::parse_spec(spec);
   return m;
 }
 
