@@ -33,6 +33,7 @@ void register_ppl(CLI::App& app, int& rc) {
     std::string model, file, out, checkpoint, skip;
     int ctx = 512, chunks = -1, threads = 0;
     bool resume = false, quiet = false;
+    CacheTypeFlags cache;
   };
   auto o = std::make_shared<Opts>();
   add_model_option(*cmd, o->model);
@@ -42,6 +43,7 @@ void register_ppl(CLI::App& app, int& rc) {
   cmd->add_option("-t,--threads", o->threads, "CPU threads (0: all)")->capture_default_str()->check(CLI::Range(0, 1024));
   cmd->add_option("--skip-layers", o->skip, "Skip these layers (in-memory pruning), e.g. 3,5,20-24");
   cmd->add_option("-o,--output", o->out, "Write the result as JSON (atomically)");
+  add_cache_type_flags(*cmd, o->cache);
   cmd->add_option("--checkpoint", o->checkpoint, "Checkpoint file (default: OUTPUT.ckpt.json when -o is given)");
   cmd->add_flag("--resume", o->resume, "Continue from the checkpoint of an interrupted run with the same settings");
   cmd->add_flag("-q,--quiet", o->quiet, "No per-chunk values and no progress bar");
@@ -56,11 +58,15 @@ void register_ppl(CLI::App& app, int& rc) {
     const std::string ckpt = !o->checkpoint.empty() ? o->checkpoint : (o->out.empty() ? "" : o->out + ".ckpt.json");
     if (o->resume && ckpt.empty()) throw Error("--resume needs -o or --checkpoint (where the checkpoint lives)");
 
-    const nlohmann::json settings = {{"model", o->model}, {"file", o->file}, {"n_ctx", o->ctx},
-                                     {"n_tokens", tokens.size()}, {"skip_layers", skip}};
+    nlohmann::json settings = {{"model", o->model}, {"file", o->file}, {"n_ctx", o->ctx},
+                               {"n_tokens", tokens.size()}, {"skip_layers", skip}};
+    const KvCacheType cache = cache_type_from_flags(o->cache);
+    const KvCacheFormat format = resolve_kv_format(cache, model->config().head_dim);
+    if (!format.is_f32()) settings["kv_format"] = kv_format_name(format);  // f32: checkpoints as before
     EngineOptions eo;
     eo.n_threads = o->threads;
     eo.n_ctx = o->ctx;
+    eo.cache = cache;
     Engine engine(model, eo);
     engine.set_skip_layers(skip);
     auto seq = engine.new_sequence();
@@ -82,10 +88,10 @@ void register_ppl(CLI::App& app, int& rc) {
     std::vector<eval::ChunkNll> done;
     if (world.size() > 1) {
       // mpirun: chunk i on rank i mod N (cli/sharded.h); rank 0 gets every chunk's sums in chunk order.
-      ShardedItems shards(world, n_chunks, ckpt, settings, "model, file, -c or --skip-layers");
+      ShardedItems shards(world, n_chunks, ckpt, settings, "model, file, -c, --skip-layers or the cache types");
       if (o->resume) {
         if (std::filesystem::exists(ckpt)) {
-          const std::vector<eval::ChunkNll> v = legacy_chunks(read_checkpoint(ckpt, settings, "model, file, -c or --skip-layers"));
+          const std::vector<eval::ChunkNll> v = legacy_chunks(read_checkpoint(ckpt, settings, "model, file, -c, --skip-layers or the cache types"));
           for (size_t i = 0; i < v.size(); ++i) shards.add(static_cast<int64_t>(i), {v[i].nll_sum, v[i].nll2_sum, v[i].count});
         }
         shards.resume();
@@ -117,7 +123,7 @@ void register_ppl(CLI::App& app, int& rc) {
       }
     } else {
       if (o->resume && std::filesystem::exists(ckpt)) {
-        done = legacy_chunks(read_checkpoint(ckpt, settings, "model, file, -c or --skip-layers"));
+        done = legacy_chunks(read_checkpoint(ckpt, settings, "model, file, -c, --skip-layers or the cache types"));
         std::fprintf(stderr, "tappa ppl: resuming after %zu of %d chunks\n", done.size(), n_chunks);
       }
       const auto save_checkpoint = [&] {
