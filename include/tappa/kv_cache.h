@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 namespace tappa {
 
@@ -34,6 +35,17 @@ class KvCache {
   // Copies rows [first, first + n) of one list to k and v ([n][head_dim] each; either may be null).
   virtual void read(int layer, int head, int first, int n, float* k, float* v) const = 0;
 
+  // Softmax attention of query rows against one list, computed where the list lives (a GPU): q is
+  // host memory [n_group][n_rows][head_dim] (post-RoPE; n_group query heads sharing the list), and
+  // row a of each group sits at the list's position length - n_rows + a: it sees list rows
+  // 0 .. length - n_rows + a (causal at the bottom right). Writes probs [n_group][n_rows][length]
+  // (host, zeros where masked). Returns false when the cache has no such kernel (host caches: the
+  // caller computes it from keys()).
+  virtual bool attention_rows(int layer, int head, const float* q, int n_group, int n_rows, float scale,
+                              float* probs) const {
+    return false;
+  }
+
   // Makes room for `extra` more rows in every list of one layer (may allocate; the engine calls it
   // before a layer appends, so a policy that compresses finished layers keeps the peak at the
   // compressed layers plus one).
@@ -43,6 +55,13 @@ class KvCache {
   }
   // Appends n host rows to one list (k and v: head_dim floats per row, `stride` floats apart).
   virtual void append(int layer, int head, const float* k, const float* v, int n, int64_t stride) = 0;
+  // Appends rows [first, first + n) of a list of another cache of the same head size (any storage):
+  // through host rows by default, device to device where both caches live on one GPU.
+  virtual void append_from(int layer, int head, const KvCache& src, int src_layer, int src_head, int first, int n) {
+    std::vector<float> k(static_cast<size_t>(n) * head_dim_), v(k.size());
+    src.read(src_layer, src_head, first, n, k.data(), v.data());
+    append(layer, head, k.data(), v.data(), n, head_dim_);
+  }
   // Keeps only the listed rows (no repeats) of one list, in the given order, compacted in place: the
   // capacity stays, so per-step decode eviction followed by the next step's reservation allocates
   // nothing. Call shrink_to_fit(layer, head) afterwards to give the freed rows back.

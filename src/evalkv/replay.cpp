@@ -55,13 +55,13 @@ std::unique_ptr<Sequence> restore_prefill(Engine& engine, const Prefilled& p, kv
   const std::unique_ptr<KvCache> full = seq->cache().clone();
   KvCache& cache = seq->cache();
   cache.clear();
-  const int n_layer = full->n_layer(), n_kv = full->n_head_kv(), d = full->head_dim();
+  const int n_layer = full->n_layer(), n_kv = full->n_head_kv();
   comp->on_prefill_begin(static_cast<int>(p.tokens.size()), 0);
   for (int l = 0; l < n_layer; ++l) {
     const int n = full->length(l, 0);
     if (n == 0) continue;  // a layer the engine skipped
     cache.reserve_extra(l, n);
-    for (int h = 0; h < n_kv; ++h) cache.append(l, h, full->keys(l, h), full->values(l, h), full->length(l, h), d);
+    for (int h = 0; h < n_kv; ++h) cache.append_from(l, h, *full, l, h, 0, full->length(l, h));
     if (l < static_cast<int>(p.layers.size())) {
       const CapturedLayer& L = p.layers[l];
       PrefillLayerView v = L.view;

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One call on the H200 machine (issue #17): the CUDA tests, the speed figures of docs/PERFORMANCE.md
+# and the PyTorch side-by-side, with prebuilt binaries. Run from a folder holding bin/ (tappa,
+# tappa_tests built with -DTAPPA_CUDA=ON), lib/ (libraries the image lacks) and bench/ (this script,
+# pytorch_baseline.py); logs go to $OUT (or ./out).
+#
+#   bench/cuda_h200.sh tests|speed|torch|model|all
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH="$PWD/lib:${LD_LIBRARY_PATH:-}"
+# cuBLAS: the toolkit's, else the one PyTorch's wheels carry.
+if ! ldconfig -p | grep -q libcublasLt.so.13; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 $(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__file__))' 2>/dev/null)/cu13/lib $(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__file__))' 2>/dev/null)/cublas/lib; do
+    [ -e "$d/libcublasLt.so.13" ] && export LD_LIBRARY_PATH="$d:$LD_LIBRARY_PATH" && break
+  done
+fi
+B=bin/tappa
+R8=(--backend cuda --random-weights llama-3.1-8b)
+phase=${1:-all}
+
+run() {  # name, timeout, command...
+  local name=$1 t=$2; shift 2
+  echo "=== $name: $*" | tee -a "$OUT/summary.log"
+  local s=$SECONDS
+  timeout "$t" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "=== $name: rc $rc, $((SECONDS - s)) s" | tee -a "$OUT/summary.log"
+  grep -E "^\| |KV cache held|\[cuda|FAILED|PASSED|Skipped|SKIPPED|rc |tokens_per_s|Error|error" "$OUT/$name.log" | head -60 | tee -a "$OUT/summary.log"
+}
+
+if [ "$phase" = tests ] || [ "$phase" = all ]; then
+  nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,driver_version --format=csv | tee -a "$OUT/summary.log"
+  ldd $B | grep -E "not found|cublas|hwy|pcre" | tee -a "$OUT/summary.log"
+  run tests 400 bin/tappa_tests --gtest_filter='Cuda*' --gtest_color=no
+fi
+if [ "$phase" = speed ] || [ "$phase" = all ]; then
+  run pp 300 $B bench "${R8[@]}" -p 8192 -b 8192 -n 0 -r 3
+  run pp32k 300 $B bench "${R8[@]}" -p 32768 -b 32768 -n 0 -r 3
+  run tg4k 300 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
+  run tg32k_full 400 $B bench "${R8[@]}" -d 32768 -b 8192 -p 0 -n 32 -r 2 --share-depth --batch 1,26
+  run tg32k_tappa 400 $B bench "${R8[@]}" -d 32768 -b 8192 -p 0 -n 32 -r 2 --share-depth --batch 1,64,800 \
+    --kv tappa --budget 1024 --no-decode-evict
+fi
+if [ "$phase" = torch ] || [ "$phase" = all ]; then
+  PYTHONUNBUFFERED=1 run torch 420 python3 bench/pytorch_baseline.py
+fi
+if [ "$phase" = model ]; then
+  run model_tests 300 env TAPPA_MODEL="$MODEL" bin/tappa_tests --gtest_filter='CudaEngine.DefaultModel*' --gtest_color=no
+fi

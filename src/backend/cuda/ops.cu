@@ -1,0 +1,218 @@
+// Elementwise and row kernels of the CUDA backend. They are memory-bound and small next to the
+// products; each is one pass over its data with the arithmetic of the reference backend (fp32, and
+// RMSNorm's squares summed in double like ggml's), so parity needs no tolerance beyond libm's ulp.
+#include "backend/cuda/kernels.cuh"
+#include "model/random_weights.h"
+
+namespace tappa::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+int blocks_for(int64_t n, int threads = kThreads) {
+  const int64_t b = (n + threads - 1) / threads;
+  return static_cast<int>(b < 65535 * 16 ? (b > 0 ? b : 1) : 65535 * 16);
+}
+
+__global__ void embed_kernel(const bf16* table, const int32_t* tokens, int64_t cols, float scale, float* x, int64_t ldx) {
+  const bf16* row = table + static_cast<int64_t>(tokens[blockIdx.x]) * cols;
+  float* xi = x + static_cast<int64_t>(blockIdx.x) * ldx;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) xi[j] = __bfloat162float(row[j]) * scale;
+}
+
+__global__ void rms_norm_kernel(const float* x, int64_t ldx, const float* w, float eps, float* out, int64_t ldo, int64_t cols) {
+  const float* xi = x + blockIdx.x * ldx;
+  float* oi = out + blockIdx.x * ldo;
+  double ss = 0.0;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float v = xi[j];
+    ss += static_cast<double>(v * v);
+  }
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  __shared__ double part[kThreads / 32];
+  __shared__ float s_scale;
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = ss;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0.0;
+    for (int i = 0; i < kThreads / 32; ++i) t += part[i];
+    s_scale = 1.0f / sqrtf(static_cast<float>(t / static_cast<double>(cols)) + eps);
+  }
+  __syncthreads();
+  const float s = s_scale;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) oi[j] = xi[j] * s * w[j];
+}
+
+__global__ void elementwise_kernel(Elementwise op, float* y, int64_t ldy, const float* x, int64_t ldx, float a,
+                                   int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = t / cols, j = t % cols;
+    float& v = y[i * ldy + j];
+    switch (op) {
+      case Elementwise::AddBias: v += x[j]; break;
+      case Elementwise::Add: v += x[i * ldx + j]; break;
+      case Elementwise::Scale: v *= a; break;
+      case Elementwise::Softcap: v = tanhf(v * (1.0f / a)) * a; break;
+    }
+  }
+}
+
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+__device__ __forceinline__ float gelu_tanh(float g) {
+  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+  return 0.5f * g * (1.0f + tanhf(k * g * (1.0f + 0.044715f * g * g)));
+}
+
+__global__ void glu_kernel(float* gate, int64_t ldg, const float* up, int64_t ldu, bool gelu, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = t / cols, j = t % cols;
+    const float g = gate[i * ldg + j];
+    gate[i * ldg + j] = (gelu ? gelu_tanh(g) : silu(g)) * up[i * ldu + j];
+  }
+}
+
+// (x_a, x_b) -> (x_a c - x_b s, x_a s + x_b c) with one fused multiply-add each, as the reference.
+__global__ void rope_kernel(const float* table, int64_t ldt, float* x, int64_t ldx, int n_heads, int head_dim, int n_rot,
+                            bool neox) {
+  const float* cs = table + blockIdx.x * ldt;
+  float* row = x + blockIdx.x * ldx;
+  const int half = n_rot / 2;
+  for (int t = threadIdx.x; t < n_heads * half; t += blockDim.x) {
+    const int h = t / half, m = t % half;
+    float* v = row + static_cast<int64_t>(h) * head_dim;
+    const int a = neox ? m : 2 * m, b = neox ? m + half : 2 * m + 1;
+    const float x0 = v[a], x1 = v[b], c = cs[2 * m], s = cs[2 * m + 1];
+    v[a] = __fmaf_rn(x0, c, -__fmul_rn(x1, s));
+    v[b] = __fmaf_rn(x0, s, __fmul_rn(x1, c));
+  }
+}
+
+__global__ void to_bf16_kernel(const float* x, int64_t ldx, bf16* y, int64_t ldy, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = t / cols, j = t % cols;
+    y[i * ldy + j] = __float2bfloat16_rn(x[i * ldx + j]);
+  }
+}
+
+__global__ void random_fill_kernel(bf16* dst, int64_t n, uint64_t seed, float step) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = __ushort_as_bfloat16(random_weights::weight_bits(seed, static_cast<uint64_t>(i), step));
+}
+
+__global__ void argmax_kernel(const float* x, int64_t ldx, int64_t cols, int32_t* ids) {
+  const float* xi = x + blockIdx.x * ldx;
+  float best = -INFINITY;
+  int64_t idx = cols;  // larger than any index: loses every tie
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float v = xi[j];
+    if (v > best) best = v, idx = j;  // j ascends per thread: the first maximum stays
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+    const int64_t oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (ob > best || (ob == best && oi < idx)) best = ob, idx = oi;
+  }
+  __shared__ float sb[kThreads / 32];
+  __shared__ int64_t si[kThreads / 32];
+  if (threadIdx.x % 32 == 0) sb[threadIdx.x / 32] = best, si[threadIdx.x / 32] = idx;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kThreads / 32; ++w)
+      if (sb[w] > best || (sb[w] == best && si[w] < idx)) best = sb[w], idx = si[w];
+    ids[blockIdx.x] = static_cast<int32_t>(idx < cols ? idx : 0);
+  }
+}
+
+__global__ void kv_append_kernel(AppendArgs a, const float* k, int64_t ldk, const float* v, int64_t ldv, int head_dim) {
+  const int i = blockIdx.x, h = blockIdx.y;
+  const float* ks = k + static_cast<int64_t>(i) * ldk + static_cast<int64_t>(h) * head_dim;
+  const float* vs = v + static_cast<int64_t>(i) * ldv + static_cast<int64_t>(h) * head_dim;
+  bf16* kd = a.k[h] + static_cast<int64_t>(i) * head_dim;
+  bf16* vd = a.v[h] + static_cast<int64_t>(i) * head_dim;
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    kd[d] = __float2bfloat16_rn(ks[d]);
+    vd[d] = __float2bfloat16_rn(vs[d]);
+  }
+}
+
+__global__ void gather_kernel(const bf16* src, bf16* dst, const int32_t* rows, int n, int head_dim) {
+  const int i = blockIdx.x;
+  const int64_t from = static_cast<int64_t>(rows[i]) * head_dim, to = static_cast<int64_t>(i) * head_dim;
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) dst[to + d] = src[from + d];
+}
+
+}  // namespace
+
+void embed(const bf16* table, const int32_t* tokens, int n, int64_t cols, float scale, float* x, int64_t ldx, cudaStream_t s) {
+  if (n == 0) return;
+  embed_kernel<<<n, kThreads, 0, s>>>(table, tokens, cols, scale, x, ldx);
+  TAPPA_CUDA_LAUNCHED();
+}
+
+void rms_norm(const float* x, int64_t ldx, const float* w, float eps, float* out, int64_t ldo, int64_t rows, int64_t cols,
+              cudaStream_t s) {
+  if (rows == 0) return;
+  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(x, ldx, w, eps, out, ldo, cols);
+  TAPPA_CUDA_LAUNCHED();
+}
+
+void elementwise(Elementwise op, float* y, int64_t ldy, const float* x, int64_t ldx, float a, int64_t rows, int64_t cols,
+                 cudaStream_t s) {
+  if (rows * cols == 0) return;
+  elementwise_kernel<<<blocks_for(rows * cols), kThreads, 0, s>>>(op, y, ldy, x, ldx, a, rows, cols);
+  TAPPA_CUDA_LAUNCHED();
+}
+
+void glu(float* gate, int64_t ldg, const float* up, int64_t ldu, bool gelu, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows * cols == 0) return;
+  glu_kernel<<<blocks_for(rows * cols), kThreads, 0, s>>>(gate, ldg, up, ldu, gelu, rows, cols);
+  TAPPA_CUDA_LAUNCHED();
+}
+
+void rope(const float* table, int64_t ldt, float* x, int64_t ldx, int64_t rows, int n_heads, int head_dim, int n_rot,
+          bool neox, cudaStream_t s) {
+  if (rows == 0 || n_rot == 0) return;
+  rope_kernel<<<static_cast<unsigned>(rows), 128, 0, s>>>(table, ldt, x, ldx, n_heads, head_dim, n_rot, neox);
+  TAPPA_CUDA_LAUNCHED();
+}
+
+void to_bf16(const float* x, int64_t ldx, bf16* y, int64_t ldy, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows * cols == 0) return;
+  to_bf16_kernel<<<blocks_for(rows * cols), kThreads, 0, s>>>(x, ldx, y, ldy, rows, cols);
+  TAPPA_CUDA_LAUNCHED();
+}
+
+void random_fill(bf16* dst, int64_t n, uint64_t seed, float step, cudaStream_t s) {
+  if (n == 0) return;
+  random_fill_kernel<<<blocks_for(n), kThreads, 0, s>>>(dst, n, seed, step);
+  TAPPA_CUDA_LAUNCHED();
+}
+
+void argmax_rows(const float* x, int64_t ldx, int64_t rows, int64_t cols, int32_t* ids, cudaStream_t s) {
+  if (rows == 0) return;
+  argmax_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(x, ldx, cols, ids);
+  TAPPA_CUDA_LAUNCHED();
+}
+
+void kv_append(const AppendArgs& a, int n_heads, const float* k, int64_t ldk, const float* v, int64_t ldv, int rows,
+               int head_dim, cudaStream_t s) {
+  if (rows == 0) return;
+  kv_append_kernel<<<dim3(rows, n_heads), 128, 0, s>>>(a, k, ldk, v, ldv, head_dim);
+  TAPPA_CUDA_LAUNCHED();
+}
+
+void gather_rows(const bf16* src, bf16* dst, const int32_t* rows, int n, int head_dim, cudaStream_t s) {
+  if (n == 0) return;
+  gather_kernel<<<n, 128, 0, s>>>(src, dst, rows, n, head_dim);
+  TAPPA_CUDA_LAUNCHED();
+}
+
+}  // namespace tappa::cuda
