@@ -27,25 +27,37 @@ run() {  # name, timeout, command...
   timeout "$t" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?
   echo "=== $name: rc $rc, $((SECONDS - s)) s" | tee -a "$OUT/summary.log"
-  grep -E "^\| |KV cache held|\[cuda|FAILED|PASSED|Skipped|SKIPPED|rc |tokens_per_s|Error|error" "$OUT/$name.log" | head -60 | tee -a "$OUT/summary.log"
+  grep -E "^\| |KV cache held|\[cuda|FAILED|PASSED|Failure|Expected|actual|SKIPPED|rc |tokens_per_s|Error|error" "$OUT/$name.log" | head -80 | tee -a "$OUT/summary.log"
 }
 
 if [ "$phase" = tests ] || [ "$phase" = all ]; then
   nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,driver_version --format=csv | tee -a "$OUT/summary.log"
-  ldd $B | grep -E "not found|cublas|hwy|pcre" | tee -a "$OUT/summary.log"
-  run tests 400 bin/tappa_tests --gtest_filter='Cuda*' --gtest_color=no
+  ldd $B | grep -E "not found|cublas" | tee -a "$OUT/summary.log"
+  run tests 240 bin/tappa_tests --gtest_filter='CudaBackend*:CudaEngine*' --gtest_color=no
 fi
 if [ "$phase" = speed ] || [ "$phase" = all ]; then
-  run pp 300 $B bench "${R8[@]}" -p 8192 -b 8192 -n 0 -r 3
-  run pp32k 300 $B bench "${R8[@]}" -p 32768 -b 32768 -n 0 -r 3
-  run tg4k 300 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
-  run tg32k_full 400 $B bench "${R8[@]}" -d 32768 -b 8192 -p 0 -n 32 -r 2 --share-depth --batch 1,26
-  run tg32k_tappa 400 $B bench "${R8[@]}" -d 32768 -b 8192 -p 0 -n 32 -r 2 --share-depth --batch 1,64,800 \
-    --kv tappa --budget 1024 --no-decode-evict
+  run pp8k 120 $B bench "${R8[@]}" -p 8192 -b 8192 -n 0 -r 3
+  run tg4k 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
+  run pp32k 120 $B bench "${R8[@]}" -p 32768 -b 32768 -n 0 -r 2
+  # 32K context, full cache against TAPPA budget 1024, at batch 1 and at the largest batch that fits
+  # about 104 GiB of KV cache each way (26 x 4.0 GiB full, 800 x ~0.13 GiB compressed).
+  run tg32k_full 150 $B bench "${R8[@]}" -d 32768 -b 8192 -p 0 -n 32 -r 2 --share-depth --batch 1,26
+  KV=(--kv tappa --budget 1024 --no-decode-evict)
+  run tg32k_tappa 150 $B bench "${R8[@]}" -d 32768 -b 8192 -p 0 -n 32 -r 2 --share-depth --batch 1,64 "${KV[@]}"
+  run tg32k_tappa800 200 $B bench "${R8[@]}" -d 32768 -b 8192 -p 0 -n 32 -r 2 --share-depth --batch 800 "${KV[@]}"
+fi
+if [ "$phase" = profile ]; then  # GPU time per op (TAPPA_CUDA_PROFILE), one shape at a time
+  export TAPPA_CUDA_PROFILE=1
+  run prof_tg1 120 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 2 --share-depth --batch 1
+  run prof_tg16 120 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 2 --share-depth --batch 16
+  run prof_pp8k 120 $B bench "${R8[@]}" -p 8192 -b 8192 -n 0 -r 2
+  unset TAPPA_CUDA_PROFILE
 fi
 if [ "$phase" = torch ] || [ "$phase" = all ]; then
-  PYTHONUNBUFFERED=1 run torch 420 python3 bench/pytorch_baseline.py
+  export PYTHONUNBUFFERED=1
+  run torch 400 python3 bench/pytorch_baseline.py
 fi
 if [ "$phase" = model ]; then
-  run model_tests 300 env TAPPA_MODEL="$MODEL" bin/tappa_tests --gtest_filter='CudaEngine.DefaultModel*' --gtest_color=no
+  run model_tests 240 env TAPPA_MODEL="$MODEL" bin/tappa_tests --gtest_filter='CudaEngine.DefaultModel*' --gtest_color=no
+  run model_bench 120 $B bench --backend cuda -m "$MODEL" -p 512 -n 128 -r 3
 fi

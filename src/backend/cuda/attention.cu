@@ -1,4 +1,4 @@
-// Attention over ragged per-(sequence, KV head) lists of bf16 keys and values.
+// Attention over ragged per-(sequence, KV head) lists of fp16 keys and values.
 //
 // attention_rows (decoding and short chunks): flash-decoding. The visible keys of every query row
 // are split into chunks so that even one sequence fills the GPU; a block takes one chunk of one
@@ -6,7 +6,7 @@
 // the same keys, so the cache is read from memory once per group, not once per query head). Queries
 // stay fp32; a combine pass merges the chunks' (max, sum, output) triples.
 //
-// attention_flash (prefill): FlashAttention-2 on the tensor cores (mma.sync m16n8k16, bf16 inputs,
+// attention_flash (prefill): FlashAttention-2 on the tensor cores (mma.sync m16n8k16, fp16 inputs,
 // fp32 accumulators). A block holds 64 query rows of one head, four warps of 16 rows, and walks the
 // visible key tiles of 64 (double-buffered through cp.async), with the online softmax in registers;
 // tiles wholly visible skip the mask. Grouped heads index their KV head's list (no repeat).
@@ -24,11 +24,13 @@ constexpr float kLog2e = 1.4426950408889634f;
 // Lists per launch: the argument block stays under the 32 KB kernel parameters of CUDA >= 12.1 (a
 // whole large batch of one layer in one launch, no table copied to the device first).
 constexpr int kDecodeLists = 960;
+constexpr int kDecodeListsSmall = 32;  // small batches: a 1 KB argument block launches faster
 // Keys per chunk: fixed, so that a row's summation order depends on its own list alone, never on
 // the other sequences of the batch (a sequence decodes the same alone and in a batch).
 constexpr int kDecodeChunk = 256;
 
-struct DecodeArgs {
+template <int MAXL>
+struct DecodeArgsT {
   const float* q;
   int64_t ldq;
   float* out;
@@ -39,11 +41,18 @@ struct DecodeArgs {
   float scale_log2;
   int window;
   int n_lists;
-  AttnList lists[kDecodeLists];
+  AttnList lists[MAXL];
 };
+using DecodeArgs = DecodeArgsT<kDecodeLists>;
 
-__device__ __forceinline__ float lo(uint32_t u) { return __uint_as_float(u << 16); }
-__device__ __forceinline__ float hi(uint32_t u) { return __uint_as_float(u & 0xFFFF0000u); }
+// Two fp16 values of a 32-bit word (element 0 in the low half).
+__device__ __forceinline__ float2 h2(uint32_t u) {
+  __half2 h;
+  __builtin_memcpy(&h, &u, 4);
+  return __half22float2(h);
+}
+__device__ __forceinline__ float lo(uint32_t u) { return h2(u).x; }
+__device__ __forceinline__ float hi(uint32_t u) { return h2(u).y; }
 
 __device__ __forceinline__ float dot8(uint4 w, const float4 a, const float4 b, float acc) {
   acc = __fmaf_rn(lo(w.x), a.x, acc);
@@ -57,11 +66,11 @@ __device__ __forceinline__ float dot8(uint4 w, const float4 a, const float4 b, f
   return acc;
 }
 
-// DPL consecutive bf16 values as floats.
+// DPL consecutive fp16 values as floats.
 template <int DPL>
-__device__ __forceinline__ void load_bf16(const bf16* p, float* f) {
+__device__ __forceinline__ void load_kv(const kv_t* p, float* f) {
   if constexpr (DPL == 1) {
-    f[0] = __bfloat162float(*p);
+    f[0] = __half2float(*p);
   } else if constexpr (DPL == 2) {
     const uint32_t u = *reinterpret_cast<const uint32_t*>(p);
     f[0] = lo(u), f[1] = hi(u);
@@ -84,8 +93,8 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-template <int DPL>
-__global__ void __launch_bounds__(128) decode_kernel(const DecodeArgs a) {
+template <int DPL, int MAXL>
+__global__ void __launch_bounds__(128) decode_kernel(const DecodeArgsT<MAXL> a) {
   constexpr int D = DPL * 32;
   __shared__ __align__(16) float qs[4][D];
   const AttnList L = a.lists[blockIdx.y];
@@ -108,7 +117,7 @@ __global__ void __launch_bounds__(128) decode_kernel(const DecodeArgs a) {
       const int j = j0 + lane;
       float sc = -INFINITY;
       if (j < c1) {
-        const bf16* kr = L.k + static_cast<int64_t>(j) * D;
+        const kv_t* kr = L.k + static_cast<int64_t>(j) * D;
         float acc = 0.0f;
 #pragma unroll
         for (int p = 0; p < D / 8; ++p) {
@@ -129,7 +138,7 @@ __global__ void __launch_bounds__(128) decode_kernel(const DecodeArgs a) {
       for (int t = 0; t < nj; ++t) {
         const float pt = __shfl_sync(0xffffffffu, p, t);
         float v[DPL];
-        load_bf16<DPL>(L.v + static_cast<int64_t>(j0 + t) * D + lane * DPL, v);
+        load_kv<DPL>(L.v + static_cast<int64_t>(j0 + t) * D + lane * DPL, v);
 #pragma unroll
         for (int d = 0; d < DPL; ++d) o[d] = __fmaf_rn(pt, v[d], o[d]);
       }
@@ -151,7 +160,8 @@ __global__ void __launch_bounds__(128) decode_kernel(const DecodeArgs a) {
 }
 
 // One block per (list, row, query head of the group): merges its chunks.
-__global__ void combine_kernel(const DecodeArgs a, int D) {
+template <int MAXL>
+__global__ void combine_kernel(const DecodeArgsT<MAXL> a, int D) {
   const int g = blockIdx.x % a.group;
   const int r = blockIdx.x / a.group;
   const int i = r % a.max_rows, li = r / a.max_rows;
@@ -176,26 +186,37 @@ __global__ void combine_kernel(const DecodeArgs a, int D) {
   }
 }
 
-template <int DPL>
-void launch_decode(const DecodeArgs& a, int D, cudaStream_t s) {
-  decode_kernel<DPL><<<dim3(a.n_chunks * a.max_rows, a.n_lists), 128, 0, s>>>(a);
+template <int DPL, int MAXL>
+void launch_decode_t(const DecodeArgsT<MAXL>& a, int D, cudaStream_t s) {
+  decode_kernel<DPL, MAXL><<<dim3(a.n_chunks * a.max_rows, a.n_lists), 128, 0, s>>>(a);
   TAPPA_CUDA_LAUNCHED();
   if (a.n_chunks > 1) {
-    combine_kernel<<<a.n_lists * a.max_rows * a.group, D < 128 ? D : 128, 0, s>>>(a, D);
+    combine_kernel<MAXL><<<a.n_lists * a.max_rows * a.group, D < 128 ? D : 128, 0, s>>>(a, D);
     TAPPA_CUDA_LAUNCHED();
   }
+}
+
+template <int DPL>
+void launch_decode(const DecodeArgs& a, int D, cudaStream_t s) {
+  if (a.n_lists > kDecodeListsSmall) return launch_decode_t<DPL, kDecodeLists>(a, D, s);
+  DecodeArgsT<kDecodeListsSmall> b;
+  b.q = a.q, b.ldq = a.ldq, b.out = a.out, b.ldo = a.ldo, b.part = a.part;
+  b.n_chunks = a.n_chunks, b.chunk = a.chunk, b.max_rows = a.max_rows, b.group = a.group;
+  b.scale_log2 = a.scale_log2, b.window = a.window, b.n_lists = a.n_lists;
+  for (int i = 0; i < a.n_lists; ++i) b.lists[i] = a.lists[i];
+  launch_decode_t<DPL, kDecodeListsSmall>(b, D, s);
 }
 
 // --- tensor-core prefill --------------------------------------------------------------------------
 
 struct FlashList {
-  const bf16* k;
-  const bf16* v;
+  const kv_t* k;
+  const kv_t* v;
   int len;
 };
 constexpr int kFlashHeads = 64;
 struct FlashArgs {
-  const bf16* q;
+  const f16* q;
   int64_t ldq;
   float* out;
   int64_t ldo;
@@ -229,13 +250,15 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* r, const void* p) {
 }
 __device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
   asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-__device__ __forceinline__ uint32_t pack_bf16(float x, float y) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(x, y);  // x in the low half
-  return *reinterpret_cast<const uint32_t*>(&v);
+__device__ __forceinline__ uint32_t pack_h2(float x, float y) {
+  const __half2 v = __floats2half2_rn(x, y);  // x in the low half
+  uint32_t u;
+  __builtin_memcpy(&u, &v, 4);
+  return u;
 }
 
 constexpr int kBM = 64, kBN = 64;
@@ -250,9 +273,9 @@ __global__ void __launch_bounds__(128) flash_kernel(const FlashArgs a) {
   constexpr int LDS = D + 8;  // +16 bytes a row: ldmatrix's eight rows fall in different banks
   constexpr int NT = kBN / 8, DT = D / 8, CH = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);
-  bf16* Ks = Qs + kBM * LDS;       // [2][kBN][LDS]
-  bf16* Vs = Ks + 2 * kBN * LDS;   // [2][kBN][LDS]
+  f16* Qs = reinterpret_cast<f16*>(smem_raw);
+  kv_t* Ks = Qs + kBM * LDS;       // [2][kBN][LDS]
+  kv_t* Vs = Ks + 2 * kBN * LDS;   // [2][kBN][LDS]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int h = blockIdx.y, kvh = h / a.group;
   const FlashList L = a.lists[kvh];
@@ -270,8 +293,8 @@ __global__ void __launch_bounds__(128) flash_kernel(const FlashArgs a) {
                ok ? 16 : 0);
   }
   auto load_kv = [&](int t, int buf) {
-    bf16* kd = Ks + buf * kBN * LDS;
-    bf16* vd = Vs + buf * kBN * LDS;
+    kv_t* kd = Ks + buf * kBN * LDS;
+    kv_t* vd = Vs + buf * kBN * LDS;
     for (int idx = tid; idx < kBN * CH; idx += 128) {
       const int r = idx / CH, c = idx % CH, key = t * kBN + r;
       const bool ok = key < L.len;
@@ -302,8 +325,8 @@ __global__ void __launch_bounds__(128) flash_kernel(const FlashArgs a) {
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    const bf16* Kb = Ks + buf * kBN * LDS;
-    const bf16* Vb = Vs + buf * kBN * LDS;
+    const kv_t* Kb = Ks + buf * kBN * LDS;
+    const kv_t* Vb = Vs + buf * kBN * LDS;
 
     float s[NT][4];
 #pragma unroll
@@ -370,10 +393,10 @@ __global__ void __launch_bounds__(128) flash_kernel(const FlashArgs a) {
 #pragma unroll
     for (int kk = 0; kk < kBN / 16; ++kk) {
       uint32_t pa[4];
-      pa[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      pa[0] = pack_h2(s[2 * kk][0], s[2 * kk][1]);
+      pa[1] = pack_h2(s[2 * kk][2], s[2 * kk][3]);
+      pa[2] = pack_h2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[3] = pack_h2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
       for (int dd = 0; dd < D / 16; ++dd) {
         uint32_t vb[4];
@@ -435,7 +458,7 @@ __global__ void probs_kernel(const AttnList* lists, const ProbTriple* triples, i
   float mx = -INFINITY;
   for (int j = threadIdx.x; j < n_vis; j += blockDim.x) {
     if (j < first) continue;
-    const bf16* kr = L.k + static_cast<int64_t>(j) * D;
+    const kv_t* kr = L.k + static_cast<int64_t>(j) * D;
     float acc = 0.0f;
     for (int p = 0; p < D / 8; ++p) {
       const uint4 kv = *reinterpret_cast<const uint4*>(kr + p * 8);
@@ -523,7 +546,7 @@ void attention_rows(const AttnList* lists, int n_lists, const AttnShape& sh, con
 
 bool flash_supported(int head_dim) { return head_dim == 64 || head_dim == 128; }
 
-void attention_flash(const AttnList* lists, int n_head_kv, const AttnShape& sh, const bf16* q, int64_t ldq, float* out,
+void attention_flash(const AttnList* lists, int n_head_kv, const AttnShape& sh, const f16* q, int64_t ldq, float* out,
                      int64_t ldo, cudaStream_t s) {
   if (n_head_kv > kFlashHeads) throw Error("CUDA flash attention: more than 64 KV heads");
   FlashArgs a{};

@@ -2,14 +2,20 @@
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace tappa::cuda {
 
 using bf16 = __nv_bfloat16;
+using f16 = __half;
+// KV cache rows: fp16, as llama.cpp's default cache (three more mantissa bits than bf16; keys and
+// values stay far inside its range).
+using kv_t = __half;
 
 // Throws tappa::Error naming the failed call, the file and line, and CUDA's message.
 [[noreturn]] void fail(const char* what, const std::string& msg, const char* file, int line);
@@ -46,6 +52,12 @@ struct Context {
   void* alloc(size_t bytes);
   void free(void* p);
   void sync();
+  // Queued-but-not-launched work that reads or writes cache memory (the backend batches the K/V
+  // appends of a layer into one launch): caches call this before they touch their device memory.
+  std::function<void()> flush;
+  void before_cache_access() {
+    if (flush) flush();
+  }
 };
 
 // A device buffer that grows (stream-ordered) and never shrinks: kernel scratch.
@@ -76,7 +88,7 @@ inline uint16_t host_to_bf16(float f) {
   u += 0x7FFFu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
 }
-inline float host_from_bf16(uint16_t b) {
+inline float host_from_bf16_bits(uint16_t b) {
   const uint32_t u = static_cast<uint32_t>(b) << 16;
   float f;
   __builtin_memcpy(&f, &u, 4);

@@ -4,14 +4,23 @@
 // one stream; only download(), argmax_rows(), KvCache::read() and synchronize() wait for the device,
 // so a decode step queues all its kernels and waits once, for its logits (or argmax).
 //
-// Weights. prepare_weights copies every matrix once, as bfloat16 (quantized GGUF types are
-// dequantized on the host first), and every vector as fp32; the ops find them by the host view's
-// address. Random-weight models without host weights are drawn straight into device memory.
+// Weights. prepare_weights copies every matrix once: BF16 matrices (and random-weight models, drawn
+// straight into device memory) as bfloat16, every other type dequantized on the host and stored as
+// fp16 (three more mantissa bits than bfloat16, so a quantized file's values move less); vectors as
+// fp32. The ops find them by the host view's address. Products with quantized weights first round
+// the activations as the CPU backend does (Q8_0 / Q8_K blocks, kernels.cuh: the definition the
+// reference backend gives the model's numbers), so the GPU computes the same function as the CPU.
 //
 // Products. Up to kGemvMaxRows activation rows (decoding): gemv.cu, fp32 activations, each row's
-// result independent of the batch (Order::PerToken holds). More rows: cuBLAS on bfloat16 copies of
-// the activations with fp32 accumulation and output (tensor cores); there the order is cuBLAS's,
-// so PerToken is not promised beyond kGemvMaxRows rows.
+// result independent of the batch (Order::PerToken holds). More rows: cuBLAS on 16-bit copies of
+// the activations (the weights' type) with fp32 accumulation and output (tensor cores); there the
+// order is cuBLAS's, so PerToken is not promised beyond kGemvMaxRows rows.
+//
+// K/V appends are queued and launched together (one kernel for all sequences of a layer) when the
+// next op runs or a cache touches its memory (Context::flush).
+//
+// TAPPA_CUDA_PROFILE=1 in the environment: each op is timed with CUDA events and a table of the GPU
+// time per op is printed to stderr when the backend is destroyed.
 //
 // Attention: attention.cu (flash-decoding for few rows, tensor-core flash attention for prompts).
 #include "backend/cuda/cuda_backend.h"
@@ -20,6 +29,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
+#include <map>
 #include <unordered_map>
 #include <vector>
 
@@ -83,28 +94,126 @@ void Context::sync() { TAPPA_CUDA_CHECK(cudaStreamSynchronize(stream)); }
 namespace backend {
 namespace {
 
+using cuda::ActQuant;
 using cuda::bf16;
 using cuda::Context;
 using cuda::CudaKvCache;
+using cuda::f16;
 
 void release_device(float* p) { cudaFree(p); }
 
+struct DevWeight {
+  void* p = nullptr;
+  bool f16 = false;               // fp16 (dequantized file formats) or bf16
+  ActQuant act = ActQuant::None;  // how the CPU rounds activations for this weight type
+};
+
+ActQuant act_quant_of(TensorType t) {
+  switch (t) {
+    case TensorType::Q4_0:
+    case TensorType::Q4_1:
+    case TensorType::Q5_0:
+    case TensorType::Q8_0: return ActQuant::Q8_0;
+    case TensorType::Q4_K:
+    case TensorType::Q5_K:
+    case TensorType::Q6_K: return ActQuant::Q8_K;
+    default: return ActQuant::None;
+  }
+}
+
+// GPU time per op name (TAPPA_CUDA_PROFILE=1).
+class Profile {
+ public:
+  explicit Profile(cudaStream_t s) : s_(s), on_(std::getenv("TAPPA_CUDA_PROFILE") != nullptr) {}
+  ~Profile() {
+    if (!on_) return;
+    resolve();
+    double total = 0;
+    for (auto& [n, t] : ms_) total += t.first;
+    std::fprintf(stderr, "[cuda profile] GPU time per op (all calls of this process), total %.1f ms\n", total);
+    for (auto& [n, t] : ms_)
+      std::fprintf(stderr, "[cuda profile] %-14s %8d calls %10.2f ms %5.1f %%\n", n.c_str(), t.second, t.first,
+                   100 * t.first / std::max(total, 1e-9));
+    for (auto& e : free_) cudaEventDestroy(e);
+  }
+  void begin(const char* name) {
+    if (!on_) return;
+    cur_ = {name, event(), event()};
+    cudaEventRecord(cur_.a, s_);
+  }
+  void end() {
+    if (!on_ || !cur_.name) return;
+    cudaEventRecord(cur_.b, s_);
+    pending_.push_back(cur_);
+    cur_.name = nullptr;
+    if (pending_.size() > 4096) resolve();
+  }
+
+ private:
+  struct Rec {
+    const char* name = nullptr;
+    cudaEvent_t a{}, b{};
+  };
+  cudaEvent_t event() {
+    if (!free_.empty()) {
+      cudaEvent_t e = free_.back();
+      free_.pop_back();
+      return e;
+    }
+    cudaEvent_t e;
+    cudaEventCreate(&e);
+    return e;
+  }
+  void resolve() {
+    cudaStreamSynchronize(s_);
+    for (Rec& r : pending_) {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, r.a, r.b);
+      auto& t = ms_[r.name];
+      t.first += ms;
+      t.second += 1;
+      free_.push_back(r.a);
+      free_.push_back(r.b);
+    }
+    pending_.clear();
+  }
+  cudaStream_t s_;
+  bool on_;
+  Rec cur_;
+  std::vector<Rec> pending_;
+  std::vector<cudaEvent_t> free_;
+  std::map<std::string, std::pair<double, int>> ms_;
+};
+
+struct Timed {
+  Profile& p;
+  Timed(Profile& pr, const char* name) : p(pr) { p.begin(name); }
+  ~Timed() { p.end(); }
+};
+
 class CudaBackend final : public Backend {
  public:
-  CudaBackend() : ctx_(std::make_shared<Context>()) {}
+  CudaBackend() : ctx_(std::make_shared<Context>()), prof_(ctx_->stream) {
+    ctx_->flush = [this] { flush_appends(); };
+  }
   ~CudaBackend() override {
+    flush_appends();
+    ctx_->flush = nullptr;  // caches may outlive the backend: nothing is queued any more
     cudaStreamSynchronize(ctx_->stream);
-    for (auto& [k, p] : mats_) ctx_->free(p);
-    for (auto& [k, p] : random_mats_) ctx_->free(p);
+    for (auto& [k, w] : mats_) ctx_->free(w.p);
+    for (auto& [k, w] : random_mats_) ctx_->free(w.p);
     for (auto& [k, p] : vecs_) ctx_->free(p);
-    for (cuda::Scratch* s : {&xb_, &qb_, &tok_, &tmp_, &probs_, &ids_, &table_}) s->release(*ctx_);
+    for (cuda::Scratch* s : {&xb_, &xq_, &qb_, &tok_, &tmp_, &probs_, &ids_, &table_}) s->release(*ctx_);
     decode_.part.release(*ctx_);
   }
 
   std::string name() const override { return "cuda"; }
   int n_threads() const override { return 1; }
   bool host_visible() const override { return false; }
-  void synchronize() override { ctx_->sync(); }
+  void synchronize() override {
+    flush_appends();
+    ctx_->sync();
+  }
 
   void prepare_weights(std::span<const WeightView> matrices, std::span<const VectorView> vectors) override;
 
@@ -121,17 +230,20 @@ class CudaBackend final : public Backend {
     return Buffer(static_cast<float*>(p), n, release_device);
   }
   void upload(const float* host, Mat dst) override {
+    flush_appends();
     if (dst.rows == 0) return;
     TAPPA_CUDA_CHECK(cudaMemcpy2DAsync(dst.data, dst.ld * 4, host, dst.cols * 4, dst.cols * 4, dst.rows,
                                        cudaMemcpyHostToDevice, ctx_->stream));
   }
   void download(const Mat& src, float* host) override {
+    flush_appends();
     if (src.rows == 0) return;
     TAPPA_CUDA_CHECK(cudaMemcpy2DAsync(host, src.cols * 4, src.data, src.ld * 4, src.cols * 4, src.rows,
                                        cudaMemcpyDeviceToHost, ctx_->stream));
     ctx_->sync();
   }
   void copy(const Mat& src, Mat dst) override {
+    flush_appends();
     if (src.rows == 0) return;
     TAPPA_CUDA_CHECK(cudaMemcpy2DAsync(dst.data, dst.ld * 4, src.data, src.ld * 4, src.cols * 4, src.rows,
                                        cudaMemcpyDeviceToDevice, ctx_->stream));
@@ -141,12 +253,17 @@ class CudaBackend final : public Backend {
   }
 
   void embed(const WeightView& table, std::span<const int32_t> tokens, float scale, Mat x) override {
+    flush_appends();
+    Timed t_(prof_, "embed");
+    const DevWeight& w = weight(table);
     const int n = static_cast<int>(tokens.size());
     int32_t* t = tok_.get<int32_t>(*ctx_, std::max(n, 1));
     TAPPA_CUDA_CHECK(cudaMemcpyAsync(t, tokens.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice, ctx_->stream));
-    cuda::embed(weight(table), t, n, x.cols, scale, x.data, x.ld, ctx_->stream);
+    cuda::embed(w.p, w.f16, t, n, x.cols, scale, x.data, x.ld, ctx_->stream);
   }
   void rms_norm(const Mat& x, const float* w, float eps, Mat out) override {
+    flush_appends();
+    Timed t_(prof_, "rms_norm");
     cuda::rms_norm(x.data, x.ld, vec(w), eps, out.data, out.ld, x.rows, x.cols, ctx_->stream);
   }
   void matmul(const WeightView& w, const Mat& x, Mat y, Order order) override {
@@ -164,40 +281,60 @@ class CudaBackend final : public Backend {
   }
   void matmul_glu(const WeightView& wg, const WeightView& wu, const Mat& x, Mat gate, Mat up, FfnActivation act,
                   Order) override {
+    flush_appends();
     const bool gelu = act == FfnActivation::GeluTanh;
-    if (x.rows <= cuda::kGemvMaxRows && cuda::gemv_fits(x.data, x.ld, static_cast<int>(x.cols))) {
-      cuda::GemvSeg seg{weight(wg), weight(wu), gate.data, gate.ld, static_cast<int>(wg.rows)};
-      cuda::gemv(&seg, 1, gelu ? cuda::GemvMode::GluGelu : cuda::GemvMode::GluSilu, x.data, x.ld,
+    const DevWeight& g = weight(wg);
+    const DevWeight& u = weight(wu);
+    if (x.rows <= cuda::kGemvMaxRows && cuda::gemv_fits(x.data, x.ld, static_cast<int>(x.cols)) && g.f16 == u.f16 &&
+        g.act == u.act) {
+      Timed t_(prof_, "gemv_glu");
+      const Mat xs = rounded(x, g.act);
+      cuda::GemvSeg seg{g.p, u.p, gate.data, gate.ld, static_cast<int>(wg.rows)};
+      cuda::gemv(&seg, 1, gelu ? cuda::GemvMode::GluGelu : cuda::GemvMode::GluSilu, g.f16, xs.data, xs.ld,
                  static_cast<int>(x.rows), static_cast<int>(x.cols), ctx_->stream);
       return;
     }
     const WeightView* ws[2] = {&wg, &wu};
     const Mat ys[2] = {gate, up};
     products(ws, x, ys, cuda::GemvMode::Store);
+    Timed t_(prof_, "glu");
     cuda::glu(gate.data, gate.ld, up.data, up.ld, gelu, gate.rows, gate.cols, ctx_->stream);
   }
   void add_bias(Mat y, const float* bias) override {
+    flush_appends();
+    Timed t_(prof_, "elementwise");
     cuda::elementwise(cuda::Elementwise::AddBias, y.data, y.ld, vec(bias), 0, 0.0f, y.rows, y.cols, ctx_->stream);
   }
   void add(Mat y, const Mat& x) override {
+    flush_appends();
+    Timed t_(prof_, "elementwise");
     cuda::elementwise(cuda::Elementwise::Add, y.data, y.ld, x.data, x.ld, 0.0f, y.rows, y.cols, ctx_->stream);
   }
   void scale(Mat y, float s) override {
+    flush_appends();
+    Timed t_(prof_, "elementwise");
     cuda::elementwise(cuda::Elementwise::Scale, y.data, y.ld, nullptr, 0, s, y.rows, y.cols, ctx_->stream);
   }
   void glu(Mat gate, const Mat& up, FfnActivation act) override {
+    flush_appends();
+    Timed t_(prof_, "glu");
     cuda::glu(gate.data, gate.ld, up.data, up.ld, act == FfnActivation::GeluTanh, gate.rows, gate.cols, ctx_->stream);
   }
   void softcap(Mat y, float cap) override {
+    flush_appends();
+    Timed t_(prof_, "elementwise");
     cuda::elementwise(cuda::Elementwise::Softcap, y.data, y.ld, nullptr, 0, cap, y.rows, y.cols, ctx_->stream);
   }
   void rope_table(const Rope& r, std::span<const int64_t> positions, Mat table) override;
   void rope(const Rope& r, const Mat& table, Mat x, int n_heads) override {
+    flush_appends();
+    Timed t_(prof_, "rope");
     cuda::rope(table.data, table.ld, x.data, x.ld, x.rows, n_heads, r.head_dim, r.n_rot, r.neox, ctx_->stream);
   }
   void kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) override;
   void attention(const AttentionCall& c, const Mat& q, Mat out) override;
   void argmax_rows(const Mat& logits, int32_t* ids) override {
+    flush_appends();
     int32_t* d = ids_.get<int32_t>(*ctx_, std::max<int64_t>(logits.rows, 1));
     cuda::argmax_rows(logits.data, logits.ld, logits.rows, logits.cols, d, ctx_->stream);
     TAPPA_CUDA_CHECK(cudaMemcpyAsync(ids, d, logits.rows * sizeof(int32_t), cudaMemcpyDeviceToHost, ctx_->stream));
@@ -205,7 +342,7 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  const bf16* weight(const WeightView& w) const {
+  const DevWeight& weight(const WeightView& w) const {
     if (w.data) {
       const auto it = mats_.find(w.data);
       if (it != mats_.end()) return it->second;
@@ -227,12 +364,29 @@ class CudaBackend final : public Backend {
   }
   // ys[i] = x · ws[i]ᵀ (Store) or ys[i] += (Accumulate).
   void products(std::span<const WeightView* const> ws, const Mat& x, std::span<const Mat> ys, cuda::GemvMode mode);
+  // x rounded as the CPU rounds activations for weights of that kind (x itself when none).
+  Mat rounded(const Mat& x, ActQuant q) {
+    if (q == ActQuant::None) return x;
+    float* d = xq_.get<float>(*ctx_, static_cast<size_t>(x.rows * x.cols));
+    cuda::quantize_act(q, x.data, x.ld, d, x.cols, x.rows, x.cols, ctx_->stream);
+    return Mat{d, x.rows, x.cols, x.cols};
+  }
+  void flush_appends() {
+    if (pending_.empty()) return;
+    Timed t_(prof_, "kv_append");
+    cuda::kv_append(pending_.data(), static_cast<int>(pending_.size()), pending_head_dim_, ctx_->stream);
+    pending_.clear();
+  }
 
   std::shared_ptr<Context> ctx_;
-  std::unordered_map<const void*, bf16*> mats_;
-  std::unordered_map<uint64_t, bf16*> random_mats_;
+  Profile prof_;
+  std::unordered_map<const void*, DevWeight> mats_;
+  std::unordered_map<uint64_t, DevWeight> random_mats_;
   std::unordered_map<const void*, float*> vecs_;
-  cuda::Scratch xb_, qb_, tok_, tmp_, probs_, ids_, table_;
+  cuda::Scratch xb_, xq_, qb_, tok_, tmp_, probs_, ids_, table_;
+  std::vector<cuda::AppendEntry> pending_;
+  int pending_head_dim_ = 0;
+
   cuda::DecodeScratch decode_;
   std::vector<float> host_table_;
   std::vector<cuda::AttnList> lists_;
@@ -249,13 +403,14 @@ void CudaBackend::prepare_weights(std::span<const WeightView> matrices, std::spa
       if (random_mats_.count(w.random_seed)) continue;
       auto* d = static_cast<bf16*>(ctx_->alloc(n * sizeof(bf16)));
       cuda::random_fill(d, static_cast<int64_t>(n), w.random_seed, w.random_step, ctx_->stream);
-      random_mats_[w.random_seed] = d;
+      random_mats_[w.random_seed] = DevWeight{d, false, ActQuant::None};
       continue;
     }
     if (mats_.count(w.data)) continue;  // tied output head: the embedding table again
-    auto* d = static_cast<bf16*>(ctx_->alloc(n * sizeof(bf16)));
+    void* d = ctx_->alloc(n * 2);
+    const bool as_f16 = w.type != TensorType::BF16;
     if (w.type == TensorType::BF16) {
-      TAPPA_CUDA_CHECK(cudaMemcpyAsync(d, w.data, n * sizeof(bf16), cudaMemcpyHostToDevice, ctx_->stream));
+      TAPPA_CUDA_CHECK(cudaMemcpyAsync(d, w.data, n * 2, cudaMemcpyHostToDevice, ctx_->stream));
     } else {
       // Dequantize on the host, a slab of rows at a time (64 MiB of bf16 staging at most).
       const size_t rb = quant::row_bytes(w.type, w.cols);
@@ -266,13 +421,15 @@ void CudaBackend::prepare_weights(std::span<const WeightView> matrices, std::spa
         staging.resize(static_cast<size_t>(nr * w.cols));
         for (int64_t r = 0; r < nr; ++r) {
           quant::dequantize_row(w.type, w.data + rb * (r0 + r), row.data(), w.cols);
-          for (int64_t j = 0; j < w.cols; ++j) staging[r * w.cols + j] = cuda::host_to_bf16(row[j]);
+          for (int64_t j = 0; j < w.cols; ++j)
+            staging[r * w.cols + j] = as_f16 ? quant::fp32_to_fp16(row[j]) : cuda::host_to_bf16(row[j]);
         }
-        TAPPA_CUDA_CHECK(cudaMemcpyAsync(d + r0 * w.cols, staging.data(), staging.size() * sizeof(bf16),
-                                         cudaMemcpyHostToDevice, ctx_->stream));
+        // Pageable source: the copy takes the bytes before it returns, so the staging can be refilled.
+        TAPPA_CUDA_CHECK(cudaMemcpyAsync(static_cast<uint16_t*>(d) + r0 * w.cols, staging.data(),
+                                         staging.size() * 2, cudaMemcpyHostToDevice, ctx_->stream));
       }
     }
-    mats_[w.data] = d;
+    mats_[w.data] = DevWeight{d, as_f16, act_quant_of(w.type)};
   }
   for (const VectorView& v : vectors) {
     if (!v.data || vecs_.count(v.data)) continue;
@@ -285,29 +442,46 @@ void CudaBackend::prepare_weights(std::span<const WeightView> matrices, std::spa
 
 void CudaBackend::products(std::span<const WeightView* const> ws, const Mat& x, std::span<const Mat> ys,
                            cuda::GemvMode mode) {
+  flush_appends();
   const int k = static_cast<int>(x.cols);
   if (x.rows == 0) return;
-  if (x.rows <= cuda::kGemvMaxRows && cuda::gemv_fits(x.data, x.ld, k)) {
-    for (size_t i0 = 0; i0 < ws.size(); i0 += 3) {
-      cuda::GemvSeg segs[3];
-      const int n = static_cast<int>(std::min<size_t>(3, ws.size() - i0));
-      for (int i = 0; i < n; ++i)
-        segs[i] = {weight(*ws[i0 + i]), nullptr, ys[i0 + i].data, ys[i0 + i].ld, static_cast<int>(ws[i0 + i]->rows)};
-      cuda::gemv(segs, n, mode, x.data, x.ld, static_cast<int>(x.rows), k, ctx_->stream);
+  // Runs of weights of one kind (storage type and activation rounding) go together.
+  for (size_t i0 = 0; i0 < ws.size();) {
+    const DevWeight& w0 = weight(*ws[i0]);
+    size_t i1 = i0 + 1;
+    while (i1 < ws.size() && weight(*ws[i1]).f16 == w0.f16 && weight(*ws[i1]).act == w0.act) ++i1;
+    const Mat xs = rounded(x, w0.act);
+    if (x.rows <= cuda::kGemvMaxRows && cuda::gemv_fits(xs.data, xs.ld, k)) {
+      Timed t_(prof_, mode == cuda::GemvMode::Accumulate ? "gemv_add" : i1 - i0 > 1 ? "gemv_many" : "gemv");
+      for (size_t j0 = i0; j0 < i1; j0 += 3) {
+        cuda::GemvSeg segs[3];
+        const int n = static_cast<int>(std::min<size_t>(3, i1 - j0));
+        for (int j = 0; j < n; ++j)
+          segs[j] = {weight(*ws[j0 + j]).p, nullptr, ys[j0 + j].data, ys[j0 + j].ld, static_cast<int>(ws[j0 + j]->rows)};
+        cuda::gemv(segs, n, mode, w0.f16, xs.data, xs.ld, static_cast<int>(x.rows), k, ctx_->stream);
+      }
+    } else {
+      Timed t_(prof_, "cublas");
+      // cuBLAS: 16-bit activations of the weights' type (one conversion for the run), fp32
+      // accumulate and output.
+      void* xb = xb_.get<uint16_t>(*ctx_, static_cast<size_t>(x.rows * x.cols));
+      if (w0.f16) {
+        cuda::to_f16(xs.data, xs.ld, static_cast<f16*>(xb), x.cols, x.rows, x.cols, ctx_->stream);
+      } else {
+        cuda::to_bf16(xs.data, xs.ld, static_cast<bf16*>(xb), x.cols, x.rows, x.cols, ctx_->stream);
+      }
+      const cudaDataType_t type = w0.f16 ? CUDA_R_16F : CUDA_R_16BF;
+      const float alpha = 1.0f, beta = mode == cuda::GemvMode::Accumulate ? 1.0f : 0.0f;
+      for (size_t i = i0; i < i1; ++i) {
+        const WeightView& w = *ws[i];
+        // Row-major y[M][N] = x[M][K] · W[N][K]ᵀ is column-major yᵀ (N x M) = op(W as K x N)ᵀ · xᵀ.
+        TAPPA_CUBLAS_CHECK(cublasGemmEx(ctx_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows),
+                                        static_cast<int>(x.rows), k, &alpha, weight(w).p, type, k, xb, type, k, &beta,
+                                        ys[i].data, CUDA_R_32F, static_cast<int>(ys[i].ld), CUBLAS_COMPUTE_32F,
+                                        CUBLAS_GEMM_DEFAULT));
+      }
     }
-    return;
-  }
-  // cuBLAS: bf16 activations (one conversion for all products), fp32 accumulate and output.
-  bf16* xb = xb_.get<bf16>(*ctx_, static_cast<size_t>(x.rows * x.cols));
-  cuda::to_bf16(x.data, x.ld, xb, x.cols, x.rows, x.cols, ctx_->stream);
-  const float alpha = 1.0f, beta = mode == cuda::GemvMode::Accumulate ? 1.0f : 0.0f;
-  for (size_t i = 0; i < ws.size(); ++i) {
-    const WeightView& w = *ws[i];
-    // Row-major y[M][N] = x[M][K] · W[N][K]ᵀ is column-major yᵀ (N x M) = Wᵀ-op(W as K x N) · xᵀ.
-    TAPPA_CUBLAS_CHECK(cublasGemmEx(ctx_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows),
-                                    static_cast<int>(x.rows), k, &alpha, weight(w), CUDA_R_16BF, k, xb, CUDA_R_16BF, k,
-                                    &beta, ys[i].data, CUDA_R_32F, static_cast<int>(ys[i].ld), CUBLAS_COMPUTE_32F,
-                                    CUBLAS_GEMM_DEFAULT));
+    i0 = i1;
   }
 }
 
@@ -340,21 +514,19 @@ void CudaBackend::rope_table(const Rope& r, std::span<const int64_t> positions, 
 void CudaBackend::kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) {
   CudaKvCache& c = cuda_cache(cache);
   const int n = static_cast<int>(k.rows), D = c.head_dim();
-  for (int h0 = 0; h0 < c.n_head_kv(); h0 += cuda::kAppendHeads) {
-    const int nh = std::min(cuda::kAppendHeads, c.n_head_kv() - h0);
-    cuda::AppendArgs a{};
-    for (int h = 0; h < nh; ++h) {
-      c.reserve_list(layer, h0 + h, n);
-      const CudaKvCache::List& l = c.list(layer, h0 + h);
-      a.k[h] = l.k + static_cast<int64_t>(l.length) * D;
-      a.v[h] = l.v(D) + static_cast<int64_t>(l.length) * D;
-    }
-    cuda::kv_append(a, nh, k.data + h0 * D, k.ld, v.data + h0 * D, v.ld, n, D, ctx_->stream);
-    for (int h = 0; h < nh; ++h) c.advance(layer, h0 + h, n);
+  if (!pending_.empty() && pending_head_dim_ != D) flush_appends();
+  pending_head_dim_ = D;
+  for (int h = 0; h < c.n_head_kv(); ++h) {
+    c.reserve_list(layer, h, n);  // may reallocate: queued appends to this list are launched first
+    const CudaKvCache::List& l = c.list(layer, h);
+    pending_.push_back({k.data + static_cast<int64_t>(h) * D, v.data + static_cast<int64_t>(h) * D, k.ld, v.ld,
+                        l.k + static_cast<int64_t>(l.length) * D, l.v(D) + static_cast<int64_t>(l.length) * D, n});
+    c.advance(layer, h, n);
   }
 }
 
 void CudaBackend::attention(const AttentionCall& c, const Mat& q, Mat out) {
+  flush_appends();
   const int G = c.n_head / c.n_head_kv, D = c.head_dim;
   const cuda::AttnShape sh{G, D, c.scale, c.window};
   lists_.clear();
@@ -362,7 +534,7 @@ void CudaBackend::attention(const AttentionCall& c, const Mat& q, Mat out) {
   // Prompts of many rows go through the tensor-core kernel one sequence at a time; the rest (decode
   // rows, short chunks) together through flash-decoding.
   bool converted = false;
-  bf16* qb = nullptr;
+  f16* qb = nullptr;
   std::vector<cuda::AttnList> seq_lists(c.n_head_kv);
   std::vector<cuda::AttnList> all;  // every list, for the taps
   for (const AttentionSeq& s : c.seqs) {
@@ -374,19 +546,22 @@ void CudaBackend::attention(const AttentionCall& c, const Mat& q, Mat out) {
     }
     if (s.n_rows >= 32 && cuda::flash_supported(D)) {
       if (!converted) {
-        qb = qb_.get<bf16>(*ctx_, static_cast<size_t>(q.rows * q.cols));
-        cuda::to_bf16(q.data, q.ld, qb, q.cols, q.rows, q.cols, ctx_->stream);
+        qb = qb_.get<f16>(*ctx_, static_cast<size_t>(q.rows * q.cols));
+        cuda::to_f16(q.data, q.ld, qb, q.cols, q.rows, q.cols, ctx_->stream);
         converted = true;
       }
+      Timed t_(prof_, "attn_flash");
       cuda::attention_flash(seq_lists.data(), c.n_head_kv, sh, qb + s.row0 * q.cols, q.cols, out.data + s.row0 * out.ld,
                             out.ld, ctx_->stream);
     } else {
       rows_lists.insert(rows_lists.end(), seq_lists.begin(), seq_lists.end());
     }
   }
-  if (!rows_lists.empty())
+  if (!rows_lists.empty()) {
+    Timed t_(prof_, "attn_decode");
     cuda::attention_rows(rows_lists.data(), static_cast<int>(rows_lists.size()), sh, q.data, q.ld, out.data, out.ld,
                          ctx_->prop.multiProcessorCount, decode_, *ctx_);
+  }
   if (!c.taps) return;
   // The rows the taps want, computed again as explicit probabilities and handed over on the host.
   std::vector<cuda::ProbTriple> triples;

@@ -4,6 +4,7 @@
 #include <cassert>
 
 #include "backend/cuda/kernels.cuh"
+#include "quant/quant.h"
 #include "tappa/error.h"
 
 namespace tappa::cuda {
@@ -12,6 +13,7 @@ CudaKvCache::CudaKvCache(std::shared_ptr<Context> ctx, int n_layer, int n_head_k
     : KvCache(n_layer, n_head_kv, head_dim), ctx_(std::move(ctx)), lists_(static_cast<size_t>(n_layer) * n_head_kv) {}
 
 CudaKvCache::~CudaKvCache() {
+  ctx_->before_cache_access();
   for (List& l : lists_)
     if (l.k) ctx_->free(l.k);
   for (Scratch* s : {&index_, &q_, &probs_, &tables_}) s->release(*ctx_);
@@ -22,6 +24,7 @@ bool CudaKvCache::attention_rows(int layer, int head, const float* q, int n_grou
   const List& l = list(layer, head);
   const int D = head_dim_, len = l.length;
   if (n_rows > len || n_rows <= 0 || D % 32 != 0 || D > 256) return false;
+  ctx_->before_cache_access();
   // The kernel reads queries token-major ([row][group member][D]): transpose on the way.
   host_q_.resize(static_cast<size_t>(n_group) * n_rows * D);
   for (int g = 0; g < n_group; ++g)
@@ -45,10 +48,11 @@ bool CudaKvCache::attention_rows(int layer, int head, const float* q, int n_grou
 }
 
 void CudaKvCache::reallocate(List& l, int capacity, int first, int n) {
+  ctx_->before_cache_access();
   const int64_t D = head_dim_;
-  bf16* block = capacity > 0 ? static_cast<bf16*>(ctx_->alloc(static_cast<size_t>(capacity) * D * 2 * sizeof(bf16))) : nullptr;
+  kv_t* block = capacity > 0 ? static_cast<kv_t*>(ctx_->alloc(static_cast<size_t>(capacity) * D * 2 * sizeof(kv_t))) : nullptr;
   if (n > 0) {
-    const size_t bytes = static_cast<size_t>(n) * D * sizeof(bf16);
+    const size_t bytes = static_cast<size_t>(n) * D * sizeof(kv_t);
     TAPPA_CUDA_CHECK(cudaMemcpyAsync(block, l.k + first * D, bytes, cudaMemcpyDeviceToDevice, ctx_->stream));
     TAPPA_CUDA_CHECK(cudaMemcpyAsync(block + capacity * D, l.v(head_dim_) + first * D, bytes, cudaMemcpyDeviceToDevice,
                                      ctx_->stream));
@@ -63,9 +67,7 @@ void CudaKvCache::reserve_list(int layer, int head, int extra) {
   List& l = at(layer, head);
   const int need = l.length + extra;
   if (need <= l.capacity) return;
-  // Grow by an eighth (at least 256 rows): a decoded token rarely reallocates, and a 32K-token
-  // cache holds at most 12 % more than its rows (the memory comparisons count capacity).
-  const int cap = std::max(need, l.capacity == 0 ? need : l.capacity + std::max(256, l.capacity / 8));
+  const int cap = extra == 1 && l.capacity > 0 ? std::max(need, l.capacity + std::max(256, l.capacity / 8)) : need;
   reallocate(l, cap, 0, l.length);
 }
 
@@ -81,10 +83,10 @@ void CudaKvCache::append(int layer, int head, const float* k, const float* v, in
   staging_.resize(static_cast<size_t>(n) * D * 2);
   for (int i = 0; i < n; ++i)
     for (int64_t d = 0; d < D; ++d) {
-      staging_[i * D + d] = host_to_bf16(k[i * stride + d]);
-      staging_[(n + i) * D + d] = host_to_bf16(v[i * stride + d]);
+      staging_[i * D + d] = quant::fp32_to_fp16(k[i * stride + d]);
+      staging_[(n + i) * D + d] = quant::fp32_to_fp16(v[i * stride + d]);
     }
-  const size_t bytes = static_cast<size_t>(n) * D * sizeof(bf16);
+  const size_t bytes = static_cast<size_t>(n) * D * sizeof(kv_t);
   TAPPA_CUDA_CHECK(cudaMemcpyAsync(l.k + l.length * D, staging_.data(), bytes, cudaMemcpyHostToDevice, ctx_->stream));
   TAPPA_CUDA_CHECK(cudaMemcpyAsync(l.v(head_dim_) + l.length * D, staging_.data() + n * D, bytes, cudaMemcpyHostToDevice,
                                    ctx_->stream));
@@ -96,12 +98,13 @@ void CudaKvCache::append_from(int layer, int head, const KvCache& src, int src_l
   const auto* s = dynamic_cast<const CudaKvCache*>(&src);
   if (!s || s->head_dim_ != head_dim_) return KvCache::append_from(layer, head, src, src_layer, src_head, first, n);
   if (n <= 0) return;
+  ctx_->before_cache_access();
   assert(first >= 0 && first + n <= s->length(src_layer, src_head));
   reserve_list(layer, head, n);
   List& l = at(layer, head);
   const List& f = s->list(src_layer, src_head);
   const int64_t D = head_dim_;
-  const size_t bytes = static_cast<size_t>(n) * D * sizeof(bf16);
+  const size_t bytes = static_cast<size_t>(n) * D * sizeof(kv_t);
   TAPPA_CUDA_CHECK(cudaMemcpyAsync(l.k + l.length * D, f.k + first * D, bytes, cudaMemcpyDeviceToDevice, ctx_->stream));
   TAPPA_CUDA_CHECK(cudaMemcpyAsync(l.v(head_dim_) + l.length * D, f.v(head_dim_) + first * D, bytes,
                                    cudaMemcpyDeviceToDevice, ctx_->stream));
@@ -112,16 +115,17 @@ void CudaKvCache::read(int layer, int head, int first, int n, float* k, float* v
   const List& l = list(layer, head);
   assert(first >= 0 && n >= 0 && first + n <= l.length);
   if (n == 0) return;
+  ctx_->before_cache_access();
   const int64_t D = head_dim_;
   staging_.resize(static_cast<size_t>(n) * D * 2);
-  const size_t bytes = static_cast<size_t>(n) * D * sizeof(bf16);
+  const size_t bytes = static_cast<size_t>(n) * D * sizeof(kv_t);
   TAPPA_CUDA_CHECK(cudaMemcpyAsync(staging_.data(), l.k + first * D, bytes, cudaMemcpyDeviceToHost, ctx_->stream));
   TAPPA_CUDA_CHECK(cudaMemcpyAsync(staging_.data() + n * D, l.v(head_dim_) + first * D, bytes, cudaMemcpyDeviceToHost,
                                    ctx_->stream));
   ctx_->sync();
   for (int64_t i = 0; i < n * D; ++i) {
-    if (k) k[i] = host_from_bf16(staging_[i]);
-    if (v) v[i] = host_from_bf16(staging_[n * D + i]);
+    if (k) k[i] = quant::fp16_to_fp32(staging_[i]);
+    if (v) v[i] = quant::fp16_to_fp32(staging_[n * D + i]);
   }
 }
 
@@ -135,13 +139,14 @@ void CudaKvCache::keep_rows(int layer, int head, std::span<const int> rows) {
     l.length = n;
     return;
   }
+  ctx_->before_cache_access();
   const int64_t D = head_dim_;
   int32_t* idx = index_.get<int32_t>(*ctx_, static_cast<size_t>(n));
   static_assert(sizeof(int) == sizeof(int32_t));
   TAPPA_CUDA_CHECK(cudaMemcpyAsync(idx, rows.data(), static_cast<size_t>(n) * sizeof(int32_t), cudaMemcpyHostToDevice,
                                    ctx_->stream));
   // Gather into a fresh block of the same capacity (rows may come in any order; in place would race).
-  bf16* block = static_cast<bf16*>(ctx_->alloc(static_cast<size_t>(l.capacity) * D * 2 * sizeof(bf16)));
+  kv_t* block = static_cast<kv_t*>(ctx_->alloc(static_cast<size_t>(l.capacity) * D * 2 * sizeof(kv_t)));
   gather_rows(l.k, block, idx, n, head_dim_, ctx_->stream);
   gather_rows(l.v(head_dim_), block + l.capacity * D, idx, n, head_dim_, ctx_->stream);
   ctx_->free(l.k);

@@ -25,7 +25,7 @@ struct GemvArgs {
   int m, k;
 };
 
-__device__ __forceinline__ uint4 load_stream(const bf16* p) {
+__device__ __forceinline__ uint4 load_stream(const void* p) {
   uint4 r;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
@@ -33,19 +33,35 @@ __device__ __forceinline__ uint4 load_stream(const bf16* p) {
   return r;
 }
 
-__device__ __forceinline__ float lo(uint32_t u) { return __uint_as_float(u << 16); }
-__device__ __forceinline__ float hi(uint32_t u) { return __uint_as_float(u & 0xFFFF0000u); }
+// The two weights of a 32-bit word as floats (element 0 in the low half).
+template <bool F16>
+__device__ __forceinline__ float2 pair(uint32_t u) {
+  if constexpr (F16) {
+    __half2 h;
+    __builtin_memcpy(&h, &u, 4);
+    return __half22float2(h);
+  } else {
+    return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xFFFF0000u));
+  }
+}
+
+// Eight weights of a 16-byte piece as floats.
+template <bool F16>
+__device__ __forceinline__ void unpack(uint4 w, float* f) {
+  const float2 a = pair<F16>(w.x), b = pair<F16>(w.y), c = pair<F16>(w.z), d = pair<F16>(w.w);
+  f[0] = a.x, f[1] = a.y, f[2] = b.x, f[3] = b.y, f[4] = c.x, f[5] = c.y, f[6] = d.x, f[7] = d.y;
+}
 
 // acc += w[0..8) · x[0..8), in element order.
-__device__ __forceinline__ float dot8(uint4 w, const float4 a, const float4 b, float acc) {
-  acc = __fmaf_rn(lo(w.x), a.x, acc);
-  acc = __fmaf_rn(hi(w.x), a.y, acc);
-  acc = __fmaf_rn(lo(w.y), a.z, acc);
-  acc = __fmaf_rn(hi(w.y), a.w, acc);
-  acc = __fmaf_rn(lo(w.z), b.x, acc);
-  acc = __fmaf_rn(hi(w.z), b.y, acc);
-  acc = __fmaf_rn(lo(w.w), b.z, acc);
-  acc = __fmaf_rn(hi(w.w), b.w, acc);
+__device__ __forceinline__ float dot8(const float* w, const float4 a, const float4 b, float acc) {
+  acc = __fmaf_rn(w[0], a.x, acc);
+  acc = __fmaf_rn(w[1], a.y, acc);
+  acc = __fmaf_rn(w[2], a.z, acc);
+  acc = __fmaf_rn(w[3], a.w, acc);
+  acc = __fmaf_rn(w[4], b.x, acc);
+  acc = __fmaf_rn(w[5], b.y, acc);
+  acc = __fmaf_rn(w[6], b.z, acc);
+  acc = __fmaf_rn(w[7], b.w, acc);
   return acc;
 }
 
@@ -57,7 +73,7 @@ __device__ __forceinline__ float gelu_tanh(float g) {
 
 // R weight rows per warp: consecutive output features (Store / Accumulate), or for GLU row r of the
 // gate and of the up projection (one output feature).
-template <int MAXM, int R, GemvMode MODE>
+template <int MAXM, int R, GemvMode MODE, bool F16>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
   int b = blockIdx.x, s = 0;
   while (s + 1 < a.n_seg && b >= a.blocks[s]) b -= a.blocks[s++];
@@ -67,14 +83,14 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int f0 = (b * kWarps + warp) * kOut;
   if (f0 >= g.n) return;
-  const bf16* w[R];
+  const uint16_t* w[R];  // 2-byte weights (bf16 or fp16)
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (kGlu) {
-      w[r] = (r == 0 ? g.w : g.w2) + static_cast<int64_t>(f0) * a.k;
+      w[r] = static_cast<const uint16_t*>(r == 0 ? g.w : g.w2) + static_cast<int64_t>(f0) * a.k;
     } else {
       const int f = min(f0 + r, g.n - 1);  // past the end: recompute the last row, store nothing
-      w[r] = g.w + static_cast<int64_t>(f) * a.k;
+      w[r] = static_cast<const uint16_t*>(g.w) + static_cast<int64_t>(f) * a.k;
     }
   }
   float acc[R][MAXM];
@@ -94,13 +110,16 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
       for (int r = 0; r < R; ++r) wv[u][r] = load_stream(w[r] + static_cast<int64_t>(c + 32 * u) * 8);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
+      float wf[R][8];
+#pragma unroll
+      for (int r = 0; r < R; ++r) unpack<F16>(wv[u][r], wf[r]);
 #pragma unroll
       for (int m = 0; m < MAXM; ++m) {
         if (m < a.m) {
           const float4* xp = reinterpret_cast<const float4*>(a.x + m * a.ldx + static_cast<int64_t>(c + 32 * u) * 8);
           const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
 #pragma unroll
-          for (int r = 0; r < R; ++r) acc[r][m] = dot8(wv[u][r], x0, x1, acc[r][m]);
+          for (int r = 0; r < R; ++r) acc[r][m] = dot8(wf[r], x0, x1, acc[r][m]);
         }
       }
     }
@@ -109,13 +128,16 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
     uint4 wv[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) wv[r] = load_stream(w[r] + static_cast<int64_t>(c) * 8);
+    float wf[R][8];
+#pragma unroll
+    for (int r = 0; r < R; ++r) unpack<F16>(wv[r], wf[r]);
 #pragma unroll
     for (int m = 0; m < MAXM; ++m) {
       if (m < a.m) {
         const float4* xp = reinterpret_cast<const float4*>(a.x + m * a.ldx + static_cast<int64_t>(c) * 8);
         const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
 #pragma unroll
-        for (int r = 0; r < R; ++r) acc[r][m] = dot8(wv[r], x0, x1, acc[r][m]);
+        for (int r = 0; r < R; ++r) acc[r][m] = dot8(wf[r], x0, x1, acc[r][m]);
       }
     }
   }
@@ -147,14 +169,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
   }
 }
 
-template <int MAXM, int R, GemvMode MODE>
-void launch(const GemvArgs& a, int blocks, cudaStream_t s) {
-  gemv_kernel<MAXM, R, MODE><<<blocks, kWarps * 32, 0, s>>>(a);
-  TAPPA_CUDA_LAUNCHED();
-}
-
 template <int MAXM, GemvMode MODE>
-void dispatch_r(GemvArgs& a, cudaStream_t s) {
+void dispatch_r(GemvArgs& a, bool f16, cudaStream_t s) {
   // Two weight rows per warp for a handful of activation rows; four when many rows share each
   // weight load (fewer activation reads per weight byte). GLU always pairs gate and up.
   constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
@@ -165,16 +181,21 @@ void dispatch_r(GemvArgs& a, cudaStream_t s) {
     a.blocks[i] = (a.seg[i].n + kWarps * kOut - 1) / (kWarps * kOut);
     total += a.blocks[i];
   }
-  launch<MAXM, R, MODE>(a, total, s);
+  if (f16) {
+    gemv_kernel<MAXM, R, MODE, true><<<total, kWarps * 32, 0, s>>>(a);
+  } else {
+    gemv_kernel<MAXM, R, MODE, false><<<total, kWarps * 32, 0, s>>>(a);
+  }
+  TAPPA_CUDA_LAUNCHED();
 }
 
 template <GemvMode MODE>
-void dispatch_m(GemvArgs& a, cudaStream_t s) {
-  if (a.m <= 1) return dispatch_r<1, MODE>(a, s);
-  if (a.m <= 2) return dispatch_r<2, MODE>(a, s);
-  if (a.m <= 4) return dispatch_r<4, MODE>(a, s);
-  if (a.m <= 8) return dispatch_r<8, MODE>(a, s);
-  return dispatch_r<16, MODE>(a, s);
+void dispatch_m(GemvArgs& a, bool f16, cudaStream_t s) {
+  if (a.m <= 1) return dispatch_r<1, MODE>(a, f16, s);
+  if (a.m <= 2) return dispatch_r<2, MODE>(a, f16, s);
+  if (a.m <= 4) return dispatch_r<4, MODE>(a, f16, s);
+  if (a.m <= 8) return dispatch_r<8, MODE>(a, f16, s);
+  return dispatch_r<16, MODE>(a, f16, s);
 }
 
 }  // namespace
@@ -183,7 +204,8 @@ bool gemv_fits(const float* x, int64_t ldx, int k) {
   return k % 8 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
 }
 
-void gemv(const GemvSeg* segs, int n_seg, GemvMode mode, const float* x, int64_t ldx, int m, int k, cudaStream_t s) {
+void gemv(const GemvSeg* segs, int n_seg, GemvMode mode, bool f16, const float* x, int64_t ldx, int m, int k,
+          cudaStream_t s) {
   if (m == 0) return;
   GemvArgs a{};
   a.n_seg = n_seg;
@@ -193,10 +215,10 @@ void gemv(const GemvSeg* segs, int n_seg, GemvMode mode, const float* x, int64_t
   a.m = m;
   a.k = k;
   switch (mode) {
-    case GemvMode::Store: return dispatch_m<GemvMode::Store>(a, s);
-    case GemvMode::Accumulate: return dispatch_m<GemvMode::Accumulate>(a, s);
-    case GemvMode::GluSilu: return dispatch_m<GemvMode::GluSilu>(a, s);
-    case GemvMode::GluGelu: return dispatch_m<GemvMode::GluGelu>(a, s);
+    case GemvMode::Store: return dispatch_m<GemvMode::Store>(a, f16, s);
+    case GemvMode::Accumulate: return dispatch_m<GemvMode::Accumulate>(a, f16, s);
+    case GemvMode::GluSilu: return dispatch_m<GemvMode::GluSilu>(a, f16, s);
+    case GemvMode::GluGelu: return dispatch_m<GemvMode::GluGelu>(a, f16, s);
   }
 }
 

@@ -8,7 +8,8 @@
 namespace tappa::cuda {
 
 // --- ops.cu ---------------------------------------------------------------------------------------
-void embed(const bf16* table, const int32_t* tokens, int n, int64_t cols, float scale, float* x, int64_t ldx,
+// table: bf16 or (f16) fp16 rows.
+void embed(const void* table, bool f16, const int32_t* tokens, int n, int64_t cols, float scale, float* x, int64_t ldx,
            cudaStream_t s);
 void rms_norm(const float* x, int64_t ldx, const float* w, float eps, float* out, int64_t ldo, int64_t rows,
               int64_t cols, cudaStream_t s);
@@ -27,40 +28,52 @@ void random_fill(bf16* dst, int64_t n, uint64_t seed, float step, cudaStream_t s
 // ids[i] = first index of row i's maximum.
 void argmax_rows(const float* x, int64_t ldx, int64_t rows, int64_t cols, int32_t* ids, cudaStream_t s);
 
-// K/V rows appended to up to kAppendHeads lists: head h of row i of k (cols h*head_dim ..) goes to
-// row i of dst_k[h] (already offset to the list's current end).
-constexpr int kAppendHeads = 64;
-struct AppendArgs {
-  bf16* k[kAppendHeads];
-  bf16* v[kAppendHeads];
+// Activations rounded the way the CPU backend (and llama.cpp) rounds them before a product with
+// quantized weights, in place: Q8_0 blocks of 32 (weights Q4_0, Q4_1, Q8_0) or Q8_K blocks of 256
+// (K-quants), then back to fp32. The reference backend defines the model's numbers so.
+enum class ActQuant { None, Q8_0, Q8_K };
+void quantize_act(ActQuant q, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int64_t cols,
+                  cudaStream_t s);
+void to_f16(const float* x, int64_t ldx, f16* y, int64_t ldy, int64_t rows, int64_t cols, cudaStream_t s);
+
+// K/V rows of one (sequence, KV head) list: rows of k / v (fp32, the head's columns) appended at
+// dk / dv (the list's end).
+struct AppendEntry {
+  const float* k;
+  const float* v;
+  int64_t ldk, ldv;
+  kv_t* dk;
+  kv_t* dv;
+  int rows;
 };
-void kv_append(const AppendArgs& a, int n_heads, const float* k, int64_t ldk, const float* v, int64_t ldv, int rows,
-               int head_dim, cudaStream_t s);
-// dst row i = src row rows[i] of one list ([capacity][head_dim] keys then values each), n rows.
-void gather_rows(const bf16* src, bf16* dst, const int32_t* rows, int n, int head_dim, cudaStream_t s);
+void kv_append(const AppendEntry* e, int n, int head_dim, cudaStream_t s);
+// dst row i = src row rows[i] of one list's keys or values, n rows.
+void gather_rows(const kv_t* src, kv_t* dst, const int32_t* rows, int n, int head_dim, cudaStream_t s);
 
 // --- gemv.cu --------------------------------------------------------------------------------------
 // y = x · Wᵀ for few rows of x (m <= kGemvMaxRows) straight from bf16 weights in fp32, each output
 // summed in one fixed order whatever m is (so a row's result does not depend on the batch).
 constexpr int kGemvMaxRows = 16;
 enum class GemvMode { Store, Accumulate, GluSilu, GluGelu };
+// Weights are bf16 (bf16 files, random-weight models) or fp16 (every other format, dequantized).
 struct GemvSeg {
-  const bf16* w = nullptr;
-  const bf16* w2 = nullptr;  // GLU: the up projection (w is the gate)
+  const void* w = nullptr;
+  const void* w2 = nullptr;  // GLU: the up projection (w is the gate)
   float* y = nullptr;
   int64_t ldy = 0;
   int n = 0;  // output features (rows of w)
 };
 // Up to 3 products of the same x in one launch (Q, K, V).
-void gemv(const GemvSeg* segs, int n_seg, GemvMode mode, const float* x, int64_t ldx, int m, int k, cudaStream_t s);
+void gemv(const GemvSeg* segs, int n_seg, GemvMode mode, bool f16_weights, const float* x, int64_t ldx, int m, int k,
+          cudaStream_t s);
 bool gemv_fits(const float* x, int64_t ldx, int k);  // alignment the kernel's 16-byte loads need
 
 // --- attention.cu ---------------------------------------------------------------------------------
 // One (sequence, KV head) list: its keys and values ([len][head_dim] bf16 each), the sequence's
 // n_rows query rows at rows row0.. of q / out (the last n_rows rows of the list are theirs).
 struct AttnList {
-  const bf16* k = nullptr;
-  const bf16* v = nullptr;
+  const kv_t* k = nullptr;
+  const kv_t* v = nullptr;
   int len = 0;
   int n_rows = 0;
   int row0 = 0;
@@ -80,10 +93,10 @@ struct DecodeScratch {
 void attention_rows(const AttnList* lists, int n_lists, const AttnShape& sh, const float* q, int64_t ldq, float* out,
                     int64_t ldo, int n_sm, DecodeScratch& scratch, Context& ctx);
 // One sequence's many rows (prefill): tensor-core flash attention, causal, no K/V repeated for
-// grouped queries. head_dim 64 or 128; q given as bf16 [rows][n_head*head_dim] from the sequence's
+// grouped queries. head_dim 64 or 128; q given as fp16 [rows][n_head*head_dim] from the sequence's
 // first row.
 bool flash_supported(int head_dim);
-void attention_flash(const AttnList* lists, int n_head_kv, const AttnShape& sh, const bf16* q, int64_t ldq, float* out,
+void attention_flash(const AttnList* lists, int n_head_kv, const AttnShape& sh, const f16* q, int64_t ldq, float* out,
                      int64_t ldo, cudaStream_t s);
 // probs[t][0..n_vis) of one (list, row, query head of the group) per triple (zeros before the
 // window): the softmax rows the taps receive. probs rows are `ld` floats apart.

@@ -1,6 +1,8 @@
 // Elementwise and row kernels of the CUDA backend. They are memory-bound and small next to the
 // products; each is one pass over its data with the arithmetic of the reference backend (fp32, and
 // RMSNorm's squares summed in double like ggml's), so parity needs no tolerance beyond libm's ulp.
+#include <algorithm>
+
 #include "backend/cuda/kernels.cuh"
 #include "model/random_weights.h"
 
@@ -9,16 +11,22 @@ namespace tappa::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+// Entries per append launch: the argument block stays under CUDA's 32 KB of kernel parameters.
+constexpr int kAppendEntries = 560;
+struct AppendEntryBlock {
+  AppendEntry e[kAppendEntries];
+};
 
 int blocks_for(int64_t n, int threads = kThreads) {
   const int64_t b = (n + threads - 1) / threads;
   return static_cast<int>(b < 65535 * 16 ? (b > 0 ? b : 1) : 65535 * 16);
 }
 
-__global__ void embed_kernel(const bf16* table, const int32_t* tokens, int64_t cols, float scale, float* x, int64_t ldx) {
-  const bf16* row = table + static_cast<int64_t>(tokens[blockIdx.x]) * cols;
+template <class T>
+__global__ void embed_kernel(const T* table, const int32_t* tokens, int64_t cols, float scale, float* x, int64_t ldx) {
+  const T* row = table + static_cast<int64_t>(tokens[blockIdx.x]) * cols;
   float* xi = x + static_cast<int64_t>(blockIdx.x) * ldx;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) xi[j] = __bfloat162float(row[j]) * scale;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) xi[j] = static_cast<float>(row[j]) * scale;
 }
 
 __global__ void rms_norm_kernel(const float* x, int64_t ldx, const float* w, float eps, float* out, int64_t ldo, int64_t cols) {
@@ -131,29 +139,96 @@ __global__ void argmax_kernel(const float* x, int64_t ldx, int64_t cols, int32_t
   }
 }
 
-__global__ void kv_append_kernel(AppendArgs a, const float* k, int64_t ldk, const float* v, int64_t ldv, int head_dim) {
-  const int i = blockIdx.x, h = blockIdx.y;
-  const float* ks = k + static_cast<int64_t>(i) * ldk + static_cast<int64_t>(h) * head_dim;
-  const float* vs = v + static_cast<int64_t>(i) * ldv + static_cast<int64_t>(h) * head_dim;
-  bf16* kd = a.k[h] + static_cast<int64_t>(i) * head_dim;
-  bf16* vd = a.v[h] + static_cast<int64_t>(i) * head_dim;
+__global__ void kv_append_kernel(const AppendEntryBlock b, int head_dim) {
+  const AppendEntry& e = b.e[blockIdx.y];
+  const int i = blockIdx.x;
+  if (i >= e.rows) return;
+  const float* ks = e.k + static_cast<int64_t>(i) * e.ldk;
+  const float* vs = e.v + static_cast<int64_t>(i) * e.ldv;
+  kv_t* kd = e.dk + static_cast<int64_t>(i) * head_dim;
+  kv_t* vd = e.dv + static_cast<int64_t>(i) * head_dim;
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    kd[d] = __float2bfloat16_rn(ks[d]);
-    vd[d] = __float2bfloat16_rn(vs[d]);
+    kd[d] = __float2half_rn(ks[d]);
+    vd[d] = __float2half_rn(vs[d]);
   }
 }
 
-__global__ void gather_kernel(const bf16* src, bf16* dst, const int32_t* rows, int n, int head_dim) {
+__global__ void gather_kernel(const kv_t* src, kv_t* dst, const int32_t* rows, int n, int head_dim) {
   const int i = blockIdx.x;
   const int64_t from = static_cast<int64_t>(rows[i]) * head_dim, to = static_cast<int64_t>(i) * head_dim;
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) dst[to + d] = src[from + d];
 }
 
+__global__ void to_f16_kernel(const float* x, int64_t ldx, f16* y, int64_t ldy, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = t / cols, j = t % cols;
+    y[i * ldy + j] = __float2half_rn(x[i * ldx + j]);
+  }
+}
+
+// One warp per block of 32 (Q8_0): d = amax / 127 in fp32, q = rint(x / d) (through 1/d, as ggml),
+// the stored scale rounded to fp16, x' = q * fp16(d).
+__global__ void quant_q8_0_kernel(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int64_t cols) {
+  const int64_t blocks_per_row = cols / 32;
+  const int64_t wid = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (wid >= rows * blocks_per_row) return;
+  const int64_t r = wid / blocks_per_row, c = (wid % blocks_per_row) * 32 + lane;
+  const float v = x[r * ldx + c];
+  float amax = fabsf(v);
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const float q = rintf(v * id);
+  y[r * ldy + c] = q * __half2float(__float2half_rn(d));
+}
+
+// One warp per block of 256 (Q8_K): the signed value of largest magnitude (the first one on ties)
+// sets iscale = -127 / vmax, q = min(127, rint(iscale * x)), x' = q * (1 / iscale).
+__global__ void quant_q8_k_kernel(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int64_t cols) {
+  const int64_t blocks_per_row = cols / 256;
+  const int64_t wid = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (wid >= rows * blocks_per_row) return;
+  const int64_t r = wid / blocks_per_row, c0 = (wid % blocks_per_row) * 256;
+  float v[8];
+  float amax = -1.0f;
+  int idx = 0;
+  for (int j = 0; j < 8; ++j) {
+    v[j] = x[r * ldx + c0 + lane * 8 + j];
+    if (fabsf(v[j]) > amax) amax = fabsf(v[j]), idx = lane * 8 + j;
+  }
+  float vmax = v[0];
+  for (int j = 0; j < 8; ++j)
+    if (lane * 8 + j == idx) vmax = v[j];
+  for (int o = 16; o > 0; o >>= 1) {
+    const float oa = __shfl_xor_sync(0xffffffffu, amax, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    const float ov = __shfl_xor_sync(0xffffffffu, vmax, o);
+    if (oa > amax || (oa == amax && oi < idx)) amax = oa, idx = oi, vmax = ov;
+  }
+  for (int j = 0; j < 8; ++j) {
+    float out = 0.0f;
+    if (amax > 0.0f) {
+      const float iscale = -127.0f / vmax;
+      out = fminf(127.0f, rintf(iscale * v[j])) * (1.0f / iscale);
+    }
+    y[r * ldy + c0 + lane * 8 + j] = out;
+  }
+}
+
 }  // namespace
 
-void embed(const bf16* table, const int32_t* tokens, int n, int64_t cols, float scale, float* x, int64_t ldx, cudaStream_t s) {
+void embed(const void* table, bool f16, const int32_t* tokens, int n, int64_t cols, float scale, float* x, int64_t ldx,
+           cudaStream_t s) {
   if (n == 0) return;
-  embed_kernel<<<n, kThreads, 0, s>>>(table, tokens, cols, scale, x, ldx);
+  if (f16) {
+    embed_kernel<<<n, kThreads, 0, s>>>(static_cast<const __half*>(table), tokens, cols, scale, x, ldx);
+  } else {
+    embed_kernel<<<n, kThreads, 0, s>>>(static_cast<const bf16*>(table), tokens, cols, scale, x, ldx);
+  }
   TAPPA_CUDA_LAUNCHED();
 }
 
@@ -202,16 +277,43 @@ void argmax_rows(const float* x, int64_t ldx, int64_t rows, int64_t cols, int32_
   TAPPA_CUDA_LAUNCHED();
 }
 
-void kv_append(const AppendArgs& a, int n_heads, const float* k, int64_t ldk, const float* v, int64_t ldv, int rows,
-               int head_dim, cudaStream_t s) {
-  if (rows == 0) return;
-  kv_append_kernel<<<dim3(rows, n_heads), 128, 0, s>>>(a, k, ldk, v, ldv, head_dim);
+void kv_append(const AppendEntry* e, int n, int head_dim, cudaStream_t s) {
+  for (int i0 = 0; i0 < n; i0 += kAppendEntries) {
+    AppendEntryBlock b;
+    const int m = std::min(kAppendEntries, n - i0);
+    int rows = 0;
+    for (int i = 0; i < m; ++i) {
+      b.e[i] = e[i0 + i];
+      rows = std::max(rows, e[i0 + i].rows);
+    }
+    if (rows == 0) continue;
+    kv_append_kernel<<<dim3(rows, m), 128, 0, s>>>(b, head_dim);
+    TAPPA_CUDA_LAUNCHED();
+  }
+}
+
+void gather_rows(const kv_t* src, kv_t* dst, const int32_t* rows, int n, int head_dim, cudaStream_t s) {
+  if (n == 0) return;
+  gather_kernel<<<n, 128, 0, s>>>(src, dst, rows, n, head_dim);
   TAPPA_CUDA_LAUNCHED();
 }
 
-void gather_rows(const bf16* src, bf16* dst, const int32_t* rows, int n, int head_dim, cudaStream_t s) {
-  if (n == 0) return;
-  gather_kernel<<<n, 128, 0, s>>>(src, dst, rows, n, head_dim);
+void to_f16(const float* x, int64_t ldx, f16* y, int64_t ldy, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows * cols == 0) return;
+  to_f16_kernel<<<blocks_for(rows * cols), kThreads, 0, s>>>(x, ldx, y, ldy, rows, cols);
+  TAPPA_CUDA_LAUNCHED();
+}
+
+void quantize_act(ActQuant q, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int64_t cols,
+                  cudaStream_t s) {
+  if (rows * cols == 0 || q == ActQuant::None) return;
+  const int64_t warps = rows * (cols / (q == ActQuant::Q8_0 ? 32 : 256));
+  const int blocks = static_cast<int>((warps * 32 + kThreads - 1) / kThreads);
+  if (q == ActQuant::Q8_0) {
+    quant_q8_0_kernel<<<blocks, kThreads, 0, s>>>(x, ldx, y, ldy, rows, cols);
+  } else {
+    quant_q8_k_kernel<<<blocks, kThreads, 0, s>>>(x, ldx, y, ldy, rows, cols);
+  }
   TAPPA_CUDA_LAUNCHED();
 }
 
