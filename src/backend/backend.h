@@ -116,7 +116,9 @@ struct AttentionCall {
 };
 
 // Summation order of a multi-row matrix product (see cpu::MatmulOrder): Batch = fastest for a
-// prompt; PerToken = each row exactly as a one-row call computes it (batched decoding).
+// prompt; PerToken = each row exactly as a one-row call computes it (batched decoding). The CUDA
+// backend keeps this promise for up to 4 rows (cuda::kGemvMaxRows); larger batches go through
+// cuBLAS, whose summation order depends on the shape.
 enum class Order { Batch, PerToken };
 
 class Backend {
@@ -184,6 +186,11 @@ class Backend {
     matmul(wg, x, gate, order);
     matmul(wu, x, up, order);
     glu(gate, up, act);
+  }
+  // RoPE of the queries and the keys of the same rows (one launch on a GPU).
+  virtual void rope_qk(const Rope& rope, const Mat& table, Mat q, int n_head, Mat k, int n_head_kv) {
+    this->rope(rope, table, q, n_head);
+    this->rope(rope, table, k, n_head_kv);
   }
   // ids[i] = index of the largest value of row i (the first one on ties), in host memory: greedy
   // decoding without copying whole logit rows to the host.

@@ -316,8 +316,7 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
       };
       tail(Q, &Sequence::Impl::q_pre_tail);
       const Mat table = layer_table.mat(rows, c.n_rot).row_range(ch.row0, nb);
-      be_.rope(layer_rope, table, Q, c.n_head);
-      be_.rope(layer_rope, table, K, c.n_head_kv);
+      be_.rope_qk(layer_rope, table, Q, c.n_head, K, c.n_head_kv);
       tail(Q, &Sequence::Impl::q_tail);
 
       plan.attn.clear();

@@ -27,7 +27,7 @@ constexpr int kDecodeLists = 960;
 constexpr int kDecodeListsSmall = 32;  // small batches: a 1 KB argument block launches faster
 // Keys per chunk: fixed, so that a row's summation order depends on its own list alone, never on
 // the other sequences of the batch (a sequence decodes the same alone and in a batch).
-constexpr int kDecodeChunk = 256;
+constexpr int kDecodeChunk = 128;
 
 template <int MAXL>
 struct DecodeArgsT {
@@ -115,32 +115,47 @@ __global__ void __launch_bounds__(128) decode_kernel(const DecodeArgsT<MAXL> a) 
     for (int d = 0; d < DPL; ++d) o[d] = 0.0f;
     for (int j0 = c0; j0 < c1; j0 += 32) {
       const int j = j0 + lane;
-      float sc = -INFINITY;
-      if (j < c1) {
-        const kv_t* kr = L.k + static_cast<int64_t>(j) * D;
-        float acc = 0.0f;
+      const bool valid = j < c1;
+      // Scores: lane j's key, every 16-byte piece requested before the first is used, four partial
+      // sums (a chain of D dependent multiply-adds would leave the loads idle).
+      const kv_t* kr = L.k + static_cast<int64_t>(valid ? j : c0) * D;
+      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      constexpr int kPieces = D / 8, kBatch = kPieces < 16 ? kPieces : 16;
 #pragma unroll
-        for (int p = 0; p < D / 8; ++p) {
-          const uint4 kv = *reinterpret_cast<const uint4*>(kr + p * 8);
-          const float4 q0 = *reinterpret_cast<const float4*>(qw + p * 8);
-          const float4 q1 = *reinterpret_cast<const float4*>(qw + p * 8 + 4);
-          acc = dot8(kv, q0, q1, acc);
+      for (int p0 = 0; p0 < kPieces; p0 += kBatch) {
+        uint4 kv[kBatch];
+#pragma unroll
+        for (int p = 0; p < kBatch; ++p) kv[p] = *reinterpret_cast<const uint4*>(kr + (p0 + p) * 8);
+#pragma unroll
+        for (int p = 0; p < kBatch; ++p) {
+          const float4 q0 = *reinterpret_cast<const float4*>(qw + (p0 + p) * 8);
+          const float4 q1 = *reinterpret_cast<const float4*>(qw + (p0 + p) * 8 + 4);
+          acc[p % 4] = dot8(kv[p], q0, q1, acc[p % 4]);
         }
-        sc = acc;
       }
+      const float sc = valid ? (acc[0] + acc[1]) + (acc[2] + acc[3]) : -INFINITY;
       const float m_new = fmaxf(m, warp_max(sc));  // finite: lane 0's key is visible
       const float alpha = exp2f(m - m_new);
-      const float p = j < c1 ? exp2f(sc - m_new) : 0.0f;
+      const float p = valid ? exp2f(sc - m_new) : 0.0f;
       l = l * alpha + warp_sum(p);
 #pragma unroll
       for (int d = 0; d < DPL; ++d) o[d] *= alpha;
-      const int nj = min(32, c1 - j0);
-      for (int t = 0; t < nj; ++t) {
-        const float pt = __shfl_sync(0xffffffffu, p, t);
-        float v[DPL];
-        load_kv<DPL>(L.v + static_cast<int64_t>(j0 + t) * D + lane * DPL, v);
+      // Values: eight rows' loads in flight at a time; rows past the chunk weigh 0 (their address is
+      // clamped to a valid row).
 #pragma unroll
-        for (int d = 0; d < DPL; ++d) o[d] = __fmaf_rn(pt, v[d], o[d]);
+      for (int t0 = 0; t0 < 32; t0 += 8) {
+        float v[8][DPL];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          const int row = j0 + t0 + u;
+          load_kv<DPL>(L.v + static_cast<int64_t>(row < c1 ? row : c0) * D + lane * DPL, v[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          const float pt = __shfl_sync(0xffffffffu, p, t0 + u);
+#pragma unroll
+          for (int d = 0; d < DPL; ++d) o[d] = __fmaf_rn(pt, v[u][d], o[d]);
+        }
       }
       m = m_new;
     }

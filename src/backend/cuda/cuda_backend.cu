@@ -7,9 +7,10 @@
 // Weights. prepare_weights copies every matrix once: BF16 matrices (and random-weight models, drawn
 // straight into device memory) as bfloat16, every other type dequantized on the host and stored as
 // fp16 (three more mantissa bits than bfloat16, so a quantized file's values move less); vectors as
-// fp32. The ops find them by the host view's address. Products with quantized weights first round
-// the activations as the CPU backend does (Q8_0 / Q8_K blocks, kernels.cuh: the definition the
-// reference backend gives the model's numbers), so the GPU computes the same function as the CPU.
+// fp32. The ops find them by the host view's address. Activations are not rounded to 8 bits before
+// products with quantized weights as the CPU backend does (llama.cpp's Q8 activations): the GPU
+// computes the dequantized model's function (emulating the rounding was tried: it did not bring
+// the two engines' top-1 closer, docs/CUDA.md).
 //
 // Products. Up to kGemvMaxRows activation rows (decoding): gemv.cu, fp32 activations, each row's
 // result independent of the batch (Order::PerToken holds). More rows: cuBLAS on 16-bit copies of
@@ -94,7 +95,6 @@ void Context::sync() { TAPPA_CUDA_CHECK(cudaStreamSynchronize(stream)); }
 namespace backend {
 namespace {
 
-using cuda::ActQuant;
 using cuda::bf16;
 using cuda::Context;
 using cuda::CudaKvCache;
@@ -104,22 +104,8 @@ void release_device(float* p) { cudaFree(p); }
 
 struct DevWeight {
   void* p = nullptr;
-  bool f16 = false;               // fp16 (dequantized file formats) or bf16
-  ActQuant act = ActQuant::None;  // how the CPU rounds activations for this weight type
+  bool f16 = false;  // fp16 (dequantized file formats) or bf16
 };
-
-ActQuant act_quant_of(TensorType t) {
-  switch (t) {
-    case TensorType::Q4_0:
-    case TensorType::Q4_1:
-    case TensorType::Q5_0:
-    case TensorType::Q8_0: return ActQuant::Q8_0;
-    case TensorType::Q4_K:
-    case TensorType::Q5_K:
-    case TensorType::Q6_K: return ActQuant::Q8_K;
-    default: return ActQuant::None;
-  }
-}
 
 // GPU time per op name (TAPPA_CUDA_PROFILE=1).
 class Profile {
@@ -203,7 +189,7 @@ class CudaBackend final : public Backend {
     for (auto& [k, w] : mats_) ctx_->free(w.p);
     for (auto& [k, w] : random_mats_) ctx_->free(w.p);
     for (auto& [k, p] : vecs_) ctx_->free(p);
-    for (cuda::Scratch* s : {&xb_, &xq_, &qb_, &tok_, &tmp_, &probs_, &ids_, &table_}) s->release(*ctx_);
+    for (cuda::Scratch* s : {&xb_, &qb_, &tok_, &tmp_, &probs_, &ids_, &table_}) s->release(*ctx_);
     decode_.part.release(*ctx_);
   }
 
@@ -285,10 +271,9 @@ class CudaBackend final : public Backend {
     const bool gelu = act == FfnActivation::GeluTanh;
     const DevWeight& g = weight(wg);
     const DevWeight& u = weight(wu);
-    if (x.rows <= cuda::kGemvMaxRows && cuda::gemv_fits(x.data, x.ld, static_cast<int>(x.cols)) && g.f16 == u.f16 &&
-        g.act == u.act) {
+    if (x.rows <= cuda::kGemvMaxRows && cuda::gemv_fits(x.data, x.ld, static_cast<int>(x.cols)) && g.f16 == u.f16) {
       Timed t_(prof_, "gemv_glu");
-      const Mat xs = rounded(x, g.act);
+      const Mat& xs = x;
       cuda::GemvSeg seg{g.p, u.p, gate.data, gate.ld, static_cast<int>(wg.rows)};
       cuda::gemv(&seg, 1, gelu ? cuda::GemvMode::GluGelu : cuda::GemvMode::GluSilu, g.f16, xs.data, xs.ld,
                  static_cast<int>(x.rows), static_cast<int>(x.cols), ctx_->stream);
@@ -329,7 +314,14 @@ class CudaBackend final : public Backend {
   void rope(const Rope& r, const Mat& table, Mat x, int n_heads) override {
     flush_appends();
     Timed t_(prof_, "rope");
-    cuda::rope(table.data, table.ld, x.data, x.ld, x.rows, n_heads, r.head_dim, r.n_rot, r.neox, ctx_->stream);
+    cuda::rope(table.data, table.ld, x.data, x.ld, x.rows, n_heads, nullptr, 0, 0, r.head_dim, r.n_rot, r.neox,
+               ctx_->stream);
+  }
+  void rope_qk(const Rope& r, const Mat& table, Mat q, int n_head, Mat k, int n_head_kv) override {
+    flush_appends();
+    Timed t_(prof_, "rope");
+    cuda::rope(table.data, table.ld, q.data, q.ld, q.rows, n_head, k.data, k.ld, n_head_kv, r.head_dim, r.n_rot, r.neox,
+               ctx_->stream);
   }
   void kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) override;
   void attention(const AttentionCall& c, const Mat& q, Mat out) override;
@@ -364,13 +356,6 @@ class CudaBackend final : public Backend {
   }
   // ys[i] = x · ws[i]ᵀ (Store) or ys[i] += (Accumulate).
   void products(std::span<const WeightView* const> ws, const Mat& x, std::span<const Mat> ys, cuda::GemvMode mode);
-  // x rounded as the CPU rounds activations for weights of that kind (x itself when none).
-  Mat rounded(const Mat& x, ActQuant q) {
-    if (q == ActQuant::None) return x;
-    float* d = xq_.get<float>(*ctx_, static_cast<size_t>(x.rows * x.cols));
-    cuda::quantize_act(q, x.data, x.ld, d, x.cols, x.rows, x.cols, ctx_->stream);
-    return Mat{d, x.rows, x.cols, x.cols};
-  }
   void flush_appends() {
     if (pending_.empty()) return;
     Timed t_(prof_, "kv_append");
@@ -383,7 +368,7 @@ class CudaBackend final : public Backend {
   std::unordered_map<const void*, DevWeight> mats_;
   std::unordered_map<uint64_t, DevWeight> random_mats_;
   std::unordered_map<const void*, float*> vecs_;
-  cuda::Scratch xb_, xq_, qb_, tok_, tmp_, probs_, ids_, table_;
+  cuda::Scratch xb_, qb_, tok_, tmp_, probs_, ids_, table_;
   std::vector<cuda::AppendEntry> pending_;
   int pending_head_dim_ = 0;
 
@@ -403,7 +388,7 @@ void CudaBackend::prepare_weights(std::span<const WeightView> matrices, std::spa
       if (random_mats_.count(w.random_seed)) continue;
       auto* d = static_cast<bf16*>(ctx_->alloc(n * sizeof(bf16)));
       cuda::random_fill(d, static_cast<int64_t>(n), w.random_seed, w.random_step, ctx_->stream);
-      random_mats_[w.random_seed] = DevWeight{d, false, ActQuant::None};
+      random_mats_[w.random_seed] = DevWeight{d, false};
       continue;
     }
     if (mats_.count(w.data)) continue;  // tied output head: the embedding table again
@@ -429,7 +414,7 @@ void CudaBackend::prepare_weights(std::span<const WeightView> matrices, std::spa
                                          staging.size() * 2, cudaMemcpyHostToDevice, ctx_->stream));
       }
     }
-    mats_[w.data] = DevWeight{d, as_f16, act_quant_of(w.type)};
+    mats_[w.data] = DevWeight{d, as_f16};
   }
   for (const VectorView& v : vectors) {
     if (!v.data || vecs_.count(v.data)) continue;
@@ -445,12 +430,12 @@ void CudaBackend::products(std::span<const WeightView* const> ws, const Mat& x, 
   flush_appends();
   const int k = static_cast<int>(x.cols);
   if (x.rows == 0) return;
-  // Runs of weights of one kind (storage type and activation rounding) go together.
+  // Runs of weights of one storage type go together.
   for (size_t i0 = 0; i0 < ws.size();) {
     const DevWeight& w0 = weight(*ws[i0]);
     size_t i1 = i0 + 1;
-    while (i1 < ws.size() && weight(*ws[i1]).f16 == w0.f16 && weight(*ws[i1]).act == w0.act) ++i1;
-    const Mat xs = rounded(x, w0.act);
+    while (i1 < ws.size() && weight(*ws[i1]).f16 == w0.f16) ++i1;
+    const Mat& xs = x;
     if (x.rows <= cuda::kGemvMaxRows && cuda::gemv_fits(xs.data, xs.ld, k)) {
       Timed t_(prof_, mode == cuda::GemvMode::Accumulate ? "gemv_add" : i1 - i0 > 1 ? "gemv_many" : "gemv");
       for (size_t j0 = i0; j0 < i1; j0 += 3) {

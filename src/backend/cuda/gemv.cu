@@ -14,7 +14,7 @@ namespace tappa::cuda {
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kUnroll = 4;
+constexpr int kUnroll = 8;  // 16-byte pieces per weight row and lane in flight
 
 struct GemvArgs {
   GemvSeg seg[3];
@@ -171,10 +171,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
 
 template <int MAXM, GemvMode MODE>
 void dispatch_r(GemvArgs& a, bool f16, cudaStream_t s) {
-  // Two weight rows per warp for a handful of activation rows; four when many rows share each
-  // weight load (fewer activation reads per weight byte). GLU always pairs gate and up.
+  // Two weight rows per warp (GLU: the gate's and the up projection's row of one feature).
   constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
-  constexpr int R = kGlu ? 2 : (MAXM >= 8 ? 4 : 2);
+  constexpr int R = 2;
   constexpr int kOut = kGlu ? 1 : R;
   int total = 0;
   for (int i = 0; i < a.n_seg; ++i) {
@@ -191,11 +190,10 @@ void dispatch_r(GemvArgs& a, bool f16, cudaStream_t s) {
 
 template <GemvMode MODE>
 void dispatch_m(GemvArgs& a, bool f16, cudaStream_t s) {
+  static_assert(kGemvMaxRows == 4);
   if (a.m <= 1) return dispatch_r<1, MODE>(a, f16, s);
   if (a.m <= 2) return dispatch_r<2, MODE>(a, f16, s);
-  if (a.m <= 4) return dispatch_r<4, MODE>(a, f16, s);
-  if (a.m <= 8) return dispatch_r<8, MODE>(a, f16, s);
-  return dispatch_r<16, MODE>(a, f16, s);
+  return dispatch_r<4, MODE>(a, f16, s);
 }
 
 }  // namespace

@@ -19,21 +19,16 @@ void elementwise(Elementwise op, float* y, int64_t ldy, const float* x, int64_t 
                  int64_t cols, cudaStream_t s);
 // gate = act(gate) * up; gelu: the tanh approximation.
 void glu(float* gate, int64_t ldg, const float* up, int64_t ldu, bool gelu, int64_t rows, int64_t cols, cudaStream_t s);
-// Rotates pairs of the first n_rot dims of every head with table row i ((cos, sin) per pair).
-void rope(const float* table, int64_t ldt, float* x, int64_t ldx, int64_t rows, int n_heads, int head_dim, int n_rot,
-          bool neox, cudaStream_t s);
+// Rotates pairs of the first n_rot dims of every head of row i with table row i ((cos, sin) per
+// pair), of x (n_heads heads) and of x2 (n_heads2 heads; 0 for none) in one launch.
+void rope(const float* table, int64_t ldt, float* x, int64_t ldx, int64_t rows, int n_heads, float* x2, int64_t ldx2,
+          int n_heads2, int head_dim, int n_rot, bool neox, cudaStream_t s);
 void to_bf16(const float* x, int64_t ldx, bf16* y, int64_t ldy, int64_t rows, int64_t cols, cudaStream_t s);
 // Element i of a random-weight matrix (model/random_weights.h).
 void random_fill(bf16* dst, int64_t n, uint64_t seed, float step, cudaStream_t s);
 // ids[i] = first index of row i's maximum.
 void argmax_rows(const float* x, int64_t ldx, int64_t rows, int64_t cols, int32_t* ids, cudaStream_t s);
 
-// Activations rounded the way the CPU backend (and llama.cpp) rounds them before a product with
-// quantized weights, in place: Q8_0 blocks of 32 (weights Q4_0, Q4_1, Q8_0) or Q8_K blocks of 256
-// (K-quants), then back to fp32. The reference backend defines the model's numbers so.
-enum class ActQuant { None, Q8_0, Q8_K };
-void quantize_act(ActQuant q, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int64_t cols,
-                  cudaStream_t s);
 void to_f16(const float* x, int64_t ldx, f16* y, int64_t ldy, int64_t rows, int64_t cols, cudaStream_t s);
 
 // K/V rows of one (sequence, KV head) list: rows of k / v (fp32, the head's columns) appended at
@@ -51,9 +46,11 @@ void kv_append(const AppendEntry* e, int n, int head_dim, cudaStream_t s);
 void gather_rows(const kv_t* src, kv_t* dst, const int32_t* rows, int n, int head_dim, cudaStream_t s);
 
 // --- gemv.cu --------------------------------------------------------------------------------------
-// y = x · Wᵀ for few rows of x (m <= kGemvMaxRows) straight from bf16 weights in fp32, each output
-// summed in one fixed order whatever m is (so a row's result does not depend on the batch).
-constexpr int kGemvMaxRows = 16;
+// y = x · Wᵀ for few rows of x (m <= kGemvMaxRows) straight from 16-bit weights in fp32, each output
+// summed in one fixed order whatever m is (so a row's result does not depend on the batch). More
+// rows re-read the activations from L2 per warp faster than the weights stream, so larger batches
+// go to cuBLAS.
+constexpr int kGemvMaxRows = 4;
 enum class GemvMode { Store, Accumulate, GluSilu, GluGelu };
 // Weights are bf16 (bf16 files, random-weight models) or fp16 (every other format, dequantized).
 struct GemvSeg {

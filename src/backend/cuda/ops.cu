@@ -29,27 +29,45 @@ __global__ void embed_kernel(const T* table, const int32_t* tokens, int64_t cols
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) xi[j] = static_cast<float>(row[j]) * scale;
 }
 
-__global__ void rms_norm_kernel(const float* x, int64_t ldx, const float* w, float eps, float* out, int64_t ldo, int64_t cols) {
+// One block per row, the row held in registers (one read): a decode step's rows are a few
+// thousand floats, so the kernel is latency-bound and wants every load in flight at once.
+constexpr int kNormThreads = 512;
+constexpr int kNormPerThread = 16;  // rows up to 8192 floats stay in registers; longer ones loop
+__global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, int64_t ldx, const float* w, float eps,
+                                                                float* out, int64_t ldo, int64_t cols) {
   const float* xi = x + blockIdx.x * ldx;
   float* oi = out + blockIdx.x * ldo;
+  float v[kNormPerThread];
   double ss = 0.0;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-    const float v = xi[j];
-    ss += static_cast<double>(v * v);
+#pragma unroll
+  for (int i = 0; i < kNormPerThread; ++i) {
+    const int64_t j = threadIdx.x + static_cast<int64_t>(i) * kNormThreads;
+    v[i] = j < cols ? xi[j] : 0.0f;
+  }
+#pragma unroll
+  for (int i = 0; i < kNormPerThread; ++i) ss += static_cast<double>(v[i] * v[i]);
+  for (int64_t j = threadIdx.x + int64_t{kNormPerThread} * kNormThreads; j < cols; j += kNormThreads) {
+    const float t = xi[j];
+    ss += static_cast<double>(t * t);
   }
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  __shared__ double part[kThreads / 32];
+  __shared__ double part[kNormThreads / 32];
   __shared__ float s_scale;
   if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = ss;
   __syncthreads();
   if (threadIdx.x == 0) {
     double t = 0.0;
-    for (int i = 0; i < kThreads / 32; ++i) t += part[i];
+    for (int i = 0; i < kNormThreads / 32; ++i) t += part[i];
     s_scale = 1.0f / sqrtf(static_cast<float>(t / static_cast<double>(cols)) + eps);
   }
   __syncthreads();
   const float s = s_scale;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) oi[j] = xi[j] * s * w[j];
+#pragma unroll
+  for (int i = 0; i < kNormPerThread; ++i) {
+    const int64_t j = threadIdx.x + static_cast<int64_t>(i) * kNormThreads;
+    if (j < cols) oi[j] = v[i] * s * w[j];
+  }
+  for (int64_t j = threadIdx.x + int64_t{kNormPerThread} * kNormThreads; j < cols; j += kNormThreads) oi[j] = xi[j] * s * w[j];
 }
 
 __global__ void elementwise_kernel(Elementwise op, float* y, int64_t ldy, const float* x, int64_t ldx, float a,
@@ -85,19 +103,21 @@ __global__ void glu_kernel(float* gate, int64_t ldg, const float* up, int64_t ld
 }
 
 // (x_a, x_b) -> (x_a c - x_b s, x_a s + x_b c) with one fused multiply-add each, as the reference.
-__global__ void rope_kernel(const float* table, int64_t ldt, float* x, int64_t ldx, int n_heads, int head_dim, int n_rot,
-                            bool neox) {
+// Row blockIdx.x; the pairs of all heads of x (and then of x2, the keys) spread over blockIdx.y.
+__global__ void rope_kernel(const float* table, int64_t ldt, float* x, int64_t ldx, int n_heads, float* x2, int64_t ldx2,
+                            int n_heads2, int head_dim, int n_rot, bool neox) {
   const float* cs = table + blockIdx.x * ldt;
-  float* row = x + blockIdx.x * ldx;
   const int half = n_rot / 2;
-  for (int t = threadIdx.x; t < n_heads * half; t += blockDim.x) {
-    const int h = t / half, m = t % half;
-    float* v = row + static_cast<int64_t>(h) * head_dim;
-    const int a = neox ? m : 2 * m, b = neox ? m + half : 2 * m + 1;
-    const float x0 = v[a], x1 = v[b], c = cs[2 * m], s = cs[2 * m + 1];
-    v[a] = __fmaf_rn(x0, c, -__fmul_rn(x1, s));
-    v[b] = __fmaf_rn(x0, s, __fmul_rn(x1, c));
-  }
+  const int t = blockIdx.y * blockDim.x + threadIdx.x;
+  if (t >= (n_heads + n_heads2) * half) return;
+  const bool second = t >= n_heads * half;
+  const int tt = second ? t - n_heads * half : t;
+  const int h = tt / half, m = tt % half;
+  float* v = (second ? x2 + blockIdx.x * ldx2 : x + blockIdx.x * ldx) + static_cast<int64_t>(h) * head_dim;
+  const int a = neox ? m : 2 * m, b = neox ? m + half : 2 * m + 1;
+  const float x0 = v[a], x1 = v[b], c = cs[2 * m], s = cs[2 * m + 1];
+  v[a] = __fmaf_rn(x0, c, -__fmul_rn(x1, s));
+  v[b] = __fmaf_rn(x0, s, __fmul_rn(x1, c));
 }
 
 __global__ void to_bf16_kernel(const float* x, int64_t ldx, bf16* y, int64_t ldy, int64_t rows, int64_t cols) {
@@ -168,57 +188,6 @@ __global__ void to_f16_kernel(const float* x, int64_t ldx, f16* y, int64_t ldy, 
   }
 }
 
-// One warp per block of 32 (Q8_0): d = amax / 127 in fp32, q = rint(x / d) (through 1/d, as ggml),
-// the stored scale rounded to fp16, x' = q * fp16(d).
-__global__ void quant_q8_0_kernel(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int64_t cols) {
-  const int64_t blocks_per_row = cols / 32;
-  const int64_t wid = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (wid >= rows * blocks_per_row) return;
-  const int64_t r = wid / blocks_per_row, c = (wid % blocks_per_row) * 32 + lane;
-  const float v = x[r * ldx + c];
-  float amax = fabsf(v);
-  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  const float d = amax / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  const float q = rintf(v * id);
-  y[r * ldy + c] = q * __half2float(__float2half_rn(d));
-}
-
-// One warp per block of 256 (Q8_K): the signed value of largest magnitude (the first one on ties)
-// sets iscale = -127 / vmax, q = min(127, rint(iscale * x)), x' = q * (1 / iscale).
-__global__ void quant_q8_k_kernel(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int64_t cols) {
-  const int64_t blocks_per_row = cols / 256;
-  const int64_t wid = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (wid >= rows * blocks_per_row) return;
-  const int64_t r = wid / blocks_per_row, c0 = (wid % blocks_per_row) * 256;
-  float v[8];
-  float amax = -1.0f;
-  int idx = 0;
-  for (int j = 0; j < 8; ++j) {
-    v[j] = x[r * ldx + c0 + lane * 8 + j];
-    if (fabsf(v[j]) > amax) amax = fabsf(v[j]), idx = lane * 8 + j;
-  }
-  float vmax = v[0];
-  for (int j = 0; j < 8; ++j)
-    if (lane * 8 + j == idx) vmax = v[j];
-  for (int o = 16; o > 0; o >>= 1) {
-    const float oa = __shfl_xor_sync(0xffffffffu, amax, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
-    const float ov = __shfl_xor_sync(0xffffffffu, vmax, o);
-    if (oa > amax || (oa == amax && oi < idx)) amax = oa, idx = oi, vmax = ov;
-  }
-  for (int j = 0; j < 8; ++j) {
-    float out = 0.0f;
-    if (amax > 0.0f) {
-      const float iscale = -127.0f / vmax;
-      out = fminf(127.0f, rintf(iscale * v[j])) * (1.0f / iscale);
-    }
-    y[r * ldy + c0 + lane * 8 + j] = out;
-  }
-}
-
 }  // namespace
 
 void embed(const void* table, bool f16, const int32_t* tokens, int n, int64_t cols, float scale, float* x, int64_t ldx,
@@ -235,7 +204,7 @@ void embed(const void* table, bool f16, const int32_t* tokens, int n, int64_t co
 void rms_norm(const float* x, int64_t ldx, const float* w, float eps, float* out, int64_t ldo, int64_t rows, int64_t cols,
               cudaStream_t s) {
   if (rows == 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(x, ldx, w, eps, out, ldo, cols);
+  rms_norm_kernel<<<static_cast<unsigned>(rows), kNormThreads, 0, s>>>(x, ldx, w, eps, out, ldo, cols);
   TAPPA_CUDA_LAUNCHED();
 }
 
@@ -252,10 +221,12 @@ void glu(float* gate, int64_t ldg, const float* up, int64_t ldu, bool gelu, int6
   TAPPA_CUDA_LAUNCHED();
 }
 
-void rope(const float* table, int64_t ldt, float* x, int64_t ldx, int64_t rows, int n_heads, int head_dim, int n_rot,
-          bool neox, cudaStream_t s) {
+void rope(const float* table, int64_t ldt, float* x, int64_t ldx, int64_t rows, int n_heads, float* x2, int64_t ldx2,
+          int n_heads2, int head_dim, int n_rot, bool neox, cudaStream_t s) {
   if (rows == 0 || n_rot == 0) return;
-  rope_kernel<<<static_cast<unsigned>(rows), 128, 0, s>>>(table, ldt, x, ldx, n_heads, head_dim, n_rot, neox);
+  const int pairs = (n_heads + n_heads2) * (n_rot / 2);
+  rope_kernel<<<dim3(static_cast<unsigned>(rows), (pairs + 127) / 128), 128, 0, s>>>(table, ldt, x, ldx, n_heads, x2, ldx2,
+                                                                                   n_heads2, head_dim, n_rot, neox);
   TAPPA_CUDA_LAUNCHED();
 }
 
@@ -301,19 +272,6 @@ void gather_rows(const kv_t* src, kv_t* dst, const int32_t* rows, int n, int hea
 void to_f16(const float* x, int64_t ldx, f16* y, int64_t ldy, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows * cols == 0) return;
   to_f16_kernel<<<blocks_for(rows * cols), kThreads, 0, s>>>(x, ldx, y, ldy, rows, cols);
-  TAPPA_CUDA_LAUNCHED();
-}
-
-void quantize_act(ActQuant q, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int64_t cols,
-                  cudaStream_t s) {
-  if (rows * cols == 0 || q == ActQuant::None) return;
-  const int64_t warps = rows * (cols / (q == ActQuant::Q8_0 ? 32 : 256));
-  const int blocks = static_cast<int>((warps * 32 + kThreads - 1) / kThreads);
-  if (q == ActQuant::Q8_0) {
-    quant_q8_0_kernel<<<blocks, kThreads, 0, s>>>(x, ldx, y, ldy, rows, cols);
-  } else {
-    quant_q8_k_kernel<<<blocks, kThreads, 0, s>>>(x, ldx, y, ldy, rows, cols);
-  }
   TAPPA_CUDA_LAUNCHED();
 }
 
