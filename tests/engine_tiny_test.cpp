@@ -39,8 +39,9 @@ void check_tiny(const std::string& name) {
   for (const auto& t : model->file().tensors())
     if (t.shape.size() == 2 && t.type != TensorType::F32) all_f32 = false;
 
-  for (int threads : {1, 2}) {
-    test::OneSequence engine(*model, EngineOptions{threads, static_cast<int>(tokens.size()) + 4, 512});
+  // The CPU backend and the reference backend (plain loops, backend/reference) against numpy alike.
+  for (const auto& [backend_name, threads] : {std::pair{"cpu", 1}, std::pair{"cpu", 2}, std::pair{"reference", 1}}) {
+    test::OneSequence engine(*model, EngineOptions{threads, static_cast<int>(tokens.size()) + 4, 512, backend_name});
     const auto logits = engine.eval(tokens, true);
     const int V = model->config().n_vocab;
     ASSERT_EQ(ref.size(), tokens.size());
@@ -53,8 +54,8 @@ void check_tiny(const std::string& name) {
       }
     }
     const double rel = max_diff / max_abs_ref;
-    std::printf("[tiny] %-14s threads %d  max|dlogit| %.3g  (relative %.3g, %s weights)\n", name.c_str(), threads,
-                max_diff, rel, all_f32 ? "fp32" : "quantized");
+    std::printf("[tiny] %-14s %-9s threads %d  max|dlogit| %.3g  (relative %.3g, %s weights)\n", name.c_str(), backend_name,
+                threads, max_diff, rel, all_f32 ? "fp32" : "quantized");
     EXPECT_LT(rel, all_f32 ? 1e-4 : 3e-2) << name;
   }
 }

@@ -456,11 +456,11 @@ TEST(KvMethods, RegistryNamesAndDefaults) {
   for (const char* n : {"cake", "tappa", "tappa-head"}) {
     EXPECT_TRUE(kv::find_method(n).defaults.cascading) << n;
     EXPECT_TRUE(kv::find_method(n).defaults.decode_eviction) << n;
-    EXPECT_EQ(kv::find_method(n).scorer, kv::ScorerKind::cake);
+    EXPECT_EQ(kv::find_method(n).scorer->name(), "cake");
   }
   EXPECT_TRUE(std::isinf(kv::find_method("tappa").defaults.alpha));
   EXPECT_FALSE(kv::find_method("snapkv").defaults.cascading);
-  EXPECT_EQ(kv::find_method("pyramidkv").allocator, kv::AllocatorKind::pyramidkv);
+  EXPECT_EQ(kv::find_method("pyramidkv").allocator->name(), "pyramidkv");
   EXPECT_EQ(kv::find_method("snapkv").defaults.pool.kind, kv::Pooling::avg);
   EXPECT_EQ(kv::find_method("snapkv").defaults.pool.kernel, 5);
   EXPECT_DOUBLE_EQ(kv::find_method("cake").defaults.gamma, 200.0);
@@ -509,7 +509,7 @@ TEST(KvMethods, EveryMethodScoresALayer) {
     kv::MethodOptions o = m.defaults;
     kv::resolve_tau(o, "test", 128);
     const auto needs = kv::layer_needs(m, o, N);
-    EXPECT_EQ(needs.any, m.scorer != kv::ScorerKind::none) << m.name;
+    EXPECT_EQ(needs.any, !m.is_none()) << m.name;
     kv::LayerInputs in;
     const int rows = std::max(needs.query_rows, 1);
     in.queries = kv::HeadsView::token_major(q.data(), N, H, d).last_rows(rows);
@@ -521,7 +521,7 @@ TEST(KvMethods, EveryMethodScoresALayer) {
       in.layer = l;
       kv::LayerScores s;
       kv::score_layer(m, o, in, s);
-      if (m.scorer == kv::ScorerKind::none) {
+      if (m.is_none()) {
         EXPECT_TRUE(s.scores.empty());
       } else {
         ASSERT_EQ(s.scores.size(), static_cast<size_t>(H_kv) * (N - W)) << m.name;
@@ -531,8 +531,8 @@ TEST(KvMethods, EveryMethodScoresALayer) {
     }
     const auto b = kv::plan_budgets(m, o, ctx(L, N, 128, W), prefs);
     ASSERT_EQ(b.prefill.size(), static_cast<size_t>(L)) << m.name;
-    EXPECT_EQ(b.compress, m.allocator != kv::AllocatorKind::none) << m.name;
-    if (m.allocator != kv::AllocatorKind::none && m.allocator != kv::AllocatorKind::pyramidkv) {
+    EXPECT_EQ(b.compress, !m.allocator->none()) << m.name;
+    if (!m.allocator->none() && m.allocator->name() != "pyramidkv") {
       EXPECT_EQ(std::accumulate(b.prefill.begin(), b.prefill.end(), 0), 96 * L) << m.name;
     }
   }

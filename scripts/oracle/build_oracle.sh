@@ -4,11 +4,12 @@
 #   1. Source: the llama.cpp tree vendored in the llama-cpp-python 0.3.36 source distribution,
 #      downloaded with pip (--no-binary :all: --no-deps) into $ORACLE_DIR and extracted there.
 #   2. A CMake Release build of that tree (CPU only, LLAMA_CURL/OpenSSL/tests/server/examples off) for
-#      libllama and the tools llama-bench, llama-tokenize, llama-perplexity and llama-quantize.
+#      libllama and the tools llama-bench, llama-batched-bench, llama-tokenize, llama-perplexity and
+#      llama-quantize (all under tools/, built by LLAMA_BUILD_TOOLS=ON).
 #   3. Our own scripts/oracle/dump_logits.cpp, compiled against libllama into $ORACLE_DIR/bin.
 #   4. $ORACLE_DIR/oracle.env: shell variables naming what was built, for other scripts to source:
-#        ORACLE_LLAMA_DIR ORACLE_BUILD_DIR ORACLE_BIN_DIR LLAMA_BENCH LLAMA_TOKENIZE LLAMA_PERPLEXITY
-#        LLAMA_QUANTIZE DUMP_LOGITS ORACLE_TAG
+#        ORACLE_LLAMA_DIR ORACLE_BUILD_DIR ORACLE_BIN_DIR LLAMA_BENCH LLAMA_BATCHED_BENCH LLAMA_TOKENIZE
+#        LLAMA_PERPLEXITY LLAMA_QUANTIZE DUMP_LOGITS ORACLE_TAG
 #
 # Cached: each step is skipped when its output exists (dump_logits is recompiled only when its source
 # is newer than the binary). Re-running is cheap.
@@ -23,7 +24,8 @@
 #   CXX                compiler for dump_logits (default c++)
 #
 # When ORACLE_LLAMA_DIR is not set but an earlier run recorded one in $ORACLE_DIR/oracle.env and its
-# build is still complete, that tree is reused (so setting it once is enough).
+# build directory is still there (configured), that tree is reused (so setting it once is enough); tools
+# added to this script since that run are then built there, the others are not rebuilt.
 #
 # Usage: scripts/oracle/build_oracle.sh [--print-env] [--fetch-only]
 #   --print-env   print oracle.env on stdout at the end
@@ -42,7 +44,7 @@ done
 
 LLAMA_CPP_PYTHON_VERSION="0.3.36"
 ORACLE_TAG="llama-cpp-python ${LLAMA_CPP_PYTHON_VERSION} vendor/llama.cpp"
-TOOLS=(llama-bench llama-tokenize llama-perplexity llama-quantize)
+TOOLS=(llama-bench llama-batched-bench llama-tokenize llama-perplexity llama-quantize)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 ORACLE_DIR="${TAPPA_ORACLE_DIR:-${HOME}/.cache/tappa/oracle}"
@@ -68,7 +70,9 @@ if [[ -z "${ORACLE_LLAMA_DIR:-}" && -f "${ENV_FILE}" ]]; then
   prev_llama_dir="$(. "${ENV_FILE}" && echo "${ORACLE_LLAMA_DIR:-}")"
   # shellcheck disable=SC1090
   prev_build_dir="$(. "${ENV_FILE}" && echo "${ORACLE_BUILD_DIR:-}")"
-  if [[ -n "${prev_llama_dir}" && -f "${prev_llama_dir}/include/llama.h" ]] && tools_complete "${prev_build_dir}/bin"; then
+  # A complete build, or a configured one that lacks only tools added later (built below).
+  if [[ -n "${prev_llama_dir}" && -f "${prev_llama_dir}/include/llama.h" ]] \
+     && { tools_complete "${prev_build_dir}/bin" || [[ -f "${prev_build_dir}/CMakeCache.txt" ]]; }; then
     ORACLE_LLAMA_DIR="${prev_llama_dir}"
     ORACLE_BUILD_DIR="${ORACLE_BUILD_DIR:-${prev_build_dir}}"
   fi
@@ -166,6 +170,7 @@ fi
   printf 'ORACLE_BUILD_DIR=%q\n' "${BUILD_DIR}"
   printf 'ORACLE_BIN_DIR=%q\n' "${BIN_DIR}"
   printf 'LLAMA_BENCH=%q\n' "${BIN_DIR}/llama-bench"
+  printf 'LLAMA_BATCHED_BENCH=%q\n' "${BIN_DIR}/llama-batched-bench"
   printf 'LLAMA_TOKENIZE=%q\n' "${BIN_DIR}/llama-tokenize"
   printf 'LLAMA_PERPLEXITY=%q\n' "${BIN_DIR}/llama-perplexity"
   printf 'LLAMA_QUANTIZE=%q\n' "${BIN_DIR}/llama-quantize"

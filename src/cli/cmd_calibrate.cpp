@@ -8,6 +8,7 @@
 
 #include "cli/common.h"
 #include "prune/calibration.h"
+#include "prune/layer_list.h"
 #include "prune/orders.h"
 #include "report/atomic_write.h"
 #include "report/svg.h"
@@ -35,8 +36,9 @@ void register_calibrate(CLI::App& app, int& rc) {
       "1 - cos(block input, block output) (the last block's output after the final norm, as Hugging Face\n"
       "reports it; --angular: acos(cos)/pi), q-sim_l = mean over heads of the mean off-diagonal cosine of\n"
       "the pre-RoPE queries. Both are averaged over windows (the official scripts' 1024/256 defaults).\n\n"
-      "Writes OUT (both scores and the metadata) and, in the official raw-score layout\n"
-      "({score_type, scores, prune_order}), OUT-stem.bi.json and OUT-stem.qsim.json.\n\n"
+      "Writes OUT (both scores and the metadata) and, in the official raw-score layout ({score_type \"BI\" or\n"
+      "\"q_similarity\", scores, prune_order = layers by ascending score, settings}), OUT-stem.bi.json and\n"
+      "OUT-stem.qsim.json.\n\n"
       "Examples:\n"
       "  tappa calibrate -f ../shared/data/niah_paulgraham_essays/*.txt --max-windows 64 -o scores.json\n"
       "  tappa prune-order --scores scores.json --beta 0.2\n"
@@ -121,9 +123,20 @@ void register_calibrate(CLI::App& app, int& rc) {
                                  {"bi_definition", o->cal.angular ? "angular: acos(cos)/pi" : "1 - cos"},
                                  {"qsim_definition", "pre-RoPE q, mean off-diagonal cosine, mean over heads"},
                                  {"layers", "0-based"}};
-    const nlohmann::json bi_json = {{"score_type", "bi"}, {"scores", bi}, {"prune_order", prune::ascending_order(bi)}};
-    // High q-similarity = more prunable, so the q-sim file lists the most self-similar layers first.
-    const nlohmann::json q_json = {{"score_type", "qsim"}, {"scores", qsim}, {"prune_order", prune::descending_order(qsim)}};
+    // The official raw-score layout: "BI" / "q_similarity", both prune_orders by ascending score, and
+    // the settings the official scripts record that have a counterpart here (batch 1; one forward per
+    // window, the official q-sim script's generate(max_new_tokens=1)).
+    nlohmann::json bi_json = prune::raw_score_json(prune::RawScoreType::bi, bi);
+    nlohmann::json q_json = prune::raw_score_json(prune::RawScoreType::q_similarity, qsim);
+    for (nlohmann::json* j : {&bi_json, &q_json}) {
+      (*j)["model"] = c.name.empty() ? o->model : c.name;
+      (*j)["model_path"] = o->model;
+      (*j)["max_seq_len"] = o->cal.window;
+      (*j)["stride"] = o->cal.stride;
+      (*j)["batch_size"] = 1;
+    }
+    bi_json["angular"] = o->cal.angular;
+    q_json["max_new_tokens"] = 1;
     nlohmann::json combined = {{"bi", bi_json}, {"qsim", q_json}, {"metadata", meta}};
     report::atomic_write(o->out, combined.dump(2) + "\n");
     nlohmann::json b = bi_json, q = q_json;

@@ -77,8 +77,11 @@ void register_eval_kv(CLI::App& app, int& rc) {
       "fidelity_essays (KL, top-1, NLL over --fidelity-tokens teacher-forced tokens; greedy agreement length).\n"
       "Modes: query-aware (question inside the compressed prompt, as SnapKV/CAKE/TAPPA evaluate) and\n"
       "query-agnostic (context compressed alone, question appended afterwards, as kvpress evaluates).\n"
-      "Method specs: NAME[:key=value...], keys alpha, window, gamma, pool, cascading, decode-evict, n-sink,\n"
-      "pyramid-beta, tau, min-head-frac; e.g. tappa:alpha=1, snapkv:pool=max7.\n\n"
+      "Method specs: NAME[:key=value...], keys (the run/compress flags of the same name; booleans 0/1) alpha,\n"
+      "window, gamma, pool, cascading, decode-evict, decode-evict-every, n-sink, streaming-first, h2o-rows,\n"
+      "h2o-official-mask, snapkv-mean, pyramid-beta, tau, min-head-frac, ea-n-future, ea-covariance, ea-vnorm,\n"
+      "ea-epsilon, ea-stat-rows, seed; e.g. tappa:alpha=1, snapkv:pool=max7, streamingllm:streaming-first=1\n"
+      "(KVCache-Factory's StreamingLLM row), h2o:h2o-official-mask=1.\n\n"
       "Examples:\n"
       "  tappa eval-kv --tasks passkey,niah_single_numbers --lengths 1024 --samples 2 --budgets 64,128 -o out\n"
       "  tappa eval-kv -o out --resume                      # continue an interrupted run (same flags)\n"
@@ -114,8 +117,8 @@ void register_eval_kv(CLI::App& app, int& rc) {
   cmd->add_option("--data-dir", o->data, "Evaluation data folder ($TAPPA_DATA_DIR)")->capture_default_str();
   cmd->add_option("-o,--out", o->out, "Output folder")->capture_default_str();
   cmd->add_flag("--no-chat", o->no_chat,
-                 "LongBench prompts as plain text (default: in the model's chat template, as LongBench does for chat "
-                 "models)");
+                 "LongBench prompts as plain text (default: in the model's chat template, as LongBench's pred.py does "
+                 "for chat models, except trec, triviaqa, samsum, lsht, lcc, repobench-p)");
   cmd->add_flag("--resume", o->resume, "Continue the run in --out (its configuration must match)");
   cmd->add_flag("--force", o->force, "Start over even if --out holds results");
   cmd->add_flag("--no-progress", o->no_progress, "No progress bar");

@@ -69,6 +69,14 @@ void add_kv_flags(CLI::App& cmd, kv::CompressorFlags& f) {
   cmd.add_flag("--snapkv-mean", f.snapkv_mean, "snapkv/pyramidkv: mean over the window rows (kvpress) instead of the sum");
   cmd.add_option_function<int>("--ea-stat-rows", [&f](const int& v) { f.ea_stat_rows = v; },
                                "expected-attention: last prompt queries used for the statistics (0: all, as kvpress)");
+  cmd.add_option_function<int>("--ea-n-future", [&f](const int& v) { f.ea_n_future = v; },
+                               "expected-attention: future positions the query rotation is averaged over (default 512)");
+  cmd.add_flag_function("--ea-covariance,!--no-ea-covariance", [&f](int64_t n) { f.ea_covariance = n > 0; },
+                        "expected-attention: the covariance term k'Sk/(2d) (default on)");
+  cmd.add_flag_function("--ea-vnorm,!--no-ea-vnorm", [&f](int64_t n) { f.ea_vnorm = n > 0; },
+                        "expected-attention: multiply the scores by |v| (default on)");
+  cmd.add_option_function<double>("--ea-epsilon", [&f](const double& v) { f.ea_epsilon = v; },
+                                  "expected-attention: (score + epsilon) * |v| (default 0)");
 }
 
 void register_run(CLI::App& app, int& rc) {

@@ -113,6 +113,12 @@ void replace_all(std::string& s, std::string_view from, std::string_view to) {
 
 }  // namespace
 
+bool longbench_uses_chat_template(std::string_view dataset) {
+  for (std::string_view raw : {"trec", "triviaqa", "samsum", "lsht", "lcc", "repobench-p"})
+    if (dataset == raw) return false;
+  return true;
+}
+
 LongBenchRecord parse_longbench_line(std::string_view line) {
   nlohmann::json j;
   try {
@@ -162,7 +168,8 @@ std::vector<LongBenchRecord> read_longbench_file(const std::string& path) {
 TaskSample longbench_sample(const LongBenchRecord& rec, const std::string& task, int index, int max_prompt_tokens,
                             int max_new_cap, const TokenCounter& count,
                             const std::function<std::string(std::string_view, int, int)>& cut_tokens) {
-  std::string dataset = rec.dataset.empty() ? task : rec.dataset;
+  std::string dataset = rec.dataset;
+  if (dataset.empty()) dataset = task.rfind("longbench_", 0) == 0 ? task.substr(10) : task;
   std::string ds = dataset;
   if (ds.size() > 2 && ds.substr(ds.size() - 2) == "_e") ds.resize(ds.size() - 2);
   Template t{"", "\n\nQuestion: {input}\nAnswer:", 64};
@@ -175,7 +182,9 @@ TaskSample longbench_sample(const LongBenchRecord& rec, const std::string& task,
   s.outputs = rec.answers;
   s.all_classes = rec.all_classes;
   s.max_new_tokens = std::min(t.max_new, max_new_cap);
-  s.stop_at_newline = false;
+  s.dataset = ds;
+  s.chat_template = longbench_uses_chat_template(ds);
+  s.stop_at_newline = ds == "samsum";
   std::string after = t.after;
   replace_all(after, "{input}", rec.input);
   s.question = after;

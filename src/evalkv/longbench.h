@@ -32,6 +32,12 @@ std::vector<LongBenchRecord> read_longbench_file(const std::string& path);
 // `question`. `max_prompt_tokens` truncates the context in the middle (LongBench keeps the first and
 // last halves) so that prompt + max_new_tokens fits. max_new_tokens: LongBench's dataset2maxlen,
 // capped by `max_new_cap` (> 0).
+// Whether LongBench's pred.py wraps a dataset's prompt in the chat template (false for trec,
+// triviaqa, samsum, lsht, lcc, repobench-p).
+bool longbench_uses_chat_template(std::string_view dataset);
+
+// `dataset` is the record's own field, else `task` without a "longbench_" prefix. samsum stops at
+// the first newline (pred.py adds "\n" to the end-of-generation tokens for it).
 TaskSample longbench_sample(const LongBenchRecord& rec, const std::string& task, int index, int max_prompt_tokens,
                             int max_new_cap, const TokenCounter& count,
                             const std::function<std::string(std::string_view, int, int)>& cut_tokens);

@@ -14,6 +14,7 @@
 #include "evalkv/rng.h"
 #include "evalkv/tasks.h"
 #include "kv/host_kv_cache.h"
+#include "kv/spec.h"
 #include "tappa/kv_policy.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
@@ -110,6 +111,37 @@ void validate(const GridConfig& cfg) {
     if (!labels.insert(m.label).second) throw Error("method '" + m.label + "' is listed twice");
 }
 
+// Attaches a KV policy to a sequence for a scope (nullptr: none) and always detaches it, so the
+// sequence never keeps a pointer to a cell's compressor past the scope.
+class PolicyScope {
+ public:
+  PolicyScope(Sequence& s, KvPolicy* p) : s_(s) { s_.set_policy(p); }
+  ~PolicyScope() { s_.set_policy(nullptr); }
+  PolicyScope(const PolicyScope&) = delete;
+  PolicyScope& operator=(const PolicyScope&) = delete;
+
+ private:
+  Sequence& s_;
+};
+
+// What the cache holds once the cell's decoding is over (decode eviction bounds it by the layer
+// budgets; without it the lists grow by one row per decoded token).
+void record_cache_end(nlohmann::json& cell, const KvCache& cache, const kv::KvCompressor* comp, const ModelConfig& mc) {
+  std::vector<int> rows(mc.n_layer, 0);
+  int64_t total = 0;
+  for (int l = 0; l < mc.n_layer; ++l)
+    for (int h = 0; h < mc.n_head_kv; ++h) {
+      rows[l] = std::max(rows[l], cache.length(l, h));
+      total += cache.length(l, h);
+    }
+  cell["end_rows"] = total;
+  cell["end_layer_rows"] = rows;  // longest list of each layer
+  if (comp) {
+    cell["decode_steps"] = comp->record().decode_steps;
+    cell["decode_evicted"] = comp->record().decode_evicted;
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> split_list(std::string_view s, char sep) {
@@ -127,43 +159,13 @@ std::vector<std::string> split_list(std::string_view s, char sep) {
   return out;
 }
 
+namespace {
+}  // namespace
+
 MethodSpec parse_method_spec(std::string_view spec) {
-  const auto parts = split_list(spec, ':');
-  if (parts.empty()) throw Error("empty method name");
   MethodSpec m;
   m.label = std::string(spec);
-  m.flags.method = parts[0];
-  kv::find_method(parts[0]);  // throws with the list of names
-  auto num = [&](const std::string& k, const std::string& v) {
-    try {
-      size_t used = 0;
-      const double d = std::stod(v, &used);
-      if (used != v.size()) throw std::invalid_argument(v);
-      return d;
-    } catch (const std::exception&) {
-      throw Error("method '" + std::string(spec) + "': " + k + " needs a number, got '" + v + "'");
-    }
-  };
-  for (size_t i = 1; i < parts.size(); ++i) {
-    const auto eq = parts[i].find('=');
-    if (eq == std::string::npos) throw Error("method '" + std::string(spec) + "': expected key=value, got '" + parts[i] + "'");
-    const std::string k = parts[i].substr(0, eq), v = parts[i].substr(eq + 1);
-    if (k == "alpha") m.flags.alpha = v;
-    else if (k == "window") m.flags.window = static_cast<int>(num(k, v));
-    else if (k == "gamma") m.flags.gamma = num(k, v);
-    else if (k == "pool") m.flags.pool = v;
-    else if (k == "cascading") m.flags.cascading = num(k, v) != 0;
-    else if (k == "decode-evict") m.flags.decode_evict = num(k, v) != 0;
-    else if (k == "n-sink") m.flags.n_sink = static_cast<int>(num(k, v));
-    else if (k == "pyramid-beta") m.flags.pyramid_beta = static_cast<int>(num(k, v));
-    else if (k == "tau") m.flags.tau = v;
-    else if (k == "min-head-frac") m.flags.min_head_frac = num(k, v);
-    else throw Error("method '" + std::string(spec) + "': unknown key '" + k + "'");
-  }
-  // Validate the knobs now (one clear error before any work).
-  kv::CompressorFlags probe = m.flags;
-  probe.budget = 128;
-  kv::make_compressor_options(probe);
+  m.flags = kv::parse_spec(spec);
   return m;
 }
 
@@ -277,10 +279,12 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
       } else {
         sample = generate_task(haystacks(), g.task, g.length, g.sample, cfg.seed, count);
       }
-      const bool chat = is_longbench(g.task) && cfg.longbench_chat && !tok.chat_template().empty();
+      const bool chat =
+          is_longbench(g.task) && sample.chat_template && cfg.longbench_chat && !tok.chat_template().empty();
       if (chat) {
-        // LongBench wraps the prompt in the chat template for chat models (its build_chat): the user
-        // turn holds context and question; the assistant turn starts after the question.
+        // LongBench wraps the prompt in the chat template for chat models (its build_chat) except for
+        // the few-shot and code datasets (TaskSample::chat_template): the user turn holds context and
+        // question; the assistant turn starts after the question.
         const std::string marker = "\x01tappa-split\x01";
         const std::string wrapped = tok.apply_chat_template({{"user", marker}}, true);
         const size_t at = wrapped.find(marker);
@@ -373,12 +377,17 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
         // rounding, enough to flip near-tied argmaxes even for the full cache).
         int agree = 0;
         std::span<const float> glogits(pre.last_logits);
-        while (agree < G && argmax(glogits) == ref_greedy[agree]) {
-          ++agree;
-          if (agree == G) break;
-          const int32_t one[1] = {ref_greedy[agree - 1]};
-          glogits = engine.eval(*greedy, one);
+        {
+          // One-token steps with the compressor attached: decode eviction as in generation.
+          const PolicyScope attached(*greedy, comp.get());
+          while (agree < G && argmax(glogits) == ref_greedy[agree]) {
+            ++agree;
+            if (agree == G) break;
+            const int32_t one[1] = {ref_greedy[agree - 1]};
+            glogits = engine.eval(*greedy, one);
+          }
         }
+        record_cache_end(cell, greedy->cache(), comp.get(), mc);
         cell["kl"] = acc.kl();
         cell["top1"] = acc.top1();
         cell["nll"] = acc.nll();
@@ -388,9 +397,21 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
         cell["score"] = acc.top1();
       } else {
         std::span<const float> logits(pre.last_logits);
+        // Query-agnostic: the question is appended uncompressed (kvpress's protocol). It is a
+        // multi-token call, which an attached compressor would take for a new prompt to compress.
         if (!tail.empty()) logits = engine.eval(*seq, tail);
-        const std::string pred = greedy_generate(engine, *seq, tok, logits, sample.max_new_tokens, sample.stop_at_newline);
-        const std::string dataset = is_longbench(g.task) ? g.task.substr(10) : g.task;
+        // Generation runs with the compressor attached as the sequence's KV policy, so decode-time
+        // eviction follows the method's setting (CAKE/TAPPA: every step cuts each list back to b_l + W).
+        std::string pred;
+        const int64_t pos_gen = seq->n_past();
+        {
+          const PolicyScope attached(*seq, comp.get());
+          pred = greedy_generate(engine, *seq, tok, logits, sample.max_new_tokens, sample.stop_at_newline);
+        }
+        cell["decoded_tokens"] = seq->n_past() - pos_gen;  // one-token steps (the last token is not fed back)
+        record_cache_end(cell, seq->cache(), comp.get(), mc);
+        // LongBench: the record's dataset (a longbench:<file> task is named by its path).
+        const std::string dataset = is_longbench(g.task) ? sample.dataset : g.task;
         cell["score"] = score_prediction(sample.metric, dataset, pred, sample.outputs, sample.all_classes);
         cell["metric"] = sample.metric;
         cell["prediction"] = pred;

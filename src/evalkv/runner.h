@@ -29,9 +29,12 @@ class Model;
 
 namespace tappa::evalkv {
 
-// "name[:key=value]…", e.g. "tappa:alpha=1", "snapkv:window=16:pool=max7". Keys: alpha, window,
-// gamma, pool, cascading, decode-evict, n-sink, pyramid-beta, tau, min-head-frac. The label is the
-// spec as written (it names the row in every table).
+// "name[:key=value]…", e.g. "tappa:alpha=1", "snapkv:window=16:pool=max7". Keys (each a
+// CompressorFlags knob, the same as the run/compress flag of that name): alpha, window, gamma, pool,
+// cascading, decode-evict, decode-evict-every, n-sink, streaming-first, h2o-rows, h2o-official-mask,
+// snapkv-mean, pyramid-beta, tau, min-head-frac, ea-n-future, ea-covariance, ea-vnorm, ea-epsilon,
+// ea-stat-rows, seed (booleans: 0 or 1). An unknown key is a one-line error. The label is the spec as
+// written (it names the row in every table).
 struct MethodSpec {
   std::string label;
   kv::CompressorFlags flags;

@@ -33,6 +33,11 @@ struct TaskSample {
   std::string metric;                    // string_match_all, string_match_part, or a LongBench metric
   int max_new_tokens = 32;
   bool stop_at_newline = true;           // the answer is one line
+  // LongBench: the dataset name (LongBench-E's "_e" dropped), and whether the prompt goes into the
+  // model's chat template: LongBench's pred.py skips it for trec, triviaqa, samsum, lsht, lcc and
+  // repobench-p (few-shot and code-completion prompts that continue raw text).
+  std::string dataset;
+  bool chat_template = true;
   double depth = -1.0;                   // needle depth in [0, 1] (single-needle tasks), else -1
   std::string prompt() const { return context + question + answer_prefix; }
 };

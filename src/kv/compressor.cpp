@@ -21,10 +21,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-bool preference_allocator(const Method& m) {
-  return m.allocator == AllocatorKind::cake || m.allocator == AllocatorKind::tappa ||
-         m.allocator == AllocatorKind::tappa_head;
-}
+bool preference_allocator(const Method& m) { return m.allocator->preference_based(); }
 
 double parse_double(const std::string& flag, const std::string& s) {
   size_t used = 0;
@@ -45,7 +42,7 @@ const std::vector<int> KvCompressor::kEmpty;
 CompressorOptions make_compressor_options(const CompressorFlags& f) {
   const Method& m = find_method(f.method);
   CompressorOptions c;
-  c.method = std::string(m.name);
+  c.method = m.name;
   c.opts = m.defaults;
   MethodOptions& o = c.opts;
   if (f.budget && f.ratio) fail("give either --budget (tokens per layer) or --ratio (compression ratio), not both");
@@ -75,7 +72,7 @@ CompressorOptions make_compressor_options(const CompressorFlags& f) {
   if (f.pool) o.pool = parse_pooling(*f.pool);
   if (f.cascading) {
     if (*f.cascading && !preference_allocator(m))
-      fail("--cascading applies to cake, tappa and tappa-head only (" + std::string(m.name) +
+      fail("--cascading applies to preference allocators (cake, tappa, tappa-head) only (" + m.name +
            " evicts each layer as soon as it is scored anyway)");
     o.cascading = *f.cascading;
   }
@@ -117,8 +114,24 @@ CompressorOptions make_compressor_options(const CompressorFlags& f) {
     if (*f.decode_evict_every < 1) fail("--decode-evict-every must be >= 1");
     c.decode_evict_every = *f.decode_evict_every;
   }
-  if (m.scorer != ScorerKind::none && !c.budget && !c.ratio)
-    fail("--kv " + std::string(m.name) + " needs a budget: --budget N (tokens per layer, window included) or --ratio R");
+  if (f.ea_n_future) {
+    if (*f.ea_n_future < 1) fail("--ea-n-future must be >= 1");
+    o.ea.n_future = *f.ea_n_future;
+  }
+  if (f.ea_covariance) o.ea.use_covariance = *f.ea_covariance;
+  if (f.ea_vnorm) o.ea.use_vnorm = *f.ea_vnorm;
+  if (f.ea_epsilon) {
+    if (!(*f.ea_epsilon >= 0.0) || !std::isfinite(*f.ea_epsilon)) fail("--ea-epsilon must be a finite number >= 0");
+    o.ea.epsilon = *f.ea_epsilon;
+  }
+  if (f.adakv_alpha) {
+    if (!(*f.adakv_alpha >= 0.0 && *f.adakv_alpha <= 1.0)) fail("adakv-alpha must be in [0, 1]");
+    o.adakv_alpha = *f.adakv_alpha;
+  }
+  if (f.granularity) o.granularity = *f.granularity;
+  for (const auto& kv : f.extra) o.extra.push_back(kv);
+  if (!m.is_none() && !c.budget && !c.ratio)
+    fail("--kv " + m.name + " needs a budget: --budget N (tokens per layer, window included) or --ratio R");
   return c;
 }
 
@@ -137,7 +150,7 @@ KvCompressor::KvCompressor(const Model& model, CompressorOptions options)
   if (options_.ratio && !(*options_.ratio >= 0.0 && *options_.ratio < 1.0))
     fail("KV compression ratio must be in [0, 1), got " + std::to_string(*options_.ratio));
   if (active() && !options_.budget && !options_.ratio)
-    fail("KV method " + std::string(method_->name) + " needs a budget (tokens per layer) or a compression ratio");
+    fail("KV method " + method_->name + " needs a budget (tokens per layer) or a compression ratio");
   if (opts_.window < 1) fail("KV window must be at least 1, got " + std::to_string(opts_.window));
   if (options_.decode_evict_every < 1) fail("decode_evict_every must be at least 1");
   if (opts_.cascading && !preference_allocator(*method_))
@@ -156,9 +169,9 @@ KvCompressor::KvCompressor(const Model& model, CompressorOptions options)
   local_rows_cap_ = std::max(c.n_swa - 1, 0);
   n_active_ = static_cast<int>(std::count(skip_.begin(), skip_.end(), 0));
   layers_.resize(n_layer_);
-  record_.method = std::string(method_->name);
-  record_.scorer = std::string(scorer_name(method_->scorer));
-  record_.allocator = std::string(allocator_name(method_->allocator));
+  record_.method = method_->name;
+  record_.scorer = std::string(method_->scorer->name());
+  record_.allocator = std::string(method_->allocator->name());
   record_.window = opts_.window;
   record_.cascading = opts_.cascading;
   record_.decode_eviction = opts_.decode_eviction && active();
@@ -197,7 +210,7 @@ class KvCompressor::RowSum : public Observer {
 };
 
 Observer* KvCompressor::observer() {
-  if (method_->scorer != ScorerKind::h2o) return nullptr;
+  if (!is_h2o()) return nullptr;
   if (!rowsum_) {
     rowsum_ = std::make_unique<RowSum>(*this);
     rowsum_mu_ = std::make_unique<std::mutex[]>(n_head_);
@@ -212,7 +225,7 @@ void KvCompressor::expect_prompt(int n_tokens, int64_t pos0) {
   rowsum_ns_ = 0;
   rowsum_count_ = 0;
   rowsum_layer_ = -1;
-  if (method_->scorer == ScorerKind::h2o && hint_n_ > 0) {
+  if (is_h2o() && hint_n_ > 0) {
     rowsum_stride_ = pos0 + hint_n_;
     rowsum_acc_.assign(static_cast<size_t>(n_head_) * rowsum_stride_, 0.0f);
   }
@@ -271,7 +284,7 @@ int KvCompressor::prefill_query_rows() const {
   if (!active()) return opts_.window;  // the window q-sim of the record only
   const LayerNeeds needs = layer_needs(*method_, opts_, std::numeric_limits<int>::max() / 4);
   int rows = std::max(needs.query_rows, opts_.window);
-  if (method_->scorer == ScorerKind::expected_attention)
+  if (needs.pre_rope_queries)  // expected-attention's statistics: every prompt row, or the last N
     rows = options_.ea_stat_rows > 0 ? std::max(rows, options_.ea_stat_rows) : std::numeric_limits<int>::max() / 4;
   return rows;
 }
@@ -281,6 +294,8 @@ bool KvCompressor::wants_decode_attention() const {
 }
 
 // ---------------------------------------------------------------------------------------------
+
+void KvCompressor::on_prefill_begin(int n_tokens, int64_t pos0) { begin_next_ = true; }
 
 void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& cache) {
   in_prefill_ = true;
@@ -362,7 +377,7 @@ void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& ca
                              ") than the query rows the method needs";
     return;
   }
-  record_.h2o_from_engine_rows = method_->scorer == ScorerKind::h2o && rowsum_ != nullptr;
+  record_.h2o_from_engine_rows = is_h2o() && rowsum_ != nullptr;
   ctx_ = BudgetContext{n_active_, N_, C_, W_};
   const std::vector<double> dummy(n_active_, 1.0);
   planned_ = plan_budgets(*method_, opts_, ctx_, dummy);
@@ -401,7 +416,12 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   const int l = view.layer;
   if (l < 0 || l >= n_layer_ || skip_[l]) return;
   // A new eval call (also after an exception left the previous one unfinished).
-  if (!in_prefill_ || (!seen_.empty() && l <= seen_.back())) begin_prefill(view, cache);
+  // A new prefill: announced by on_prefill_begin (the engine always does), or — for a caller that
+  // drives the hooks by hand without it — a layer that does not follow the last one seen.
+  if (begin_next_ || !in_prefill_ || (!seen_.empty() && l <= seen_.back())) {
+    begin_next_ = false;
+    begin_prefill(view, cache);
+  }
   const int idx = static_cast<int>(seen_.size());
   seen_.push_back(l);
   LayerState& st = layers_[l];
@@ -469,13 +489,13 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   in.queries = HeadsView::token_major(view.q_post, view.n_rows, view.n_head, view.head_dim);
   in.keys = HeadsView::per_head(kptr_.data(), n_head_kv_, N, head_dim_);
   in.values = HeadsView::per_head(vptr_.data(), n_head_kv_, N, head_dim_);
-  if (method_->scorer == ScorerKind::expected_attention && view.q_pre) {
+  if (view.q_pre && layer_needs(*method_, opts_, N).pre_rope_queries) {
     in.stat_queries = HeadsView::token_major(view.q_pre, view.n_rows, view.n_head, view.head_dim);
     in.stat_pos0 = view.pos0 + view.n_tokens - view.n_rows;
   }
   in.n_head = view.n_head;
   in.rope = RopeSpec{std::span<const float>(model_.rope_inv_freq()), c.n_rot, c.rope_layout == RopeLayout::Neox};
-  const bool rows_summed = method_->scorer == ScorerKind::h2o && rowsum_ && hint_n_ == view.n_tokens &&
+  const bool rows_summed = is_h2o() && rowsum_ && hint_n_ == view.n_tokens &&
                            hint_pos0_ == view.pos0 && rowsum_layer_.load() == l &&
                            rowsum_rows_ == std::min(std::max(opts_.h2o_rows, W_), N) &&
                            rowsum_count_.load() == static_cast<int64_t>(n_head_) * rowsum_rows_;

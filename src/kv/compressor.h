@@ -35,6 +35,7 @@
 
 #include "kv/methods.h"
 #include "tappa/kv_policy.h"
+#include "tappa/kv.h"
 #include "tappa/observer.h"
 
 namespace tappa {
@@ -60,7 +61,7 @@ struct CompressorOptions {
   int decode_evict_every = 1;
 };
 
-// The textual knobs of the CLI (every one optional: unset keeps the method's default).
+// The knobs of a spec string (kv/spec.h), typed; every one optional: unset keeps the method's default.
 struct CompressorFlags {
   std::string method = "fullkv";
   std::optional<int> budget;
@@ -82,66 +83,24 @@ struct CompressorFlags {
   bool snapkv_mean = false;
   std::optional<int> ea_stat_rows;
   std::optional<int> decode_evict_every;
+  // expected-attention (ExpectedAttentionOptions): future positions averaged, covariance term,
+  // value-norm factor, epsilon.
+  std::optional<int> ea_n_future;
+  std::optional<bool> ea_covariance;
+  std::optional<bool> ea_vnorm;
+  std::optional<double> ea_epsilon;
+  std::optional<double> adakv_alpha;
+  std::optional<Granularity> granularity;
+  std::vector<std::pair<std::string, double>> extra;  // knobs of methods registered beyond the built-ins
 };
 // Method defaults + flags. Throws tappa::Error (one line) on an unknown method, both --budget and
 // --ratio, a non-positive budget, a bad ratio, pooling or alpha.
 CompressorOptions make_compressor_options(const CompressorFlags& flags);
 
-// One KV head of one layer after the prefill.
-struct HeadRecord {
-  int budget = 0;          // tokens this head may keep (prefix budget + W); = n_tokens when nothing to evict
-  int kept = 0;            // tokens it holds after prefill compression
-  double qsim = 0.0;       // q-similarity of its query group (last W post-RoPE queries)
-  double preference = 0.0; // tappa-head: 1 − qsim of the group; otherwise the layer's preference
-  size_t bytes_before = 0; // memory held by this list before compression
-  size_t bytes_after = 0;  // after
-};
-
-struct LayerRecord {
-  int layer = 0;
-  bool active = true;      // false: skipped by the engine (pruned)
-  int n_tokens = 0;        // N: rows per head before compression
-  int budget = 0;          // tokens the layer may keep per head (b_l + W), papers' unit
-  int kept = 0;            // tokens kept, summed over KV heads
-  double qsim = 0.0;       // window q-similarity (mean over query heads)
-  double preference = 0.0; // p_l (cake / tappa / tappa-head), else 0
-  int re_evictions = 0;    // cascading: times the layer was cut
-  size_t bytes_before = 0, bytes_after = 0;
-  std::vector<HeadRecord> heads;
-};
-
-struct CompressionRecord {
-  std::string method;
-  std::string allocator, scorer;
-  int n_prompt = 0;        // N of the last compressed prefill
-  int capacity = 0;        // C (tokens per layer on average, window included)
-  int window = 0;          // W
-  double ratio = 0.0;      // kvpress ratio equivalent of C
-  bool compressed = false; // false: budget ≥ prompt (or skip rule): nothing evicted
-  bool cascading = false, decode_eviction = false;
-  std::string skipped_reason;  // why a prefill was not compressed (empty when it was or need not be)
-  std::vector<LayerRecord> layers;
-  // What the uncompressed cache holds for this prompt (every active list with N rows): computed,
-  // since the engine reserves a layer only when it runs it and the full cache never exists at once.
-  size_t bytes_held_before = 0;
-  size_t bytes_held_after = 0;    // KvCache::bytes_held() after on_prefill_done
-  // Largest KvCache::bytes_held() at the prefill hooks (entry: the compressed layers + the layer just
-  // computed, still full): the prefill's peak cache memory.
-  size_t bytes_held_peak = 0;
-  // The same from the lists' lengths (bytes_used): the peak of a cache allocating rows exactly.
-  size_t bytes_peak_layerwise = 0;
-  size_t bytes_expected = 0;      // C·L·H_kv·d·2·4 when compressing (the budget's memory)
-  double t_score = 0.0, t_evict = 0.0;  // seconds inside the prefill hooks
-  // h2o through observer(): seconds spent summing the engine's attention rows (thread time, summed
-  // over the threads that delivered them); part of the compression cost.
-  double t_observe = 0.0;
-  bool h2o_from_engine_rows = false;    // h2o scores came from the engine's own attention rows
-  double t_total() const { return t_score + t_evict + t_observe; }
-  // Decoding.
-  int64_t decode_steps = 0;     // 1-token calls seen by the decode hook
-  int64_t decode_evicted = 0;   // rows evicted at decode, summed over layers and heads
-  double t_decode = 0.0;        // seconds inside the decode hook
-};
+// The record types are the public ones (include/tappa/kv.h).
+using HeadRecord = KvHeadRecord;
+using LayerRecord = KvLayerRecord;
+using CompressionRecord = KvRecord;
 
 class KvCompressor : public KvPolicy {
  public:
@@ -156,7 +115,7 @@ class KvCompressor : public KvPolicy {
   // Throws the error a prefill of n_prompt tokens would throw (call before Engine::eval to fail early).
   void check(int n_prompt) const;
   // Whether this policy does anything (fullkv: no).
-  bool active() const { return method_->scorer != ScorerKind::none; }
+  bool active() const { return !method_->is_none(); }
 
   // h2o: an observer that sums the attention rows the engine computes anyway for the last
   // h2o_rows prompt queries (Engine::set_observer), so scoring costs no second attention pass;
@@ -175,6 +134,7 @@ class KvCompressor : public KvPolicy {
 
   // KvPolicy
   int prefill_query_rows() const override;
+  void on_prefill_begin(int n_tokens, int64_t pos0) override;
   void on_prefill_layer(const PrefillLayerView& view, KvCache& cache) override;
   void on_prefill_done(KvCache& cache) override;
   bool wants_decode_attention() const override;
@@ -193,6 +153,7 @@ class KvCompressor : public KvPolicy {
   void evict_layer(int layer, const std::vector<int>& head_budgets, KvCache& cache);
   void finish_record(const KvCache& cache);
   size_t row_bytes() const;
+  bool is_h2o() const { return method_->scorer->name() == "h2o"; }  // the engine-row observer is H2O's
 
   const Model& model_;
   CompressorOptions options_;
@@ -209,6 +170,7 @@ class KvCompressor : public KvPolicy {
 
   // Per prefill call.
   bool in_prefill_ = false;
+  bool begin_next_ = false; // on_prefill_begin seen: the next layer starts a new prefill
   bool compress_ = false;   // this prefill evicts
   int N_ = 0, C_ = 0, W_ = 0;
   BudgetContext ctx_;

@@ -1,14 +1,20 @@
-// The registry of KV-compression methods (scorer × allocator pairings with their defaults) and the
-// three calls an engine integration needs:
+// KV-compression methods as two separate, named pieces — a *scorer* (which tokens of a layer matter:
+// SnapKV's window attention, H2O's accumulated attention, Expected Attention, KVzip's
+// reconstruction, …) and an *allocator* (how many tokens each layer and KV head keeps: uniform,
+// PyramidKV, CAKE, TAPPA's q-similarity, AdaKV's head-wise split, …) — and any scorer with any
+// allocator (registry.cpp; a spec string "snapkv+tappa:alpha=inf" names a pairing, a preset name such
+// as "tappa" a pairing with its paper's defaults). A new scorer or allocator is one file defining it
+// and one line in registry.cpp's list (docs/KV_COMPRESSION.md, "Adding a method").
 //
+// The calls an engine integration makes (kv/compressor.cpp):
 //   prefill, per layer l (after RoPE, once the layer's keys/values are in the cache):
 //       score_layer(method, opts, inputs_l, scores_l)         → token scores + layer preference
-//     cascading (opts.cascading, cake/tappa/tappa-head): after each layer,
+//     cascading (opts.cascading, preference allocators): after each layer,
 //       shares = cascade_shares(method, opts, ctx, prefs[0..l]) and re-evict layers 0..l to
 //       shares[i] with select_keep (nested top-k on the stored, gathered scores)
 //   after the last layer:
 //       budgets = plan_budgets(method, opts, ctx, prefs)      → prefill / decode budget per layer
-//       per KV head: select_keep(scores_l[kv], budgets.prefill[l] (or head budgets), W, keep)
+//       per KV head: select_keep(scores_l[kv], layer_head_budgets(...)[kv], W, keep)
 //       then KvCache::keep_rows(l, kv, keep)
 //   decode, per layer and KV head when opts.decode_eviction: after appending the new token,
 //       decode_keep(probs of the group, ..., budgets.decode[l], W, keep, scratch) → keep_rows.
@@ -17,6 +23,7 @@
 #pragma once
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -29,11 +36,11 @@
 
 namespace tappa::kv {
 
-enum class ScorerKind { none, streamingllm, h2o, snapkv, cake, expected_attention, knorm, random };
-enum class AllocatorKind { none, uniform, pyramidkv, cake, tappa, tappa_head };
-
-std::string_view scorer_name(ScorerKind kind);
-std::string_view allocator_name(AllocatorKind kind);
+// Which cache entries a selection decides on: one keep-set per KV head (the cache stores KV heads,
+// so that is where memory is saved), or one per query head as the official TAPPA harness does after
+// repeat_kv — the cache then holds H lists per layer instead of H_kv (H/H_kv times the memory,
+// counted, not hidden).
+enum class Granularity { kv_head, query_head };
 
 // Every knob of every method; each method reads only its own (see Method::defaults).
 struct MethodOptions {
@@ -53,21 +60,89 @@ struct MethodOptions {
   ExpectedAttentionOptions ea;
   uint64_t seed = 0;                        // random
   double min_head_frac = 0.2;               // tappa-head: each KV head keeps ≥ this × layer budget
+  double adakv_alpha = 0.2;                 // adakv: each KV head keeps ≥ alpha × layer budget (safeguard)
+  Granularity granularity = Granularity::kv_head;
+  // Room for methods added later (KVzip, TriAttention, …): knobs by name, read by the method that
+  // owns them (registry: spec keys "name=value" that no built-in knob takes).
+  std::vector<std::pair<std::string, double>> extra;
+  double extra_or(std::string_view key, double fallback) const {
+    for (const auto& [k, v] : extra)
+      if (k == key) return v;
+    return fallback;
+  }
 };
 
+struct LayerNeeds;
+struct LayerInputs;
+struct LayerScores;
+
+// Ranks the cached tokens of one layer.
+class Scorer {
+ public:
+  virtual ~Scorer() = default;
+  virtual std::string_view name() const = 0;
+  virtual std::string_view description() const = 0;
+  virtual bool none() const { return false; }  // fullkv: nothing scored, nothing evicted
+  // What it needs from the engine for an n_prompt-token prompt (LayerNeeds::any is set by the caller).
+  virtual void needs(const MethodOptions& o, int n_prompt, LayerNeeds& n) const {}
+  // Scorers of the observation-window attention (SnapKV, CAKE): the window attention of each KV
+  // group is computed once (shared with an allocator's statistics) and handed to score_group.
+  virtual bool reads_window_attention() const { return false; }
+  virtual void score_group(const AttentionView& a, int n_prefix, const MethodOptions& o, std::span<float> dst) const {}
+  // Every other scorer: scores[H_kv][P] from the layer's inputs.
+  virtual void score(const LayerInputs& in, const MethodOptions& o, int n_prefix, std::span<float> scores) const {}
+  // Scores that come from a pass of their own after the prefill (KVzip's context reconstruction): the
+  // compressor then evicts nothing during the prefill and waits for KvCompressor::apply_scores.
+  virtual bool needs_replay() const { return false; }
+  // Knob names it reads from MethodOptions::extra (for spec-string validation).
+  virtual std::vector<std::string_view> extra_keys() const { return {}; }
+};
+
+// Splits the budget over layers (and KV heads).
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual std::string_view name() const = 0;
+  virtual std::string_view description() const = 0;
+  virtual bool none() const { return false; }
+  // Defaults it brings to any pairing (CAKE, TAPPA: cascading and decode-time eviction).
+  virtual void defaults(MethodOptions& o) const {}
+  // Preference allocators split by one score per layer (CAKE, TAPPA); they can cascade.
+  virtual bool preference_based() const { return false; }
+  virtual bool uses_qsim() const { return false; }
+  virtual bool uses_cake_stats(const MethodOptions& o) const { return false; }
+  virtual bool per_head_qsim() const { return false; }  // wants LayerScores::head_preference
+  virtual double preference(const LayerScores& s, const MethodOptions& o) const { return 0.0; }
+  virtual SplitArith arith(const MethodOptions& o) const { return SplitArith::f64; }
+  // Final per-layer budgets; prefs: one per layer (preference allocators only).
+  virtual LayerBudgets plan(const MethodOptions& o, const BudgetContext& ctx, std::span<const double> prefs) const = 0;
+  // The layer's budget over its KV heads (default: the same for each; may read the layer's scores).
+  virtual std::vector<int> head_budgets(const MethodOptions& o, const LayerScores& s, int layer_budget) const;
+  virtual std::vector<std::string_view> extra_keys() const { return {}; }
+};
+
+// A pairing with its defaults: a preset ("tappa" = cake scorer + tappa allocator, cascading) or a
+// spec's "scorer+allocator".
 struct Method {
-  std::string_view name;
-  std::string_view description;  // one line, for --help
-  ScorerKind scorer;
-  AllocatorKind allocator;
+  std::string name;
+  std::string description;  // one line, for --help
+  const Scorer* scorer = nullptr;
+  const Allocator* allocator = nullptr;
   MethodOptions defaults;
+  bool is_none() const { return scorer->none(); }
 };
 
-// fullkv, streamingllm, h2o, snapkv, pyramidkv, cake, tappa, tappa-head, expected-attention, knorm,
-// random — in that order.
+// The presets, in --help order: fullkv, streamingllm, h2o, snapkv, pyramidkv, cake, tappa,
+// tappa-head, expected-attention, knorm, random, then those registered later.
 std::span<const Method> all_methods();
-// Exact, lower-case name. Throws tappa::Error listing the valid names otherwise.
+std::span<const Scorer* const> all_scorers();
+std::span<const Allocator* const> all_allocators();
+// A preset name, or "scorer+allocator" where scorer is a scorer's or a preset's name (the preset's
+// scorer and knobs) and allocator an allocator's name. The result lives as long as the program.
+// Throws tappa::Error listing the valid names otherwise.
 const Method& find_method(std::string_view name);
+const Scorer& find_scorer(std::string_view name);
+const Allocator& find_allocator(std::string_view name);
 // "fullkv, streamingllm, …" (for messages and --help).
 std::string method_names(std::string_view sep = ", ");
 

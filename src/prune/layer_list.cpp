@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/text.h"  // quoted(): echoed input stays on one line (control bytes escaped)
+#include "prune/orders.h"
 #include "tappa/error.h"
 
 namespace tappa::prune {
@@ -80,6 +81,12 @@ std::vector<int> parse_order_text(std::string_view text, std::string_view what) 
     } catch (const nlohmann::json::exception& e) {
       throw Error(std::string(what) + ": not valid JSON (" + e.what() + ")");
     }
+    if (j.is_object() && j.contains("score_type") && j["score_type"].is_string() && !j.contains("order")) {
+      const std::string t = j["score_type"].get<std::string>();
+      if (t == "q_similarity" || t == "qsim")
+        throw Error(std::string(what) + ": a q-similarity score file: its prune_order sorts the q-sims, it is not a "
+                    "pruning order (build one with tappa prune-order)");
+    }
     const char* key = j.contains("order") ? "order" : j.contains("prune_order") ? "prune_order" : nullptr;
     if (!key || !j[key].is_array()) throw Error(std::string(what) + ": no \"order\" or \"prune_order\" array");
     for (const auto& v : j[key]) {
@@ -128,6 +135,12 @@ std::vector<double> parse_scores_text(std::string_view text, std::string_view ke
   }
   if (out.empty()) throw Error(std::string(what) + ": the score list is empty");
   return out;
+}
+
+nlohmann::json raw_score_json(RawScoreType type, const std::vector<double>& scores) {
+  return {{"score_type", type == RawScoreType::bi ? "BI" : "q_similarity"},
+          {"scores", scores},
+          {"prune_order", ascending_order(scores)}};
 }
 
 }  // namespace tappa::prune

@@ -93,6 +93,16 @@ QuantDot4 quant_dot4(TensorType t) {
   }
 }
 
+using QuantDotTokens = void (*)(const uint8_t*, size_t, const ActRow*, int, int64_t, float*, int64_t);
+
+QuantDotTokens quant_dot4_tokens(TensorType t) {
+  switch (t) {
+    case TensorType::Q4_1: return vec_dot4_tokens_q4_1;
+    case TensorType::Q8_0: return vec_dot4_tokens_q8_0;
+    default: return nullptr;
+  }
+}
+
 void matmul_float(const WeightView& w, size_t stride, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
                   ThreadPool& pool, Scratch& scratch, bool token_invariant) {
   if (m == 1 || token_invariant) {
@@ -195,11 +205,27 @@ void matmul_rows(const WeightView& w, size_t stride, const float* x, int64_t m, 
     split_run(pool, w.rows, kRowGrain, [&](int64_t b, int64_t e, int) { rows_for_token(b, e, a, y); });
     return;
   }
-  // Several tokens (no GEMM kernel): 16-row tiles stay in cache while every token passes over them.
+  // Several tokens (no GEMM kernel, or the per-token order): 16-row tiles stay in cache while every
+  // token passes over them; where a multi-token kernel exists, each group of four rows is unpacked
+  // once for all tokens (same per-token results as rows_for_token, see vec_dot_tokens.cpp).
+  const QuantDotTokens dot4t = quant_dot4_tokens(w.type);
+  constexpr int64_t kTokenChunk = 16;
   split_run(pool, w.rows, kRowGrain, [&](int64_t b, int64_t e, int) {
+    ActRow a[kTokenChunk];
     for (int64_t r0 = b; r0 < e; r0 += kRowGrain) {
       const int64_t r1 = std::min(e, r0 + kRowGrain);
-      for (int64_t t = 0; t < m; ++t) rows_for_token(r0, r1, acts.row(t), y + t * ldy);
+      if (dot4t == nullptr) {
+        for (int64_t t = 0; t < m; ++t) rows_for_token(r0, r1, acts.row(t), y + t * ldy);
+        continue;
+      }
+      for (int64_t t0 = 0; t0 < m; t0 += kTokenChunk) {
+        const int nt = static_cast<int>(std::min(kTokenChunk, m - t0));
+        for (int i = 0; i < nt; ++i) a[i] = acts.row(t0 + i);
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) dot4t(w.data + r * stride, stride, a, nt, w.cols, y + t0 * ldy + r, ldy);
+        for (; r < r1; ++r)
+          for (int i = 0; i < nt; ++i) y[(t0 + i) * ldy + r] = dot(w.data + r * stride, a[i], w.cols);
+      }
     }
   });
 }

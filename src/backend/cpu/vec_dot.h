@@ -22,6 +22,13 @@ void vec_dot4_q4_0(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t
 void vec_dot4_q4_1(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t cols, float* out);
 void vec_dot4_q8_0(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t cols, float* out);
 
+// The same four rows against nt tokens a[0..nt): out[t * ldo + r], each token's four results exactly
+// what vec_dot4_* gives for it alone (vec_dot_tokens.cpp; MatmulOrder::PerToken).
+void vec_dot4_tokens_q4_1(const uint8_t* w, size_t row_stride, const ActRow* a, int nt, int64_t cols, float* out,
+                          int64_t ldo);
+void vec_dot4_tokens_q8_0(const uint8_t* w, size_t row_stride, const ActRow* a, int nt, int64_t cols, float* out,
+                          int64_t ldo);
+
 float vec_dot_f32(const uint8_t* w, const float* x, int64_t cols);
 float vec_dot_f16(const uint8_t* w, const float* x, int64_t cols);
 float vec_dot_bf16(const uint8_t* w, const float* x, int64_t cols);

@@ -1,0 +1,141 @@
+// KV-cache compression through the public API: a method named by a spec string, a budget, and the
+// compressor that runs it as a sequence's KV policy. The same spec strings work in `tappa run`,
+// `compress`, `bench`, `eval-kv`, the server's `kv_method` and the Python module.
+//
+//   METHOD[:key=value]…   METHOD = a preset (fullkv, streamingllm, h2o, snapkv, pyramidkv, cake, tappa,
+//                         tappa-head, expected-attention, knorm, random, …) or SCORER+ALLOCATOR
+//   examples: "tappa", "snapkv+tappa", "expected-attention+tappa:alpha=inf", "snapkv:pool=max7"
+//
+//   tappa::KvCompressor comp(*model, {"tappa", 256});     // budget: 256 tokens per layer on average
+//   seq->set_policy(&comp);
+//   engine.eval(*seq, prompt);                             // compressed during the prefill
+//   comp.record().layers[l].budget                         // what each layer kept
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tappa/kv_cache.h"
+#include "tappa/kv_policy.h"
+#include "tappa/model.h"
+#include "tappa/observer.h"
+
+namespace tappa {
+
+namespace kv {
+class KvCompressor;
+}
+
+struct KvOptions {
+  std::string method = "fullkv";  // a spec string (above)
+  // The budget: tokens kept per layer on average, the protected window included (the papers' unit),
+  // or a compression ratio: the fraction of the prompt removed (kvpress's unit). One of them for any
+  // method but fullkv.
+  std::optional<int> budget;
+  std::optional<double> ratio;
+  // Layers the engine skips (Engine::set_skip_layers): they hold no cache and get no budget.
+  std::vector<int> skip_layers;
+};
+
+// Checks a spec and budget without a model (one clear error line, ErrorCode::bad_input).
+void validate_kv_options(const KvOptions& options);
+
+// What a compression did, per layer and KV head (bytes are bytes really held).
+struct KvHeadRecord {
+  int budget = 0;          // tokens this head may keep (prefix budget + window)
+  int kept = 0;            // tokens it holds after prefill compression
+  double qsim = 0.0;       // q-similarity of its query group (last W post-RoPE queries)
+  double preference = 0.0;
+  size_t bytes_before = 0, bytes_after = 0;
+};
+
+struct KvLayerRecord {
+  int layer = 0;
+  bool active = true;      // false: skipped by the engine (pruned)
+  int n_tokens = 0;        // rows per head before compression
+  int budget = 0;          // tokens the layer may keep per head (b_l + W)
+  int kept = 0;            // tokens kept, summed over KV heads
+  double qsim = 0.0;       // window q-similarity (mean over query heads)
+  double preference = 0.0; // p_l of preference allocators (cake, tappa), else 0
+  int re_evictions = 0;    // cascading: times the layer was cut
+  size_t bytes_before = 0, bytes_after = 0;
+  std::vector<KvHeadRecord> heads;
+};
+
+struct KvRecord {
+  std::string method, scorer, allocator;
+  int n_prompt = 0;        // N of the last compressed prefill
+  int capacity = 0;        // C (tokens per layer on average, window included)
+  int window = 0;          // W
+  double ratio = 0.0;      // kvpress ratio equivalent of C
+  bool compressed = false; // false: budget >= prompt: nothing evicted
+  bool cascading = false, decode_eviction = false;
+  std::string skipped_reason;
+  std::vector<KvLayerRecord> layers;
+  size_t bytes_held_before = 0;   // what the uncompressed cache holds for this prompt
+  size_t bytes_held_after = 0;    // after the prefill's compression
+  size_t bytes_held_peak = 0;     // the prefill's peak cache memory
+  size_t bytes_peak_layerwise = 0;
+  size_t bytes_expected = 0;      // the budget's memory
+  double t_score = 0.0, t_evict = 0.0, t_observe = 0.0;  // seconds in the compression
+  bool h2o_from_engine_rows = false;
+  double t_total() const { return t_score + t_evict + t_observe; }
+  int64_t decode_steps = 0;       // decode steps seen by the decode-time evictor
+  int64_t decode_evicted = 0;     // rows it evicted
+  double t_decode = 0.0;
+};
+
+// The record as JSON (docs/KV_COMPRESSION.md, "The record"); heads: include the per-head lists.
+std::string to_json(const KvRecord& record, bool heads = true);
+
+// A KV method as a sequence's KV policy. Not shared between sequences: one per sequence.
+class KvCompressor final : public KvPolicy {
+ public:
+  // Throws tappa::Error (bad_input) on an unknown method or key, a bad value or budget.
+  KvCompressor(const Model& model, const KvOptions& options);
+  ~KvCompressor() override;
+  KvCompressor(const KvCompressor&) = delete;
+  KvCompressor& operator=(const KvCompressor&) = delete;
+
+  bool active() const;                    // false for fullkv (nothing to do)
+  std::string method() const;             // the preset or pairing name
+  int capacity_for(int n_prompt) const;   // C the budget gives for an n_prompt-token prompt
+  void check(int n_prompt) const;         // throws what a prefill of n_prompt tokens would throw
+  const KvRecord& record() const;         // refreshed after each prefill and decode step
+  // Per-layer budgets of the last compressed prefill (tokens per KV head, window included).
+  std::vector<int> layer_budgets() const;
+  // H2O sums the attention rows the engine computes anyway when this observer is attached to the
+  // sequence (nullptr for other methods); it must know the prompt's length beforehand.
+  Observer* observer();
+  void expect_prompt(int n_tokens, int64_t pos0 = 0);
+
+  // KvPolicy
+  int prefill_query_rows() const override;
+  void on_prefill_begin(int n_tokens, int64_t pos0) override;
+  void on_prefill_layer(const PrefillLayerView& view, KvCache& cache) override;
+  void on_prefill_done(KvCache& cache) override;
+  bool wants_decode_attention() const override;
+  void on_decode_layer(int layer, const std::vector<const float*>& probs, KvCache& cache) override;
+
+  kv::KvCompressor& impl() { return *impl_; }
+  const kv::KvCompressor& impl() const { return *impl_; }
+
+ private:
+  std::unique_ptr<kv::KvCompressor> impl_;
+};
+
+// The registry, for listings and --help.
+struct KvMethodInfo {
+  std::string name;
+  std::string description;
+};
+std::vector<KvMethodInfo> kv_presets();
+std::vector<KvMethodInfo> kv_scorers();
+std::vector<KvMethodInfo> kv_allocators();
+std::string kv_spec_keys();   // "alpha, window, …"
+std::string kv_methods_help();  // the presets, the pairing rule and the budget units, for --help
+
+}  // namespace tappa
