@@ -462,7 +462,7 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
     vptr_[kv] = cache.values(l, kv);
   }
   LayerInputs in;
-  const bool attention_only = method_->scorer == ScorerKind::snapkv || method_->scorer == ScorerKind::cake;
+  const bool attention_only = method_->scorer->reads_window_attention();
   if (kptr_[0] == nullptr && attention_only) {
     // A device cache (GPU) and a scorer that reads keys only through the window attention: that
     // attention is computed on the device, and only its probabilities come to the host.
