@@ -38,10 +38,12 @@ fi
 if [ "$phase" = speed ] || [ "$phase" = all ]; then
   run pp8k 120 $B bench "${R8[@]}" -p 8192 -b 8192 -n 0 -r 3
   run tg4k 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
+  # The other paper shape, decode only (Qwen2.5-7B: 28 layers, 4 KV heads).
+  run tg4k_qwen 150 $B bench --backend cuda --random-weights qwen2.5-7b -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
   run pp32k 120 $B bench "${R8[@]}" -p 32768 -b 32768 -n 0 -r 2
   # 32K context, full cache against TAPPA budget 1024, at batch 1 and at the largest batch that fits
   # about 104 GiB of KV cache each way (26 x 4.0 GiB full, 800 x ~0.13 GiB compressed).
-  run tg32k_full 150 $B bench "${R8[@]}" -d 32768 -b 8192 -p 0 -n 32 -r 2 --share-depth --batch 1,26
+  run tg32k_full 150 $B bench "${R8[@]}" -d 32768 -b 8192 -p 0 -n 32 -r 2 --share-depth --batch 1,8,26
   KV=(--kv tappa --budget 1024 --no-decode-evict)
   run tg32k_tappa 150 $B bench "${R8[@]}" -d 32768 -b 8192 -p 0 -n 32 -r 2 --share-depth --batch 1,64 "${KV[@]}"
   run tg32k_tappa800 200 $B bench "${R8[@]}" -d 32768 -b 8192 -p 0 -n 32 -r 2 --share-depth --batch 800 "${KV[@]}"

@@ -69,7 +69,7 @@ def main():
             print(json.dumps(rows[-1]), flush=True)
             del ids
             torch.cuda.empty_cache()
-        for batch, ctx, t1, t2 in ((1, 4096, 1, 65), (16, 4096, 1, 33)):
+        for batch, ctx, t1, t2 in ((1, 4096, 1, 65), (16, 4096, 1, 33), (8, 32768, 1, 17)):
             ids = torch.randint(0, cfg.vocab_size, (batch, ctx), device="cuda")
             mask = torch.ones_like(ids)
 
