@@ -234,7 +234,13 @@ class CudaBackend final : public Backend {
     TAPPA_CUDA_CHECK(cudaMemcpy2DAsync(dst.data, dst.ld * 4, src.data, src.ld * 4, src.cols * 4, src.rows,
                                        cudaMemcpyDeviceToDevice, ctx_->stream));
   }
-  std::unique_ptr<KvCache> new_cache(int n_layer, int n_head_kv, int head_dim) override {
+  using Backend::new_cache;
+  std::unique_ptr<KvCache> new_cache(int n_layer, int n_head_kv, int head_dim, const KvCacheFormat& format) override {
+    // The device cache has one storage, fp16 K and V (read back as fp32); the host formats of
+    // docs/KV_FORMATS.md (q8_0, q4_0, rotations) have no device kernels yet.
+    if (!format.is_f32())
+      throw Error("cuda backend: KV cache format " + kv_format_name(format) +
+                  " is not supported (the device cache stores K and V as f16); use the default");
     return std::make_unique<CudaKvCache>(ctx_, n_layer, n_head_kv, head_dim);
   }
 
