@@ -4,7 +4,7 @@
 // length, several sequences in one call, one-row and many-row sequences).
 //
 // What each op claims against the reference (a backend that runs on another device, such as a GPU
-// in bf16, states its own bounds where it registers below):
+// in bf16, states its own bounds in its own test: the CUDA backend in tests/cuda_backend_test.cpp):
 //   bit for bit  embed, rms_norm, add_bias, add, scale, softcap, rope_table, rope, kv_append, copy:
 //                the CPU backend computes these with the same arithmetic the reference writes out.
 //   bounded      matmul: the reference sums exactly (double) what the kernels sum in fp32 after the
@@ -444,7 +444,9 @@ std::vector<Check> all_checks() {
 TEST(BackendParity, EveryOpOfEveryBackendAgainstTheReference) {
   auto ref = backend::make_backend("reference", 1);
   for (const std::string& name : backend::backend_names()) {
-    if (name == "reference") continue;
+    // The CUDA backend computes in bf16/fp16 on another device and is held to its own bounds in
+    // tests/cuda_backend_test.cpp (every op against this reference backend, ragged caches too).
+    if (name == "reference" || name == "cuda") continue;
     for (int threads : {1, 2}) {
       auto be = backend::make_backend(name, threads);
       SCOPED_TRACE(name + ", " + std::to_string(threads) + " threads");

@@ -34,7 +34,7 @@ struct EngineOptions {
   int n_threads = 0;              // 0: all hardware threads
   int n_ctx = 0;                  // context of new sequences; 0: the model's training context
   int n_batch = 512;              // prompt tokens per forward chunk
-  std::string backend = "cpu";    // "cpu" or "reference" (plain scalar loops, for tests)
+  std::string backend = "cpu";    // "cpu", "reference" (plain scalar loops, for tests) or "cuda"
   // KV-cache storage of new sequences (llama.cpp's -ctk / -ctv); SequenceOptions can override it.
   KvCacheType cache{};
 };
@@ -62,6 +62,8 @@ class Sequence {
   // Logits of the last call that advanced this sequence: [n_vocab] for its last token, or
   // [n][n_vocab] when it asked for all. Valid until the sequence is advanced again.
   std::span<const float> logits() const;
+  // The argmax of the last call's logits when that call was a greedy step (Step::greedy), else -1.
+  int32_t greedy_token() const;
 
   // KV-cache compression (tappa/kv_policy.h) and analysis hooks (tappa/observer.h); nullptr: none.
   // Not owned; they must outlive their use.
@@ -117,6 +119,9 @@ class Engine {
     Sequence* seq = nullptr;
     std::span<const int32_t> tokens;
     bool all_logits = false;
+    // One-token steps: keep only the most likely next token (Sequence::greedy_token()); logits() is
+    // then empty. On a GPU the logits never leave the device (greedy decoding of large batches).
+    bool greedy = false;
   };
   // Advances every step's sequence by its tokens in one pass: one-token steps (decodes) are computed
   // together, each weight matrix read once for all of them and every row exactly as it would be alone;

@@ -20,6 +20,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tappa {
 
@@ -83,6 +84,17 @@ class KvCache {
   // Copies rows [first, first + n) of one list to k and v ([n][head_dim] each; either may be null).
   virtual void read(int layer, int head, int first, int n, float* k, float* v) const = 0;
 
+  // Softmax attention of query rows against one list, computed where the list lives (a GPU): q is
+  // host memory [n_group][n_rows][head_dim] (post-RoPE; n_group query heads sharing the list), and
+  // row a of each group sits at the list's position length - n_rows + a: it sees list rows
+  // 0 .. length - n_rows + a (causal at the bottom right). Writes probs [n_group][n_rows][length]
+  // (host, zeros where masked). Returns false when the cache has no such kernel (host caches: the
+  // caller computes it from keys()).
+  virtual bool attention_rows(int layer, int head, const float* q, int n_group, int n_rows, float scale,
+                              float* probs) const {
+    return false;
+  }
+
   // Makes room for `extra` more rows in every list of one layer (may allocate; the engine calls it
   // before a layer appends, so a policy that compresses finished layers keeps the peak at the
   // compressed layers plus one).
@@ -92,6 +104,21 @@ class KvCache {
   }
   // Appends n host rows to one list (k and v: head_dim floats per row, `stride` floats apart).
   virtual void append(int layer, int head, const float* k, const float* v, int n, int64_t stride) = 0;
+  // Appends rows [first, first + n) of a list of another cache of the same head size (any storage):
+  // by default as stored where both caches store the same format (no re-rounding), else through fp32
+  // host rows; device to device where both caches live on one GPU.
+  virtual void append_from(int layer, int head, const KvCache& src, int src_layer, int src_head, int first, int n) {
+    const KvCacheFormat f = format();
+    if (!f.is_f32() && f == src.format()) {
+      std::vector<uint8_t> k(static_cast<size_t>(n) * kv_row_bytes(f.k, head_dim_)), v(static_cast<size_t>(n) * kv_row_bytes(f.v, head_dim_));
+      src.read_stored(src_layer, src_head, first, n, k.data(), v.data());
+      append_stored(layer, head, k.data(), v.data(), n);
+      return;
+    }
+    std::vector<float> k(static_cast<size_t>(n) * head_dim_), v(k.size());
+    src.read(src_layer, src_head, first, n, k.data(), v.data());
+    append(layer, head, k.data(), v.data(), n, head_dim_);
+  }
   // Keeps only the listed rows (no repeats) of one list, in the given order, compacted in place: the
   // capacity stays, so per-step decode eviction followed by the next step's reservation allocates
   // nothing. Call shrink_to_fit(layer, head) afterwards to give the freed rows back.

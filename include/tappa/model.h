@@ -75,11 +75,22 @@ class Model {
   // Opens, validates and maps the file. Throws tappa::Error with a one-line message on any problem
   // (unreadable file, unsupported architecture, missing or mis-shaped tensor, bad metadata).
   static std::shared_ptr<Model> load(const std::string& path);
+  // A model of a named shape ("llama-3.1-8b", "qwen2.5-7b", "smollm2-135m", "gemma3-270m", and the
+  // small "llama-tiny", "qwen2-tiny", "gemma3-tiny"; random_shapes() lists them) whose weights are
+  // pseudo-random numbers drawn from `seed` (model/random_weights.h): speed at the papers' sizes
+  // without their files, and end-to-end comparisons of backends on every architecture. With
+  // host_weights the matrices are made in host memory (BF16) and every backend can run the model;
+  // without, the matrices exist only as (seed, scale) and a GPU backend makes them in its own memory
+  // (16 GB for llama-3.1-8b, never on the host); host backends refuse such a model. Such a model has
+  // no file and no tokenizer (file() and tokenizer() throw). Throws tappa::Error on an unknown shape.
+  static std::shared_ptr<Model> random(const std::string& shape, uint64_t seed = 1, bool host_weights = true);
+  static std::vector<std::string> random_shapes();
   ~Model();
 
   const ModelConfig& config() const { return config_; }
-  const GgufFile& file() const { return file_; }
-  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const GgufFile& file() const;
+  const Tokenizer& tokenizer() const;
+  bool has_file() const { return file_ != nullptr; }
   const ModelWeights& weights() const { return *weights_; }
   // Angular frequency of RoPE channel m as this model applies it (base, freq factors, scaling), for
   // the global layers; rope_inv_freq(layer) gives the one a given layer uses (local layers of gemma3
@@ -90,9 +101,10 @@ class Model {
   }
 
  private:
-  Model(GgufFile file);
+  explicit Model(std::unique_ptr<GgufFile> file);
   static std::unique_ptr<Model> load_unchecked(const std::string& path);  // load() minus the path prefixing
-  GgufFile file_;
+  void compute_rope_frequencies();
+  std::unique_ptr<GgufFile> file_;  // nullptr: a random-weight model
   ModelConfig config_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<ModelWeights> weights_;

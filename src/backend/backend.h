@@ -1,6 +1,6 @@
 // The device-neutral operations a decoder's forward pass is made of. The model code (engine/forward.cpp)
 // is a list of calls to these; each backend (backend/cpu: the fast kernels and their thread pool;
-// backend/reference: plain scalar loops, the yardstick of the parity test; backend/cuda later) decides
+// backend/reference: plain scalar loops, the yardstick of the parity test; backend/cuda: an NVIDIA GPU) decides
 // how to run them, on which threads, in which summation order, with which scratch memory.
 //
 // Data. Activations are fp32 matrices in the backend's memory (`Mat`: rows = tokens, cols =
@@ -116,7 +116,9 @@ struct AttentionCall {
 };
 
 // Summation order of a multi-row matrix product (see cpu::MatmulOrder): Batch = fastest for a
-// prompt; PerToken = each row exactly as a one-row call computes it (batched decoding).
+// prompt; PerToken = each row exactly as a one-row call computes it (batched decoding). The CUDA
+// backend keeps this promise for up to 4 rows (cuda::kGemvMaxRows); larger batches go through
+// cuBLAS, whose summation order depends on the shape.
 enum class Order { Batch, PerToken };
 
 class Backend {
@@ -165,9 +167,44 @@ class Backend {
   virtual void kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) = 0;
   // out (row r, query head h at cols [h*head_dim ...)) = softmax(q·Kᵀ·scale)·V per sequence.
   virtual void attention(const AttentionCall& call, const Mat& q, Mat out) = 0;
+
+  // --- fused ops -------------------------------------------------------------------------------
+  // Each default is the plain ops it stands for, in the order the forward pass called them before,
+  // so a backend without a fused kernel (CPU, reference) computes exactly what it computed before.
+  // A GPU fuses them to save launches and round trips of intermediates through memory.
+  //
+  // ys[i] = x · ws[i]ᵀ: several products of one input (Q, K and V), one pass over x.
+  virtual void matmul_many(std::span<const WeightView* const> ws, const Mat& x, std::span<const Mat> ys, Order order) {
+    for (size_t i = 0; i < ws.size(); ++i) matmul(*ws[i], x, ys[i], order);
+  }
+  // y += x · Wᵀ (the residual add after a projection); tmp ([x.rows][w.rows]) is scratch a fused
+  // kernel leaves untouched.
+  virtual void matmul_add(const WeightView& w, const Mat& x, Mat y, Mat tmp, Order order) {
+    matmul(w, x, tmp, order);
+    add(y, tmp);
+  }
+  // gate = act(x · Wgᵀ) * (x · Wuᵀ) (the gated feed-forward); up is scratch a fused kernel leaves
+  // untouched.
+  virtual void matmul_glu(const WeightView& wg, const WeightView& wu, const Mat& x, Mat gate, Mat up, FfnActivation act,
+                          Order order) {
+    matmul(wg, x, gate, order);
+    matmul(wu, x, up, order);
+    glu(gate, up, act);
+  }
+  // RoPE of the queries and the keys of the same rows (one launch on a GPU).
+  virtual void rope_qk(const Rope& rope, const Mat& table, Mat q, int n_head, Mat k, int n_head_kv) {
+    this->rope(rope, table, q, n_head);
+    this->rope(rope, table, k, n_head_kv);
+  }
+  // ids[i] = index of the largest value of row i (the first one on ties), in host memory: greedy
+  // decoding without copying whole logit rows to the host.
+  virtual void argmax_rows(const Mat& logits, int32_t* ids);
+  // Waits until all work queued so far is done (asynchronous backends; host backends return at once).
+  virtual void synchronize() {}
 };
 
-// Backends by name: "cpu" (default), "reference". Throws tappa::Error naming the valid ones.
+// Backends by name: "cpu" (default), "reference", and "cuda" in a build with -DTAPPA_CUDA=ON. Throws
+// tappa::Error naming the valid ones (and, for "cuda", why no GPU could be used).
 std::unique_ptr<Backend> make_backend(const std::string& name, int n_threads);
 std::vector<std::string> backend_names();
 

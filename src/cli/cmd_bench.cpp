@@ -77,8 +77,9 @@ void register_bench(CLI::App& app, int& rc) {
       "and tgN runs on the compressed caches (with the method's decode eviction); -p must be 0.\n\n" +
       kv_methods_help());
   struct Opts {
-    std::string model, output = "md";
+    std::string model, output = "md", backend = "cpu", random_shape;
     int threads = 0, n_prompt = 512, n_gen = 128, reps = 5, depth = 0, batch = 512;
+    bool share_depth = false;
     std::vector<int> n_seqs{1};
     kv::CompressorFlags kv;
     CacheTypeFlags cache;
@@ -94,6 +95,14 @@ void register_bench(CLI::App& app, int& rc) {
   cmd->add_option("--batch", o->n_seqs, "Sequences decoding together for tgN, e.g. 1,4,16 (aggregate tokens/s)")
       ->delimiter(',')->check(CLI::Range(1, 4096));
   cmd->add_option("-o,--output", o->output, "Output format: md or json")->capture_default_str()->check(CLI::IsMember({"md", "json"}));
+  cmd->add_option("--backend", o->backend, "Backend: cpu, reference or cuda (a -DTAPPA_CUDA=ON build)")->capture_default_str();
+  cmd->add_option("--random-weights", o->random_shape,
+                  "Instead of -m: a model of this shape with random weights (llama-3.1-8b, qwen2.5-7b, smollm2-135m, "
+                  "gemma3-270m, llama-tiny, qwen2-tiny, gemma3-tiny); with --backend cuda made on the GPU only");
+  cmd->add_flag("--share-depth", o->share_depth,
+                "Fill the depth context once (a real prefill, compressed by --kv) and give every sequence a copy "
+                "(Sequence::fork) instead of restoring it from host bytes: fast for large batches on a GPU; the "
+                "copies carry no KV policy, so no decode eviction (add --no-decode-evict with --kv)");
   add_kv_flags(*cmd, o->kv);
   add_cache_type_flags(*cmd, o->cache);
   cmd->callback([o, &rc] {
@@ -103,9 +112,14 @@ void register_bench(CLI::App& app, int& rc) {
     if (use_kv && o->n_prompt > 0)
       throw Error("--kv measures generation on the compressed depth context only: add -p 0");
     if (o->n_seqs.empty()) throw Error("--batch needs at least one sequence count");
-    const auto model = Model::load(o->model);
+    if (use_kv && o->share_depth && kv_opts.opts.decode_eviction)
+      throw Error("--share-depth gives the sequences copies without a KV policy: add --no-decode-evict");
+    const std::shared_ptr<Model> model = o->random_shape.empty()
+                                             ? Model::load(o->model)
+                                             : Model::random(o->random_shape, 1, /*host_weights=*/o->backend != "cuda");
     const ModelConfig& c = model->config();
     EngineOptions eo;
+    eo.backend = o->backend;
     eo.n_threads = o->threads;
     eo.n_batch = o->batch;
     eo.cache = cache_type_from_flags(o->cache);
@@ -125,7 +139,18 @@ void register_bench(CLI::App& app, int& rc) {
     // compressor exactly as a prefill would compress it (evalkv/replay.h): the same cache as filling
     // each sequence for real, without re-running thousands of prompt tokens per sequence.
     std::optional<evalkv::Prefilled> depth;
-    if (o->depth >= 2) {
+    std::unique_ptr<kv::KvCompressor> shared_comp;
+    std::unique_ptr<Sequence> shared;
+    if (o->share_depth && o->depth >= 2) {
+      shared = engine.new_sequence();
+      if (use_kv) {
+        shared_comp = std::make_unique<kv::KvCompressor>(*model, kv_opts);
+        shared->set_policy(shared_comp.get());
+      }
+      engine.eval(*shared, depth_tokens);
+      shared->set_policy(nullptr);
+      shared->cache().shrink_to_fit();
+    } else if (o->depth >= 2) {
       const int rows = use_kv ? kv::KvCompressor(*model, kv_opts).prefill_query_rows() : 0;
       depth = evalkv::prefill_capture(engine, depth_tokens, rows);
     }
@@ -138,13 +163,15 @@ void register_bench(CLI::App& app, int& rc) {
       for (int i = 0; i < n; ++i) {
         if (use_kv) s.comps.push_back(std::make_unique<kv::KvCompressor>(*model, kv_opts));
         kv::KvCompressor* comp = use_kv ? s.comps.back().get() : nullptr;
-        if (depth) {
+        if (shared) {
+          s.seqs.push_back(shared->fork());
+        } else if (depth) {
           s.seqs.push_back(evalkv::restore_prefill(engine, *depth, comp));
         } else {
           s.seqs.push_back(engine.new_sequence());
           if (o->depth == 1) engine.eval(*s.seqs.back(), depth_tokens);
         }
-        s.seqs.back()->set_policy(comp);  // decode eviction, if the method has one
+        if (!shared) s.seqs.back()->set_policy(comp);  // decode eviction, if the method has one
       }
       return s;
     };
@@ -159,13 +186,16 @@ void register_bench(CLI::App& app, int& rc) {
     std::vector<int32_t> next;
     auto time_tg = [&](int n_gen, int n) {
       Seqs s = fill(n);
+      // Room for the generated rows before the clock starts (a cache then never grows while timed).
+      for (const auto& q : s.seqs) q->cache().reserve_extra(n_gen);
       steps.assign(n, {});
       next.assign(n, c.n_vocab / 2);
       const auto t0 = std::chrono::steady_clock::now();
       for (int g = 0; g < n_gen; ++g) {
-        for (int i = 0; i < n; ++i) steps[i] = {s.seqs[i].get(), std::span<const int32_t>(&next[i], 1)};
+        // Greedy steps: the backend gives the argmax (a GPU keeps the logits on the device).
+        for (int i = 0; i < n; ++i) steps[i] = {s.seqs[i].get(), std::span<const int32_t>(&next[i], 1), false, true};
         engine.decode(steps);
-        for (int i = 0; i < n; ++i) next[i] = argmax(s.seqs[i]->logits());
+        for (int i = 0; i < n; ++i) next[i] = s.seqs[i]->greedy_token();
       }
       const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       kv_bytes = 0;
@@ -206,7 +236,8 @@ void register_bench(CLI::App& app, int& rc) {
       nlohmann::json j = nlohmann::json::array();
       for (const auto& r : results)
         j.push_back({{"test", r.label()},
-                     {"model_filename", o->model}, {"n_threads", engine.n_threads()}, {"n_prompt", r.n_prompt},
+                     {"model_filename", o->random_shape.empty() ? o->model : "random:" + o->random_shape},
+                     {"backend", engine.backend_name()}, {"n_threads", engine.n_threads()}, {"n_prompt", r.n_prompt},
                      {"type_k", kv_type_name(engine.cache_format().k)}, {"type_v", kv_type_name(engine.cache_format().v)},
                      {"kv_format", kv_format_name(engine.cache_format())},
                      {"n_gen", r.n_gen}, {"n_depth", r.n_depth}, {"n_seqs", r.n_seqs}, {"kv", r.kv},
@@ -217,6 +248,10 @@ void register_bench(CLI::App& app, int& rc) {
       for (const auto& r : results)
         std::printf("| %s | %d | %s | %s | %.2f ± %.2f |\n", c.name.empty() ? c.arch_name.c_str() : c.name.c_str(),
                     engine.n_threads(), kv_format_name(engine.cache_format()).c_str(), r.label().c_str(), r.mean(), r.sd());
+      for (const auto& r : results)
+        if (r.kv_bytes > 0)
+          std::printf("%s: KV cache held %.1f MiB per sequence (%s backend)\n", r.label().c_str(),
+                      r.kv_bytes / double(r.n_seqs) / 1048576.0, engine.backend_name().c_str());
     }
     rc = 0;
   });

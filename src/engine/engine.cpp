@@ -24,6 +24,7 @@ std::span<const int32_t> Sequence::tokens() const { return impl_->tokens; }
 KvCache& Sequence::cache() { return *impl_->cache; }
 const KvCache& Sequence::cache() const { return *impl_->cache; }
 std::span<const float> Sequence::logits() const { return impl_->logits; }
+int32_t Sequence::greedy_token() const { return impl_->greedy; }
 void Sequence::set_policy(KvPolicy* policy) { impl_->policy = policy; }
 KvPolicy* Sequence::policy() const { return impl_->policy; }
 void Sequence::set_observer(Observer* observer) { impl_->observer = observer; }
@@ -62,6 +63,7 @@ std::unique_ptr<Sequence> Sequence::fork() const {
   impl->n_past = impl_->n_past;
   impl->tokens = impl_->tokens;
   impl->logits = impl_->logits;
+  impl->greedy = impl_->greedy;
   return std::unique_ptr<Sequence>(new Sequence(std::move(impl)));
 }
 
@@ -109,6 +111,12 @@ void Engine::prepare_backend() {
                                          backend::VectorView{L.post_ffn_norm, E}})
       if (v.data) vecs.push_back(v);
   }
+  // Random-weight models made for a GPU have no host copy of their matrices.
+  if (backend_->host_visible())
+    for (const WeightView& m : mats)
+      if (m.data == nullptr)
+        throw Error("the model's weights exist only for a GPU (" + c.name + ", made without host weights): use the " +
+                    "cuda backend, or make the model with host weights");
   backend_->prepare_weights(mats, vecs);
 }
 

@@ -43,6 +43,7 @@ struct Seg {
   int64_t row0 = 0;         // first row in x
   int tail_rows = 0;        // prefill policy: last query rows it receives (0: no prefill hook)
   bool decode_hook = false; // policy receives this decode step's attention
+  bool greedy = false;      // one-token step that keeps only its argmax (Step::greedy)
 };
 
 // Rows [row0, row0 + n) of x that pass the layer ops together: segments [seg0, seg1), the first
@@ -77,6 +78,7 @@ struct Engine::Forward::Plan {
   std::vector<backend::AttentionSeq> attn;
   std::vector<int> saved_lengths; // per seg, layer, KV head: list lengths before the call (rollback)
   int n_decode = 0;               // decode segments (the first ones)
+  std::vector<int32_t> greedy_ids; // argmax of each decode row (greedy steps)
 };
 
 namespace {
@@ -152,6 +154,7 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
       KvPolicy* pol = g.seq->policy;
       g.tail_rows = pol && g.n >= 2 ? std::min(g.n, pol->prefill_query_rows()) : 0;
       g.decode_hook = pol && g.n == 1 && pol->wants_decode_attention();
+      g.greedy = one && st.greedy;
       plan.segs.push_back(g);
       if (one) ++plan.n_decode;
     }
@@ -284,9 +287,9 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
 
       // --- attention ---
       be_.rms_norm(Xc, L.attn_norm, c.rms_eps, XN);
-      be_.matmul(L.wq, XN, Q, ch.order);
-      be_.matmul(L.wk, XN, K, ch.order);
-      be_.matmul(L.wv, XN, V, ch.order);
+      const WeightView* qkv_w[3] = {&L.wq, &L.wk, &L.wv};
+      const Mat qkv_y[3] = {Q, K, V};
+      be_.matmul_many(qkv_w, XN, qkv_y, ch.order);
       if (L.bq) be_.add_bias(Q, L.bq);
       if (L.bk) be_.add_bias(K, L.bk);
       if (L.bv) be_.add_bias(V, L.bv);
@@ -313,8 +316,7 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
       };
       tail(Q, &Sequence::Impl::q_pre_tail);
       const Mat table = layer_table.mat(rows, c.n_rot).row_range(ch.row0, nb);
-      be_.rope(layer_rope, table, Q, c.n_head);
-      be_.rope(layer_rope, table, K, c.n_head_kv);
+      be_.rope_qk(layer_rope, table, Q, c.n_head, K, c.n_head_kv);
       tail(Q, &Sequence::Impl::q_tail);
 
       plan.attn.clear();
@@ -347,18 +349,24 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
         const Seg& g = plan.segs[s];
         if (g.decode_hook) g.seq->policy->on_decode_layer(l, g.seq->decode_prob_ptrs, *g.seq->cache);
       }
-      be_.matmul(L.wo, A, XN, ch.order);
-      if (L.post_attn_norm) be_.rms_norm(XN, L.post_attn_norm, c.rms_eps, XN);
-      be_.add(Xc, XN);
+      if (L.post_attn_norm) {
+        be_.matmul(L.wo, A, XN, ch.order);
+        be_.rms_norm(XN, L.post_attn_norm, c.rms_eps, XN);
+        be_.add(Xc, XN);
+      } else {
+        be_.matmul_add(L.wo, A, Xc, XN, ch.order);
+      }
 
       // --- feed-forward ---
       be_.rms_norm(Xc, L.ffn_norm, c.rms_eps, XN);
-      be_.matmul(L.w_gate, XN, G, ch.order);
-      be_.matmul(L.w_up, XN, U, ch.order);
-      be_.glu(G, U, c.ffn_act);
-      be_.matmul(L.w_down, G, XN, ch.order);
-      if (L.post_ffn_norm) be_.rms_norm(XN, L.post_ffn_norm, c.rms_eps, XN);
-      be_.add(Xc, XN);
+      be_.matmul_glu(L.w_gate, L.w_up, XN, G, U, c.ffn_act, ch.order);
+      if (L.post_ffn_norm) {
+        be_.matmul(L.w_down, G, XN, ch.order);
+        be_.rms_norm(XN, L.post_ffn_norm, c.rms_eps, XN);
+        be_.add(Xc, XN);
+      } else {
+        be_.matmul_add(L.w_down, G, Xc, XN, ch.order);
+      }
       if (obs_layer) {
         for (int s = ch.seg0; s < ch.seg1; ++s) {
           const Seg& g = plan.segs[s];
@@ -414,8 +422,21 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
     const Mat LG = ws.logits.mat(nd, c.n_vocab);
     be_.matmul(w.output, XN, LG, Order::PerToken);
     if (c.final_logit_softcap > 0) be_.softcap(LG, c.final_logit_softcap);
+    // Greedy steps get their token from the backend (on a GPU: without copying the logits out).
+    bool any_greedy = false;
+    for (int s = 0; s < plan.n_decode; ++s) any_greedy = any_greedy || plan.segs[s].greedy;
+    if (any_greedy) {
+      plan.greedy_ids.resize(static_cast<size_t>(nd));
+      be_.argmax_rows(LG, plan.greedy_ids.data());
+    }
     for (int s = 0; s < plan.n_decode; ++s) {
       Sequence::Impl& q = *plan.segs[s].seq;
+      if (plan.segs[s].greedy) {
+        q.logits.clear();
+        q.greedy = plan.greedy_ids[s];
+        continue;
+      }
+      q.greedy = -1;
       q.logits.resize(V);
       be_.download(LG.row_range(s, 1), q.logits.data());
     }
@@ -424,6 +445,7 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
     const Seg& g = plan.segs[s];
     Sequence::Impl& q = *g.seq;
     const int n = g.n;
+    q.greedy = -1;
     q.logits.resize((g.all_logits ? n : 1) * V);
     // Logits straight into the sequence's memory on a host backend; through the workspace otherwise.
     const bool direct = be_.host_visible();

@@ -16,6 +16,7 @@ struct Sequence::Impl {
   int64_t n_past = 0;
   std::vector<int32_t> tokens;
   std::vector<float> logits;
+  int32_t greedy = -1;  // argmax of the last greedy step
   KvPolicy* policy = nullptr;
   Observer* observer = nullptr;
 

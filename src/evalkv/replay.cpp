@@ -57,22 +57,13 @@ std::unique_ptr<Sequence> restore_prefill(Engine& engine, const Prefilled& p, kv
   const std::unique_ptr<KvCache> full = seq->cache().clone();
   KvCache& cache = seq->cache();
   cache.clear();
-  const int n_layer = full->n_layer(), n_kv = full->n_head_kv(), d = full->head_dim();
-  const KvCacheFormat f = full->format();
-  const size_t k_row = kv_row_bytes(f.k, d), v_row = kv_row_bytes(f.v, d);
-  std::vector<uint8_t> kb, vb;  // one list's rows as stored: copied, never re-rounded
+  const int n_layer = full->n_layer(), n_kv = full->n_head_kv();
   comp->on_prefill_begin(static_cast<int>(p.tokens.size()), 0);
   for (int l = 0; l < n_layer; ++l) {
     const int n = full->length(l, 0);
     if (n == 0) continue;  // a layer the engine skipped
     cache.reserve_extra(l, n);
-    for (int h = 0; h < n_kv; ++h) {
-      const int rows = full->length(l, h);
-      kb.resize(rows * k_row);
-      vb.resize(rows * v_row);
-      full->read_stored(l, h, 0, rows, kb.data(), vb.data());
-      cache.append_stored(l, h, kb.data(), vb.data(), rows);
-    }
+    for (int h = 0; h < n_kv; ++h) cache.append_from(l, h, *full, l, h, 0, full->length(l, h));  // rows as stored
     if (l < static_cast<int>(p.layers.size())) {
       const CapturedLayer& L = p.layers[l];
       PrefillLayerView v = L.view;

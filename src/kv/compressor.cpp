@@ -476,6 +476,29 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
     if (v) vptr_[kv] = v;
   }
   LayerInputs in;
+  const bool attention_only = method_->scorer->reads_window_attention();
+  if (kptr_[0] == nullptr && attention_only) {
+    // A device cache (GPU) and a scorer that reads keys only through the window attention: that
+    // attention is computed on the device, and only its probabilities come to the host.
+    in.group_attention = [&cache, l, this](const HeadsView& qwin, int kv, std::span<float> out) {
+      const int G = qwin.n_heads / n_head_kv_, W = qwin.n_rows, D = qwin.dim;
+      group_q_.resize(static_cast<size_t>(G) * W * D);
+      for (int g = 0; g < G; ++g)
+        for (int a = 0; a < W; ++a)
+          std::memcpy(group_q_.data() + (static_cast<size_t>(g) * W + a) * D, qwin.row(kv * G + g, a), sizeof(float) * D);
+      return cache.attention_rows(l, kv, group_q_.data(), G, W, 1.0f / std::sqrt(static_cast<float>(D)), out.data());
+    };
+  } else if (kptr_[0] == nullptr) {
+    // A device cache (GPU): the scorers read host rows, so the layer's lists are copied out once.
+    const size_t list = static_cast<size_t>(N) * head_dim_;
+    host_rows_.resize(2 * list * n_head_kv_);
+    for (int kv = 0; kv < n_head_kv_; ++kv) {
+      float* k = host_rows_.data() + 2 * list * kv;
+      cache.read(l, kv, 0, N, k, k + list);
+      kptr_[kv] = k;
+      vptr_[kv] = k + list;
+    }
+  }
   in.layer = l;
   in.queries = HeadsView::token_major(view.q_post, view.n_rows, view.n_head, view.head_dim);
   in.keys = HeadsView::per_head(kptr_.data(), n_head_kv_, N, head_dim_);

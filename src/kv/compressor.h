@@ -183,6 +183,8 @@ class KvCompressor : public KvPolicy {
   bool planned_decode_ = false;
 
   std::vector<float> scratch_, probs_, attn_scratch_;
+  std::vector<float> host_rows_;  // one layer's K and V copied out of a device cache
+  std::vector<float> group_q_;    // one query group's window rows for a device cache's attention
 
   // h2o from the engine's attention rows.
   class RowSum;

@@ -41,6 +41,14 @@ void HostKvCache::append(int layer, int head, const float* k_src, const float* v
   s.length += n;
 }
 
+void HostKvCache::append_from(int layer, int head, const KvCache& src, int src_layer, int src_head, int first, int n) {
+  const float* k = src.keys(src_layer, src_head);
+  const float* v = src.values(src_layer, src_head);
+  if (!k || !v) return KvCache::append_from(layer, head, src, src_layer, src_head, first, n);
+  const size_t off = static_cast<size_t>(first) * head_dim_;
+  append(layer, head, k + off, v + off, n, head_dim_);
+}
+
 void HostKvCache::keep_rows(int layer, int head, std::span<const int> rows) {
   Slot& s = slot(layer, head);
   const size_t d = static_cast<size_t>(head_dim_);

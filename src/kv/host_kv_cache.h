@@ -25,6 +25,7 @@ class HostKvCache final : public KvCache {
   using KvCache::reserve_extra;
   void reserve_extra(int layer, int extra) override;
   void append(int layer, int head, const float* k_src, const float* v_src, int n, int64_t stride) override;
+  void append_from(int layer, int head, const KvCache& src, int src_layer, int src_head, int first, int n) override;
   void keep_rows(int layer, int head, std::span<const int> rows) override;
   void keep_first(int layer, int head, int n) override;
   void keep_last(int layer, int head, int n) override;

@@ -105,7 +105,7 @@ void score_layer(const Method& m, const MethodOptions& o, const LayerInputs& in,
     const int G = H / H_kv;
     out.scratch.resize(static_cast<size_t>(G) * W * N);
     for (int kv = 0; kv < H_kv; ++kv) {
-      window_attention_group(qwin, K, kv, out.scratch);
+      if (!in.group_attention || !in.group_attention(qwin, kv, out.scratch)) window_attention_group(qwin, K, kv, out.scratch);
       const AttentionView a{out.scratch.data(), G, W, N};
       if (m.scorer->reads_window_attention())
         m.scorer->score_group(a, P, o, scores.subspan(static_cast<size_t>(kv) * P, P));

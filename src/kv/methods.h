@@ -28,6 +28,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <functional>
 #include <vector>
 
 #include "kv/allocators.h"
@@ -185,6 +186,10 @@ struct LayerInputs {
   const float* h2o_accumulated = nullptr;
   std::ptrdiff_t h2o_stride = 0;
   int n_head = 0;  // query heads; needed only when `queries` is empty (h2o from accumulated attention)
+  // Optional: the window attention of one KV head's query group computed by the cache's own device
+  // (KvCache::attention_rows), out [G][W][N] like window_attention_group; false: compute it here.
+  // When set, snapkv / cake / tappa read no keys on the host (keys may then hold null pointers).
+  std::function<bool(const HeadsView& qwin, int kv, std::span<float> out)> group_attention;
   RopeSpec rope;  // expected-attention
 };
 

@@ -139,8 +139,18 @@ void read_gemma3_config(const GgufFile& f, ModelConfig& c) {
 
 }  // namespace
 
-Model::Model(GgufFile file) : file_(std::move(file)) {}
+Model::Model(std::unique_ptr<GgufFile> file) : file_(std::move(file)) {}
 Model::~Model() = default;
+
+const GgufFile& Model::file() const {
+  if (!file_) throw Error("this is a random-weight model (" + config_.name + "): it has no GGUF file");
+  return *file_;
+}
+
+const Tokenizer& Model::tokenizer() const {
+  if (!tokenizer_) throw Error("this is a random-weight model (" + config_.name + "): it has no tokenizer; give token ids");
+  return *tokenizer_;
+}
 
 std::shared_ptr<Model> Model::load(const std::string& path) {
   // Every error names the file. Most messages below already start with it; a value-type error raised
@@ -156,8 +166,8 @@ std::shared_ptr<Model> Model::load(const std::string& path) {
 }
 
 std::unique_ptr<Model> Model::load_unchecked(const std::string& path) {
-  std::unique_ptr<Model> m(new Model(GgufFile::open(path)));
-  const GgufFile& f = m->file_;
+  std::unique_ptr<Model> m(new Model(std::make_unique<GgufFile>(GgufFile::open(path))));
+  const GgufFile& f = *m->file_;
   ModelConfig& c = m->config_;
   io::check_fits_in_memory(f);  // before any weight is touched (reliability: a model too large for memory)
 
@@ -280,7 +290,13 @@ std::unique_ptr<Model> Model::load_unchecked(const std::string& path) {
     }
   }
   m->weights_ = std::move(w);
+  m->compute_rope_frequencies();
+  return m;
+}
 
+void Model::compute_rope_frequencies() {
+  const ModelConfig& c = config_;
+  Model* m = this;
   m->rope_inv_freq_.resize(c.n_rot / 2);
   for (int i = 0; i < c.n_rot / 2; ++i) {
     double f_i = std::pow(static_cast<double>(c.rope_base), -2.0 * i / c.n_rot) * c.rope_freq_scale;
@@ -291,7 +307,6 @@ std::unique_ptr<Model> Model::load_unchecked(const std::string& path) {
   m->rope_inv_freq_local_.resize(c.n_rot / 2);
   for (int i = 0; i < c.n_rot / 2; ++i)
     m->rope_inv_freq_local_[i] = static_cast<float>(std::pow(static_cast<double>(c.rope_base_local), -2.0 * i / c.n_rot));
-  return m;
 }
 
 }  // namespace tappa

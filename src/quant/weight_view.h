@@ -13,6 +13,12 @@ struct WeightView {
   const uint8_t* data = nullptr;
   int64_t rows = 0;  // output features
   int64_t cols = 0;  // input features (row length)
+  // Random-weight models whose matrices live only on a GPU (Model::random with host_weights off):
+  // data is nullptr, type BF16, and element i of the row-major matrix is
+  // random_weight(random_seed, i, random_step) (model/random_weights.h), made in device memory by the
+  // backend. 0 for every matrix with data.
+  uint64_t random_seed = 0;
+  float random_step = 0.0f;
 };
 
 }  // namespace tappa

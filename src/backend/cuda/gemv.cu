@@ -1,0 +1,223 @@
+// Products of a few activation rows with a bf16 weight matrix (decoding: the weights are read once
+// per step, so their bytes over the memory bandwidth is the time to beat).
+//
+// Each warp owns R output features; its lanes stream the weight rows in 16-byte pieces (8 weights),
+// four pieces per lane in flight, and multiply them with every activation row in fp32. One output's
+// sum runs in a fixed order (pieces ascending per lane, then a butterfly over the lanes) that does
+// not depend on how many activation rows the call has, so a sequence's logits in a batch equal its
+// logits alone (Order::PerToken). Activations are read as fp32 through the L1 cache: they are a few
+// kilobytes that every warp of the SM shares.
+#include "backend/cuda/kernels.cuh"
+
+namespace tappa::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kUnroll = 8;  // 16-byte pieces per weight row and lane in flight
+
+struct GemvArgs {
+  GemvSeg seg[3];
+  int blocks[3];  // blocks of each segment
+  int n_seg;
+  const float* x;
+  int64_t ldx;
+  int m, k;
+};
+
+__device__ __forceinline__ uint4 load_stream(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+// The two weights of a 32-bit word as floats (element 0 in the low half).
+template <bool F16>
+__device__ __forceinline__ float2 pair(uint32_t u) {
+  if constexpr (F16) {
+    __half2 h;
+    __builtin_memcpy(&h, &u, 4);
+    return __half22float2(h);
+  } else {
+    return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xFFFF0000u));
+  }
+}
+
+// Eight weights of a 16-byte piece as floats.
+template <bool F16>
+__device__ __forceinline__ void unpack(uint4 w, float* f) {
+  const float2 a = pair<F16>(w.x), b = pair<F16>(w.y), c = pair<F16>(w.z), d = pair<F16>(w.w);
+  f[0] = a.x, f[1] = a.y, f[2] = b.x, f[3] = b.y, f[4] = c.x, f[5] = c.y, f[6] = d.x, f[7] = d.y;
+}
+
+// acc += w[0..8) · x[0..8), in element order.
+__device__ __forceinline__ float dot8(const float* w, const float4 a, const float4 b, float acc) {
+  acc = __fmaf_rn(w[0], a.x, acc);
+  acc = __fmaf_rn(w[1], a.y, acc);
+  acc = __fmaf_rn(w[2], a.z, acc);
+  acc = __fmaf_rn(w[3], a.w, acc);
+  acc = __fmaf_rn(w[4], b.x, acc);
+  acc = __fmaf_rn(w[5], b.y, acc);
+  acc = __fmaf_rn(w[6], b.z, acc);
+  acc = __fmaf_rn(w[7], b.w, acc);
+  return acc;
+}
+
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+__device__ __forceinline__ float gelu_tanh(float g) {
+  const float k = 0.7978845608028654f;
+  return 0.5f * g * (1.0f + tanhf(k * g * (1.0f + 0.044715f * g * g)));
+}
+
+// R weight rows per warp: consecutive output features (Store / Accumulate), or for GLU row r of the
+// gate and of the up projection (one output feature).
+template <int MAXM, int R, GemvMode MODE, bool F16>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
+  int b = blockIdx.x, s = 0;
+  while (s + 1 < a.n_seg && b >= a.blocks[s]) b -= a.blocks[s++];
+  const GemvSeg& g = a.seg[s];
+  constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
+  constexpr int kOut = kGlu ? 1 : R;  // output features per warp
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int f0 = (b * kWarps + warp) * kOut;
+  if (f0 >= g.n) return;
+  const uint16_t* w[R];  // 2-byte weights (bf16 or fp16)
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (kGlu) {
+      w[r] = static_cast<const uint16_t*>(r == 0 ? g.w : g.w2) + static_cast<int64_t>(f0) * a.k;
+    } else {
+      const int f = min(f0 + r, g.n - 1);  // past the end: recompute the last row, store nothing
+      w[r] = static_cast<const uint16_t*>(g.w) + static_cast<int64_t>(f) * a.k;
+    }
+  }
+  float acc[R][MAXM];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < MAXM; ++m) acc[r][m] = 0.0f;
+
+  const int pieces = a.k / 8;
+  int c = lane;
+  // Main loop: kUnroll pieces per lane in flight.
+  for (; c + 32 * (kUnroll - 1) < pieces; c += 32 * kUnroll) {
+    uint4 wv[kUnroll][R];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int r = 0; r < R; ++r) wv[u][r] = load_stream(w[r] + static_cast<int64_t>(c + 32 * u) * 8);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      float wf[R][8];
+#pragma unroll
+      for (int r = 0; r < R; ++r) unpack<F16>(wv[u][r], wf[r]);
+#pragma unroll
+      for (int m = 0; m < MAXM; ++m) {
+        if (m < a.m) {
+          const float4* xp = reinterpret_cast<const float4*>(a.x + m * a.ldx + static_cast<int64_t>(c + 32 * u) * 8);
+          const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+#pragma unroll
+          for (int r = 0; r < R; ++r) acc[r][m] = dot8(wf[r], x0, x1, acc[r][m]);
+        }
+      }
+    }
+  }
+  for (; c < pieces; c += 32) {
+    uint4 wv[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) wv[r] = load_stream(w[r] + static_cast<int64_t>(c) * 8);
+    float wf[R][8];
+#pragma unroll
+    for (int r = 0; r < R; ++r) unpack<F16>(wv[r], wf[r]);
+#pragma unroll
+    for (int m = 0; m < MAXM; ++m) {
+      if (m < a.m) {
+        const float4* xp = reinterpret_cast<const float4*>(a.x + m * a.ldx + static_cast<int64_t>(c) * 8);
+        const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r][m] = dot8(wf[r], x0, x1, acc[r][m]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < MAXM; ++m)
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) acc[r][m] += __shfl_xor_sync(0xffffffffu, acc[r][m], o);
+  // Lane m writes activation row m's outputs (every lane holds every sum after the butterfly).
+#pragma unroll
+  for (int m = 0; m < MAXM; ++m) {
+    if (m >= a.m || lane != m % 32) continue;
+    float* y = g.y + m * g.ldy;
+    if (kGlu) {
+      const float gate = acc[0][m], up = acc[1][m];
+      y[f0] = (MODE == GemvMode::GluGelu ? gelu_tanh(gate) : silu(gate)) * up;
+    } else {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (f0 + r >= g.n) break;
+        if (MODE == GemvMode::Accumulate) {
+          y[f0 + r] += acc[r][m];
+        } else {
+          y[f0 + r] = acc[r][m];
+        }
+      }
+    }
+  }
+}
+
+template <int MAXM, GemvMode MODE>
+void dispatch_r(GemvArgs& a, bool f16, cudaStream_t s) {
+  // Two weight rows per warp (GLU: the gate's and the up projection's row of one feature).
+  constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
+  constexpr int R = 2;
+  constexpr int kOut = kGlu ? 1 : R;
+  int total = 0;
+  for (int i = 0; i < a.n_seg; ++i) {
+    a.blocks[i] = (a.seg[i].n + kWarps * kOut - 1) / (kWarps * kOut);
+    total += a.blocks[i];
+  }
+  if (f16) {
+    gemv_kernel<MAXM, R, MODE, true><<<total, kWarps * 32, 0, s>>>(a);
+  } else {
+    gemv_kernel<MAXM, R, MODE, false><<<total, kWarps * 32, 0, s>>>(a);
+  }
+  TAPPA_CUDA_LAUNCHED();
+}
+
+template <GemvMode MODE>
+void dispatch_m(GemvArgs& a, bool f16, cudaStream_t s) {
+  static_assert(kGemvMaxRows == 4);
+  if (a.m <= 1) return dispatch_r<1, MODE>(a, f16, s);
+  if (a.m <= 2) return dispatch_r<2, MODE>(a, f16, s);
+  return dispatch_r<4, MODE>(a, f16, s);
+}
+
+}  // namespace
+
+bool gemv_fits(const float* x, int64_t ldx, int k) {
+  return k % 8 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+}
+
+void gemv(const GemvSeg* segs, int n_seg, GemvMode mode, bool f16, const float* x, int64_t ldx, int m, int k,
+          cudaStream_t s) {
+  if (m == 0) return;
+  GemvArgs a{};
+  a.n_seg = n_seg;
+  for (int i = 0; i < n_seg; ++i) a.seg[i] = segs[i];
+  a.x = x;
+  a.ldx = ldx;
+  a.m = m;
+  a.k = k;
+  switch (mode) {
+    case GemvMode::Store: return dispatch_m<GemvMode::Store>(a, f16, s);
+    case GemvMode::Accumulate: return dispatch_m<GemvMode::Accumulate>(a, f16, s);
+    case GemvMode::GluSilu: return dispatch_m<GemvMode::GluSilu>(a, f16, s);
+    case GemvMode::GluGelu: return dispatch_m<GemvMode::GluGelu>(a, f16, s);
+  }
+}
+
+}  // namespace tappa::cuda
