@@ -16,7 +16,7 @@
 #
 # Usage: bench/compare.sh [-m MODEL] [-t THREADS] [-r ROUNDS] [-p N_PROMPT] [-n N_GEN] [-d DEPTH]
 #                         [--kv METHOD] [--budget C] [--variants] [--make-variants]
-#                         [--llama-only | --tappa-only] [--keep DIR] [--out FILE]
+#                         [--batch N1,N2,...] [--llama-only | --tappa-only] [--keep DIR] [--out FILE]
 #   -m MODEL        GGUF to run (default: models/SmolLM2-135M-Instruct.Q4_1.gguf)
 #   -t THREADS      threads for both (default 2)
 #   -r ROUNDS       interleaved rounds (default 5)
@@ -25,6 +25,9 @@
 #   --depth-only    run only the depth rows (with -d > 0)
 #   --kv METHOD     KV-compression method of the compressed row (default tappa; "none" skips the row)
 #   --budget C      its budget, tokens per layer (default 256)
+#   --batch LIST    also the batched-decode rows: tgN xB = aggregate tokens/s of B sequences decoding
+#                   together from an empty cache, for each B in LIST (e.g. 1,4,16); llama.cpp's side is
+#                   llama-batched-bench -npp 0 -ntg N -npl LIST (its S_TG), tappa's `tappa bench --batch`
 #   --variants      also make (if missing) and run the Q8_0 and F16 variants of MODEL: one table each
 #   --make-variants only make the variants (models/<name>.Q8_0.gguf, .F16.gguf) and exit
 #   --keep DIR      keep the raw JSON of every call in DIR
@@ -37,6 +40,7 @@
 #   bench/compare.sh -t 2 -r 5                       # the full table for the default model
 #   bench/compare.sh -t 2 -r 5 -d 0 --variants      # pp/tg for Q4_1, Q8_0 and F16
 #   bench/compare.sh -m models/gemma-3-270m-q4_k_m.gguf -d 0
+#   bench/compare.sh -t 2 -r 5 -d 0 -p 0 -n 32 --batch 1,4,16  # batched decode only
 #
 # Variants are requantized from MODEL with llama-quantize --allow-requantize, so their weights are
 # MODEL's rounded values in the new format: the same arithmetic work and bytes as a genuine Q8_0 /
@@ -59,6 +63,7 @@ MAKE_ONLY=0
 BASE_ROWS=1
 KEEP=""
 OUT=""
+BATCH=""
 
 die() { echo "compare.sh: error: $*" >&2; exit 1; }
 need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
@@ -78,15 +83,18 @@ while [[ $# -gt 0 ]]; do
     --make-variants) MAKE_ONLY=1; shift ;;
     --llama-only) RUN_TAPPA=0; shift ;;
     --tappa-only) RUN_LLAMA=0; shift ;;
+    --batch) need_arg "$@"; BATCH="$2"; shift 2 ;;
     --keep) need_arg "$@"; KEEP="$2"; shift 2 ;;
     --out) need_arg "$@"; OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
 [[ -f "${MODEL}" ]] || die "model ${MODEL} not found (scripts/fetch_model.sh fetches the default)"
 for v in ROUNDS THREADS; do [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "${v} must be a positive integer"; done
 for v in N_PROMPT N_GEN DEPTH KV_BUDGET; do [[ "${!v}" =~ ^[0-9]+$ ]] || die "${v} must be a non-negative integer"; done
+[[ -z "${BATCH}" || "${BATCH}" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--batch takes a comma list of positive integers (e.g. 1,4,16)"
+[[ -z "${BATCH}" || ${N_GEN} -gt 0 ]] || die "--batch needs -n > 0"
 [[ ${RUN_LLAMA} -eq 1 || ${RUN_TAPPA} -eq 1 ]] || die "--llama-only and --tappa-only exclude each other"
 
 oracle_var() {  # prints a variable of the oracle's env file, building the oracle on first use
@@ -120,6 +128,10 @@ if [[ ${MAKE_ONLY} -eq 1 ]]; then printf '%s\n' "${MODELS[@]:1}"; exit 0; fi
 if [[ ${RUN_LLAMA} -eq 1 ]]; then
   [[ -n "${LLAMA_BENCH:-}" ]] || LLAMA_BENCH="$(oracle_var LLAMA_BENCH)"
   [[ -x "${LLAMA_BENCH}" ]] || die "llama-bench not found (${LLAMA_BENCH})"
+  if [[ -n "${BATCH}" ]]; then
+    [[ -n "${LLAMA_BATCHED_BENCH:-}" ]] || LLAMA_BATCHED_BENCH="$(oracle_var LLAMA_BATCHED_BENCH)"
+    [[ -x "${LLAMA_BATCHED_BENCH}" ]] || die "llama-batched-bench not found (${LLAMA_BATCHED_BENCH}; rebuild the oracle)"
+  fi
 fi
 TAPPA_BIN="${TAPPA_BIN:-${REPO_ROOT}/build/tappa}"
 if [[ ${RUN_TAPPA} -eq 1 ]]; then [[ -x "${TAPPA_BIN}" ]] || die "tappa not found (${TAPPA_BIN}); build it or use --llama-only"; fi
@@ -163,6 +175,16 @@ for mi in "${!MODELS[@]}"; do
           -d "${DEPTH}" -r 1 -o json --kv "${KV_METHOD}" --budget "${KV_BUDGET}" ${TAPPA_BENCH_ARGS:-}
       fi
     fi
+    if [[ -n "${BATCH}" ]]; then
+      # The context must hold every sequence's tokens: largest B times N, plus slack for llama.cpp's cells.
+      max_b="$(tr ',' '\n' <<< "${BATCH}" | sort -n | tail -1)"
+      ctx=$((max_b * N_GEN + 256))
+      [[ ${RUN_LLAMA} -eq 0 ]] || run_one "${tag}: llama-batched-bench tg${N_GEN} x{${BATCH}}" "${dir}/llama_batch_${i}.jsonl" \
+        "${LLAMA_BATCHED_BENCH}" -m "${m}" -t "${THREADS}" -npp 0 -ntg "${N_GEN}" -npl "${BATCH}" -c "${ctx}" \
+        --output-format jsonl ${LLAMA_BENCH_ARGS:-}
+      [[ ${RUN_TAPPA} -eq 0 ]] || run_one "${tag}: tappa bench tg${N_GEN} x{${BATCH}}" "${dir}/tappa_batch_${i}.json" \
+        "${TAPPA_BIN}" bench -m "${m}" -t "${THREADS}" -p 0 -n "${N_GEN}" -r 1 --batch "${BATCH}" -o json ${TAPPA_BENCH_ARGS:-}
+    fi
   done
 done
 
@@ -177,7 +199,8 @@ def test_name(obj):
     # llama-bench's JSON has no test name: rebuild llama-bench's own label from the sizes.
     p, g, d = int(obj.get("n_prompt", 0)), int(obj.get("n_gen", 0)), int(obj.get("n_depth", 0))
     name = f"pp{p}" if g == 0 else f"tg{g}" if p == 0 else f"pp{p}+tg{g}"
-    return name + (f" @ d{d}" if d else "")
+    name += f" @ d{d}" if d else ""
+    return name + (f" x{obj['n_seqs']}" if int(obj.get("n_seqs", 1)) > 1 else "")
 
 
 def collect(dir_, side, kinds):
@@ -189,6 +212,19 @@ def collect(dir_, side, kinds):
             for obj in json.loads(text) if text else []:
                 vals = obj.get("samples_ts") or [obj["avg_ts"]]
                 samples.setdefault(test_name(obj), []).extend(float(v) for v in vals)
+    return samples
+
+
+def collect_batched(dir_, samples):
+    # llama-batched-bench --output-format jsonl: one object per batch size (pl), S_TG = pl * tg / t_tg.
+    for path in sorted(glob.glob(os.path.join(dir_, "llama_batch_*.jsonl"))):
+        for line in open(path):
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            obj = json.loads(line.replace("-nan", "null").replace("nan", "null"))
+            name = f"tg{obj['tg']}" + (f" x{obj['pl']}" if int(obj["pl"]) > 1 else "")
+            samples.setdefault(name + " (batched)", []).append(float(obj["speed_tg"]))
     return samples
 
 
@@ -211,13 +247,19 @@ for model_dir in sorted(glob.glob(os.path.join(work, "model*"))):
     model = open(os.path.join(model_dir, "model")).read().strip()
     llama = collect(model_dir, "llama", ["base", "depth"])
     tappa = collect(model_dir, "tappa", ["base", "depth"])
+    collect_batched(model_dir, llama)
+    for t, xs in collect(model_dir, "tappa", ["batch"]).items():
+        tappa.setdefault(t + " (batched)", []).extend(xs)
     kv = collect(model_dir, "tappa", ["kv"])
     n_rounds = max([len(v) for v in list(llama.values()) + list(tappa.values())] + [0])
     print(f"model `{os.path.basename(model)}`, {threads} threads, {n_rounds} interleaved rounds "
           f"(tokens/s, mean ± sd; ratios of the means and of the medians)\n")
     print("| test | llama.cpp t/s | tappa t/s | tappa / llama.cpp (means) | (medians) |")
     print("|---|---:|---:|---:|---:|")
-    order = sorted(set(llama) | set(tappa), key=lambda t: (" @ " in t, not t.startswith("pp"), t))
+    def sort_key(t):
+        n_seqs = int(t.split(" x")[1].split()[0]) if " x" in t else 1
+        return ("(batched)" in t, " @ " in t, not t.startswith("pp"), n_seqs, t)
+    order = sorted(set(llama) | set(tappa), key=sort_key)
     for t in order:
         a, b = stats(llama.get(t, [])), stats(tappa.get(t, []))
         print(f"| {t} | {fmt(a)} | {fmt(b)} | {ratio(a, b, 0)} | {ratio(a, b, 2)} |")

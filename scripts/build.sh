@@ -12,5 +12,5 @@ if [ "${TAPPA_CUDA:-}" != OFF ]; then
     cuda=(-DTAPPA_CUDA=ON -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
   fi
 fi
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "${cuda[@]}" "$@" >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DTAPPA_MPI=OFF "${cuda[@]}" "$@" >/dev/null
 cmake --build build -j"$(nproc)"

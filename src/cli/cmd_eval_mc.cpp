@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/sharded.h"
+#include "cli/world.h"
 #include "eval/multiple_choice.h"
 #include "prune/layer_list.h"
 #include "report/atomic_write.h"
@@ -69,6 +71,7 @@ void register_eval_mc(CLI::App& app, int& rc) {
   cmd->add_flag("--resume", o->resume, "Continue from the checkpoint of an interrupted run with the same settings");
   cmd->add_flag("-q,--quiet", o->quiet, "Only the summary table");
   cmd->callback([o, &rc] {
+    World& world = World::get();  // first: under mpirun, errors from here on name the rank
     std::vector<eval::McTask> tasks;
     {
       std::string rest = o->tasks;
@@ -105,7 +108,7 @@ void register_eval_mc(CLI::App& app, int& rc) {
       }
       size_t n_done = 0;
       for (const auto& v : ll) n_done += v.size();
-      std::fprintf(stderr, "tappa eval-mc: resuming after %zu items\n", n_done);
+      if (world.root()) std::fprintf(stderr, "tappa eval-mc: resuming after %zu items\n", n_done);
     }
     const auto save_checkpoint = [&] {
       if (ckpt.empty()) return;
@@ -123,16 +126,65 @@ void register_eval_mc(CLI::App& app, int& rc) {
       done += static_cast<int64_t>(ll[t].size());
     }
     StopSignalScope stop_scope;
-    Progress progress("eval-mc", total, "items", !o->quiet);
-    progress.update(done);
-    for (size_t t = 0; t < tasks.size() && !stop_requested(); ++t)
-      for (size_t i = ll[t].size(); i < items[t].size() && !stop_requested(); ++i) {
-        ll[t].push_back(eval::score_item(engine, model->tokenizer(), items[t][i]));
-        if (++done % 10 == 0 || done == total) save_checkpoint();
-        progress.update(done);
+    if (world.size() > 1) {
+      // mpirun: item g of the tasks' concatenation on rank g mod N (cli/sharded.h); rank 0 gets every
+      // item's log-likelihoods in item order and summarises as one process does.
+      std::vector<std::pair<size_t, size_t>> where;  // g -> (task, item)
+      for (size_t t = 0; t < tasks.size(); ++t)
+        for (size_t i = 0; i < items[t].size(); ++i) where.emplace_back(t, i);
+      ShardedItems shards(world, static_cast<int64_t>(where.size()), ckpt, settings, "model, tasks, --limit or --skip-layers");
+      if (o->resume) {
+        for (size_t g = 0; g < where.size(); ++g)  // the one-process checkpoint, if one was read above
+          if (where[g].second < ll[where[g].first].size()) shards.add(static_cast<int64_t>(g), ll[where[g].first][where[g].second]);
+        shards.resume();
       }
-    save_checkpoint();
-    progress.finish();
+      Progress progress("eval-mc", shards.n_mine(), "items of rank 0", !o->quiet && world.root());
+      progress.update(shards.n_mine_done());
+      for (size_t g = 0; g < where.size() && !stop_requested(); ++g) {
+        if (!shards.mine(static_cast<int64_t>(g)) || shards.done(static_cast<int64_t>(g))) continue;
+        const auto [t, i] = where[g];
+        std::vector<double> v;
+        try {
+          v = eval::score_item(engine, model->tokenizer(), items[t][i]);
+        } catch (const std::exception& e) {
+          world.fail("item " + std::to_string(i) + " of " + std::string(eval::task_name(tasks[t])) + ": " + e.what());
+        }
+        shards.record(static_cast<int64_t>(g), v, 10);
+        progress.update(shards.n_mine_done());
+      }
+      shards.flush();
+      progress.finish();
+      const std::vector<nlohmann::json> all = shards.gather();
+      if (!world.root()) {
+        rc = stop_requested() ? 128 + stop_signal_number() : 0;
+        return;
+      }
+      // Each task's leading run of finished items, as one process would have them after a stop.
+      for (auto& v : ll) v.clear();
+      std::vector<bool> open(tasks.size(), true);
+      for (size_t g = 0; g < where.size(); ++g) {
+        const auto [t, i] = where[g];
+        if (!open[t] || all[g].is_null()) {
+          open[t] = false;
+          continue;
+        }
+        ll[t].push_back(all[g].get<std::vector<double>>());
+        if (ll[t].back().size() != items[t][i].choices.size())
+          throw Error("eval-mc: a rank returned " + std::to_string(ll[t].back().size()) + " scores for an item with " +
+                      std::to_string(items[t][i].choices.size()) + " choices");
+      }
+    } else {
+      Progress progress("eval-mc", total, "items", !o->quiet);
+      progress.update(done);
+      for (size_t t = 0; t < tasks.size() && !stop_requested(); ++t)
+        for (size_t i = ll[t].size(); i < items[t].size() && !stop_requested(); ++i) {
+          ll[t].push_back(eval::score_item(engine, model->tokenizer(), items[t][i]));
+          if (++done % 10 == 0 || done == total) save_checkpoint();
+          progress.update(done);
+        }
+      save_checkpoint();
+      progress.finish();
+    }
 
     nlohmann::json j = {{"settings", settings}, {"tasks", nlohmann::json::object()}};
     double avg = 0;

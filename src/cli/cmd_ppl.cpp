@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/sharded.h"
+#include "cli/world.h"
 #include "eval/perplexity.h"
 #include "prune/layer_list.h"
 #include "report/atomic_write.h"
@@ -46,6 +48,7 @@ void register_ppl(CLI::App& app, int& rc) {
   cmd->add_flag("--resume", o->resume, "Continue from the checkpoint of an interrupted run with the same settings");
   cmd->add_flag("-q,--quiet", o->quiet, "No per-chunk values and no progress bar");
   cmd->callback([o, &rc] {
+    World& world = World::get();  // first: under mpirun, errors from here on name the rank
     const auto model = Model::load(o->model);
     const std::vector<int> skip = prune::parse_layer_list(o->skip, model->config().n_layer);
     const Tokenizer& tok = model->tokenizer();
@@ -60,24 +63,6 @@ void register_ppl(CLI::App& app, int& rc) {
     const KvCacheType cache = cache_type_from_flags(o->cache);
     const KvCacheFormat format = resolve_kv_format(cache, model->config().head_dim);
     if (!format.is_f32()) settings["kv_format"] = kv_format_name(format);  // f32: checkpoints as before
-    std::vector<eval::ChunkNll> done;
-    if (o->resume && std::filesystem::exists(ckpt)) {
-      const nlohmann::json c = read_checkpoint(ckpt, settings, "model, file, -c, --skip-layers or the cache types");
-      try {
-        for (const auto& x : c.at("chunks")) done.push_back({x.at(0).get<double>(), x.at(1).get<double>(), x.at(2).get<int64_t>()});
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(ckpt + ": not a valid checkpoint (" + e.what() + ")");
-      }
-      if (static_cast<int>(done.size()) > n_chunks) done.resize(n_chunks);
-      std::fprintf(stderr, "tappa ppl: resuming after %zu of %d chunks\n", done.size(), n_chunks);
-    }
-    const auto save_checkpoint = [&] {
-      if (ckpt.empty()) return;
-      nlohmann::json c = {{"settings", settings}, {"chunks", nlohmann::json::array()}};
-      for (const auto& d : done) c["chunks"].push_back({d.nll_sum, d.nll2_sum, d.count});
-      report::atomic_write(ckpt, c.dump());
-    };
-
     EngineOptions eo;
     eo.n_threads = o->threads;
     eo.n_ctx = o->ctx;
@@ -85,18 +70,77 @@ void register_ppl(CLI::App& app, int& rc) {
     Engine engine(model, eo);
     engine.set_skip_layers(skip);
     auto seq = engine.new_sequence();
-    if (!o->quiet)
-      std::fprintf(stderr, "tappa ppl: %zu tokens, %d chunks of %d%s\n", tokens.size(), n_chunks, o->ctx,
-                   skip.empty() ? "" : (", skipping layers " + prune::format_layer_list(skip)).c_str());
+    if (!o->quiet && world.root())
+      std::fprintf(stderr, "tappa ppl: %zu tokens, %d chunks of %d%s%s\n", tokens.size(), n_chunks, o->ctx,
+                   skip.empty() ? "" : (", skipping layers " + prune::format_layer_list(skip)).c_str(),
+                   world.size() > 1 ? (", " + std::to_string(world.size()) + " ranks").c_str() : "");
     StopSignalScope stop_scope;
-    Progress progress("ppl", n_chunks, "chunks", !o->quiet);
-    progress.update(static_cast<int64_t>(done.size()));
-    while (static_cast<int>(done.size()) < n_chunks && !stop_requested()) {
-      done.push_back(eval::score_chunk(engine, *seq, tokens, static_cast<int>(done.size()), o->ctx, bos));
-      save_checkpoint();
+    const auto legacy_chunks = [&](const nlohmann::json& c) {  // the one-process checkpoint's chunks
+      std::vector<eval::ChunkNll> v;
+      try {
+        for (const auto& x : c.at("chunks")) v.push_back({x.at(0).get<double>(), x.at(1).get<double>(), x.at(2).get<int64_t>()});
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(ckpt + ": not a valid checkpoint (" + e.what() + ")");
+      }
+      if (static_cast<int>(v.size()) > n_chunks) v.resize(n_chunks);
+      return v;
+    };
+    std::vector<eval::ChunkNll> done;
+    if (world.size() > 1) {
+      // mpirun: chunk i on rank i mod N (cli/sharded.h); rank 0 gets every chunk's sums in chunk order.
+      ShardedItems shards(world, n_chunks, ckpt, settings, "model, file, -c, --skip-layers or the cache types");
+      if (o->resume) {
+        if (std::filesystem::exists(ckpt)) {
+          const std::vector<eval::ChunkNll> v = legacy_chunks(read_checkpoint(ckpt, settings, "model, file, -c, --skip-layers or the cache types"));
+          for (size_t i = 0; i < v.size(); ++i) shards.add(static_cast<int64_t>(i), {v[i].nll_sum, v[i].nll2_sum, v[i].count});
+        }
+        shards.resume();
+      }
+      Progress progress("ppl", shards.n_mine(), "chunks of rank 0", !o->quiet && world.root());
+      progress.update(shards.n_mine_done());
+      for (int i = 0; i < n_chunks && !stop_requested(); ++i) {
+        if (!shards.mine(i) || shards.done(i)) continue;
+        eval::ChunkNll d;
+        try {
+          d = eval::score_chunk(engine, *seq, tokens, i, o->ctx, bos);
+        } catch (const std::exception& e) {
+          world.fail("chunk " + std::to_string(i) + ": " + e.what());
+        }
+        shards.record(i, {d.nll_sum, d.nll2_sum, d.count});
+        progress.update(shards.n_mine_done());
+      }
+      shards.flush();
+      progress.finish();
+      const std::vector<nlohmann::json> all = shards.gather();
+      if (!world.root()) {
+        rc = stop_requested() ? 128 + stop_signal_number() : 0;
+        return;
+      }
+      // The leading run of finished chunks, as one process would have them after a stop.
+      for (const nlohmann::json& x : all) {
+        if (x.is_null()) break;
+        done.push_back({x.at(0).get<double>(), x.at(1).get<double>(), x.at(2).get<int64_t>()});
+      }
+    } else {
+      if (o->resume && std::filesystem::exists(ckpt)) {
+        done = legacy_chunks(read_checkpoint(ckpt, settings, "model, file, -c, --skip-layers or the cache types"));
+        std::fprintf(stderr, "tappa ppl: resuming after %zu of %d chunks\n", done.size(), n_chunks);
+      }
+      const auto save_checkpoint = [&] {
+        if (ckpt.empty()) return;
+        nlohmann::json c = {{"settings", settings}, {"chunks", nlohmann::json::array()}};
+        for (const auto& d : done) c["chunks"].push_back({d.nll_sum, d.nll2_sum, d.count});
+        report::atomic_write(ckpt, c.dump());
+      };
+      Progress progress("ppl", n_chunks, "chunks", !o->quiet);
       progress.update(static_cast<int64_t>(done.size()));
+      while (static_cast<int>(done.size()) < n_chunks && !stop_requested()) {
+        done.push_back(eval::score_chunk(engine, *seq, tokens, static_cast<int>(done.size()), o->ctx, bos));
+        save_checkpoint();
+        progress.update(static_cast<int64_t>(done.size()));
+      }
+      progress.finish();
     }
-    progress.finish();
     const eval::PplSummary s = eval::summarise(done);
     const bool complete = static_cast<int>(done.size()) == n_chunks;
     std::printf("Final estimate: PPL = %.4f +/- %.5f  (%d chunks of %d, %lld tokens scored%s)\n", s.ppl, s.ppl_stderr,

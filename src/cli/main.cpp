@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli/common.h"
+#include "cli/world.h"
 #include "tappa/error.h"
 
 int main(int argc, char** argv) {
@@ -51,14 +52,17 @@ int main(int argc, char** argv) {
     return e.get_exit_code();
   } catch (const tappa::Error& e) {
     std::fflush(stdout);
+    if (auto* w = tappa::cli::World::active_multi()) w->fail(e.what());
     std::fprintf(stderr, "tappa: error: %s\n", e.what());
     return 1;
   } catch (const std::bad_alloc&) {
     std::fflush(stdout);
+    if (auto* w = tappa::cli::World::active_multi()) w->fail("out of memory");
     std::fprintf(stderr, "tappa: error: out of memory\n");
     return 1;
   } catch (const std::exception& e) {
     std::fflush(stdout);
+    if (auto* w = tappa::cli::World::active_multi()) w->fail(e.what());
     std::fprintf(stderr, "tappa: error: %s\n", e.what());
     return 1;
   }

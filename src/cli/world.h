@@ -14,6 +14,9 @@ class World {
  public:
   // The world of this process (MPI is initialised on first use when launched under mpirun).
   static World& get();
+  // The world if a command has already made one with more than one rank, else null: main() reports an
+  // error through fail() then, so the line names the rank and mpirun stops every rank.
+  static World* active_multi();
   int rank() const { return rank_; }
   int size() const { return size_; }
   bool root() const { return rank_ == 0; }

@@ -9,7 +9,22 @@
 
 namespace tappa::cli {
 
+namespace {
+
+// Only a process started by mpirun joins MPI: run by hand, this binary is the plain one (no singleton
+// MPI_Init, which would start Open MPI's runtime for a one-process job and refuse to run as root).
+bool launched_by_mpirun() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"})
+    if (const char* e = std::getenv(v); e != nullptr && *e != '\0') return true;
+  return false;
+}
+
+World* g_world = nullptr;
+
+}  // namespace
+
 World::World() {
+  if (!launched_by_mpirun()) return;  // rank 0 of 1, every collective a no-op
   int inited = 0;
   MPI_Initialized(&inited);
   if (!inited) MPI_Init(nullptr, nullptr);
@@ -19,6 +34,7 @@ World::World() {
 }
 
 World::~World() {
+  if (!mpi_) return;
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (mpi_ && !finalized) MPI_Finalize();
@@ -26,10 +42,14 @@ World::~World() {
 
 World& World::get() {
   static World w;
+  g_world = &w;
   return w;
 }
 
+World* World::active_multi() { return g_world != nullptr && g_world->size() > 1 ? g_world : nullptr; }
+
 std::vector<std::string> World::gather(const std::string& mine) {
+  if (!mpi_) return {mine};
   const long long n = static_cast<long long>(mine.size());
   std::vector<long long> sizes(root() ? size_ : 0);
   MPI_Gather(&n, 1, MPI_LONG_LONG, sizes.data(), 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
@@ -54,18 +74,21 @@ std::vector<std::string> World::gather(const std::string& mine) {
 }
 
 void World::broadcast(std::string& value) {
+  if (!mpi_) return;
   long long n = static_cast<long long>(value.size());
   MPI_Bcast(&n, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
   value.resize(static_cast<size_t>(n));
   MPI_Bcast(value.data(), static_cast<int>(n), MPI_CHAR, 0, MPI_COMM_WORLD);
 }
 
-void World::barrier() { MPI_Barrier(MPI_COMM_WORLD); }
+void World::barrier() {
+  if (mpi_) MPI_Barrier(MPI_COMM_WORLD);
+}
 
 void World::fail(const std::string& message) {
   std::fprintf(stderr, "tappa: error: rank %d of %d: %s\n", rank_, size_, message.c_str());
   std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, 1);
+  if (mpi_) MPI_Abort(MPI_COMM_WORLD, 1);
   std::exit(1);
 }
 
