@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   tappa::cli::register_prune(app, rc);
   tappa::cli::register_eval_mc(app, rc);
   tappa::cli::register_ppl(app, rc);
+  tappa::cli::register_serve(app, rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

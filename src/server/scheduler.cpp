@@ -237,6 +237,7 @@ void Scheduler::loop() {
     for (auto& r : started) {
       r->job->state = Job::State::running;
       r->job->started_at = now;
+      if (r->job->cv) r->job->cv->notify_all();  // a handler waits for admission before it answers
       running_.push_back(std::move(r));
     }
     // Running jobs whose client left: end them now, freeing their sequences.
