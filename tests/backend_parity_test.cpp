@@ -17,6 +17,13 @@
 //                attention: q·k in fp32 (|Δs| <= scale·(d+2)·2^-24·Σ|q_i k_i|), ggml's exp (~1.5 ulp),
 //                p·V in fp32 over n keys: |Δout| <= max|V| · (2·max|Δs| + (n + 8)·2^-24) + 1e-7; the
 //                probabilities handed to taps likewise.
+//                attention over f16 / bf16 / q8_0 / q4_0 caches (attention_kv_quant.cpp): both backends
+//                see the same stored values (the reference reads them back as fp32), so the format's
+//                own rounding cancels and only the fp32 arithmetic is bounded. Without rotation as
+//                above; with a Hadamard block b the query and the output are rotated in fp32 (and the
+//                reference un-rotates K and V in fp32), each rotated value off by at most
+//                (log2 b + 1)·2^-24·‖x‖₂, so |Δs| <= scale·2^-24·(d + 2 + 4(log2 b + 1))·‖q‖₂·max‖k‖₂ and
+//                the output gains 2·(log2 64 + 1)·2^-24·max‖v‖₂.
 // A one-ulp change in any bit-for-bit op must be caught: a backend that forwards to the CPU backend
 // but nudges one output element by one ulp is run through the same checks and must fail each of them.
 #include <gtest/gtest.h>
@@ -250,6 +257,8 @@ struct AttnCase {
   int n_head, n_head_kv, head_dim;
   std::vector<int> new_rows;  // per sequence
   int window;
+  KvCacheFormat format = {};
+  int extra_rows = 0;  // added to every list's earlier rows (long lists: split decode attention)
 };
 
 class RecordingTaps : public backend::AttentionTaps {
@@ -269,11 +278,11 @@ Verdict check_attention(Backend& be, Backend& ref, const AttnCase& c, uint32_t s
   std::vector<std::unique_ptr<KvCache>> ca, cb;
   int total = 0;
   for (int s = 0; s < n_seq; ++s) {
-    ca.push_back(be.new_cache(n_layer, c.n_head_kv, HD));
-    cb.push_back(ref.new_cache(n_layer, c.n_head_kv, HD));
+    ca.push_back(be.new_cache(n_layer, c.n_head_kv, HD, c.format));
+    cb.push_back(ref.new_cache(n_layer, c.n_head_kv, HD, c.format));
     // Earlier rows: a different length per KV head (a compressed cache), then this call's rows.
     for (int h = 0; h < c.n_head_kv; ++h) {
-      const int len = 3 + (s * 37 + h * 11 + static_cast<int>(seed)) % 90;
+      const int len = 3 + (s * 37 + h * 11 + static_cast<int>(seed)) % 90 + c.extra_rows;
       const auto k = randn(static_cast<size_t>(len * HD), seed + 100 * s + h), v = randn(static_cast<size_t>(len * HD), seed + 7 + 100 * s + h);
       for (auto* cache : {ca.back().get(), cb.back().get()}) {
         cache->reserve_extra(layer, len + c.new_rows[s]);
@@ -326,17 +335,29 @@ Verdict check_attention(Backend& be, Backend& ref, const AttnCase& c, uint32_t s
         const int kv = h / group, n = cb[s]->length(layer, kv);
         std::vector<float> K(static_cast<size_t>(n * HD)), V(K.size());
         cb[s]->read(layer, kv, 0, n, K.data(), V.data());
-        double qk = 0, vmax = 0;
+        double qk = 0, vmax = 0, qn = 0, kn = 0, vn = 0;
+        const float* qr = q.data() + static_cast<size_t>(row) * QD + h * HD;
+        for (int d = 0; d < HD; ++d) qn += static_cast<double>(qr[d]) * qr[d];
         for (int j = 0; j < n; ++j) {
-          double sj = 0;
-          for (int d = 0; d < HD; ++d) sj += std::fabs(static_cast<double>(q[static_cast<size_t>(row) * QD + h * HD + d]) * K[j * HD + d]);
+          double sj = 0, kj = 0, vj = 0;
+          for (int d = 0; d < HD; ++d) {
+            sj += std::fabs(static_cast<double>(qr[d]) * K[j * HD + d]);
+            kj += static_cast<double>(K[j * HD + d]) * K[j * HD + d];
+            vj += static_cast<double>(V[j * HD + d]) * V[j * HD + d];
+          }
           qk = std::max(qk, sj);
+          kn = std::max(kn, kj);
+          vn = std::max(vn, vj);
         }
         for (float x : V) vmax = std::max(vmax, std::fabs(static_cast<double>(x)));
-        const double ds = scale * (HD + 2) * std::ldexp(1.0, -24) * qk;
+        const double u = std::ldexp(1.0, -24);
+        const int rot_k = c.format.rotate_k ? static_cast<int>(std::log2(HD & -HD)) + 1 : 0;
+        double ds = scale * (HD + 2) * u * qk;
+        if (rot_k) ds = scale * u * (HD + 2 + 4 * rot_k) * std::sqrt(qn * kn);
+        const double dv = c.format.rotate_v ? 2 * (6 + 1) * u * std::sqrt(vn) : 0.0;
         max_ds_all = std::max(max_ds_all, ds);
         for (int d = 0; d < HD; ++d)
-          tol[static_cast<size_t>(row) * QD + h * HD + d] = vmax * (2 * ds + (n + 8) * std::ldexp(1.0, -24)) + 1e-7;
+          tol[static_cast<size_t>(row) * QD + h * HD + d] = vmax * (2 * ds + (n + 8) * u) + dv + 1e-7;
       }
     }
   }
@@ -390,6 +411,33 @@ std::vector<Check> all_checks() {
   };
   for (size_t i = 0; i < cases.size(); ++i)
     v.push_back({"attention", false, [c = cases[i], i](Backend& b, Backend& r) { return check_attention(b, r, c, static_cast<uint32_t>(40 + i)); }});
+  // The cache formats (K and V types apart, rotated or not) on the shapes above that can hold them.
+  const KvType F32 = KvType::f32, F16 = KvType::f16, BF16 = KvType::bf16, Q8 = KvType::q8_0, Q4 = KvType::q4_0;
+  const std::vector<KvCacheFormat> formats = {
+      {F16, F16, false, false}, {BF16, BF16, false, false}, {Q8, Q8, false, false}, {Q4, Q4, false, false},
+      {Q8, Q8, true, true},     {Q4, Q4, true, true},       {Q8, F16, true, false}, {F32, Q4, false, true},
+      {F16, Q8, false, false},  {F32, F32, true, true},
+  };
+  // Long lists: single-token rows of >= 1024 keys are split over threads in chunks of 512 and merged
+  // (attention_kv_split.cpp); a window can start inside a chunk.
+  for (const KvCacheFormat& f : {formats[0], formats[4], formats[7]}) {
+    v.push_back({"attention split " + kv_format_name(f), false, [f](Backend& b, Backend& r) {
+                   return check_attention(b, r, AttnCase{9, 3, 64, {1, 1, 3}, 0, f, 1500}, 300);
+                 }});
+    v.push_back({"attention split window " + kv_format_name(f), false, [f](Backend& b, Backend& r) {
+                   return check_attention(b, r, AttnCase{4, 1, 256, {1}, 1300, f, 1400}, 301);
+                 }});
+  }
+  for (size_t i = 0; i < cases.size(); ++i)
+    for (size_t f = 0; f < formats.size(); ++f) {
+      AttnCase c = cases[i];
+      c.format = formats[f];
+      const bool blocks = kv_type_is_quantized(c.format.k) || kv_type_is_quantized(c.format.v);
+      if ((blocks && c.head_dim % 32 != 0) || ((c.format.rotate_k || c.format.rotate_v) && c.head_dim % 64 != 0)) continue;
+      v.push_back({"attention " + kv_format_name(c.format), false, [c, i, f](Backend& b, Backend& r) {
+                     return check_attention(b, r, c, static_cast<uint32_t>(100 + 17 * i + f));
+                   }});
+    }
   return v;
 }
 
@@ -426,7 +474,8 @@ class Nudged final : public Backend {
   void upload(const float* h, Mat d) override { cpu_->upload(h, d); }
   void download(const Mat& s, float* h) override { cpu_->download(s, h); }
   void copy(const Mat& s, Mat d) override { cpu_->copy(s, d), nudge("copy", d); }
-  std::unique_ptr<KvCache> new_cache(int l, int h, int d) override { return cpu_->new_cache(l, h, d); }
+  using Backend::new_cache;
+  std::unique_ptr<KvCache> new_cache(int l, int h, int d, const KvCacheFormat& f) override { return cpu_->new_cache(l, h, d, f); }
   void embed(const WeightView& t, std::span<const int32_t> tok, float s, Mat x) override { cpu_->embed(t, tok, s, x), nudge("embed", x); }
   void rms_norm(const Mat& x, const float* w, float eps, Mat o) override { cpu_->rms_norm(x, w, eps, o), nudge("rms_norm", o); }
   void matmul(const WeightView& w, const Mat& x, Mat y, backend::Order o) override { cpu_->matmul(w, x, y, o); }

@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -34,6 +35,14 @@ struct EngineOptions {
   int n_ctx = 0;                  // context of new sequences; 0: the model's training context
   int n_batch = 512;              // prompt tokens per forward chunk
   std::string backend = "cpu";    // "cpu" or "reference" (plain scalar loops, for tests)
+  // KV-cache storage of new sequences (llama.cpp's -ctk / -ctv); SequenceOptions can override it.
+  KvCacheType cache{};
+};
+
+// A sequence's own settings (Engine::new_sequence); unset fields take the engine's.
+struct SequenceOptions {
+  int n_ctx = 0;                      // 0: the engine's
+  std::optional<KvCacheType> cache{}; // K/V storage; unset: EngineOptions::cache
 };
 
 class Engine;
@@ -97,6 +106,11 @@ class Engine {
 
   // A new, empty sequence; n_ctx 0: the engine's default.
   std::unique_ptr<Sequence> new_sequence(int n_ctx = 0);
+  // A new, empty sequence with its own context size and K/V storage format. Throws tappa::Error when
+  // the format does not fit the model (a block type needs head_dim % 32 == 0, rotation % 64 == 0).
+  std::unique_ptr<Sequence> new_sequence(const SequenceOptions& options);
+  // The format new sequences get by default (EngineOptions::cache resolved for this model).
+  KvCacheFormat cache_format() const { return cache_format_; }
 
   // One sequence's tokens in a forward pass; all_logits: logits of every token, not only the last.
   struct Step {
@@ -139,6 +153,8 @@ class Engine {
   const Model* model_;
   int n_ctx_ = 0;
   int n_batch_ = 512;
+  KvCacheType cache_type_;
+  KvCacheFormat cache_format_;
   std::unique_ptr<backend::Backend> backend_;
   std::unique_ptr<Forward> forward_;
   std::vector<char> skip_;

@@ -7,13 +7,62 @@
 // The backend that runs the model makes the cache (Engine::new_sequence) and decides where it lives;
 // keys() / values() give fp32 host rows where the storage allows (the CPU and reference backends), and
 // read() copies rows out of any storage.
+//
+// Storage formats (KvCacheFormat): K and V each f32, f16, bf16, q8_0 or q4_0 (llama.cpp's -ctk / -ctv;
+// q8_0 / q4_0 are ggml's 32-element blocks along head_dim, so one row is head_dim / 32 self-contained
+// blocks), optionally Walsh-Hadamard rotated before rounding (docs/KV_FORMATS.md). read() always
+// returns the values as fp32 in the model's own basis (rotation undone).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
+#include <string>
+#include <string_view>
 
 namespace tappa {
+
+// Element type of a cache's K or V rows.
+enum class KvType : uint8_t { f32, f16, bf16, q8_0, q4_0 };
+// "f32", "f16", "bf16", "q8_0", "q4_0" (llama.cpp's names).
+const char* kv_type_name(KvType t);
+// The type of a name above (nullopt otherwise).
+std::optional<KvType> parse_kv_type(std::string_view name);
+// Bytes of one row of head_dim elements (q8_0: head_dim / 32 * 34, q4_0: head_dim / 32 * 18).
+size_t kv_row_bytes(KvType t, int head_dim);
+// Whether head_dim can be stored as t (the block types need a multiple of 32).
+bool kv_type_fits(KvType t, int head_dim);
+inline bool kv_type_is_quantized(KvType t) { return t == KvType::q8_0 || t == KvType::q4_0; }
+
+// How a cache stores its rows. rotate_k / rotate_v: each row is multiplied by an orthonormal
+// Walsh-Hadamard matrix before it is rounded (K: one block of the largest power of two dividing
+// head_dim; V: blocks of 64), which spreads outlier channels over the block before the shared
+// block scale is chosen; attention rotates the query the same way (q·k is unchanged) and rotates the
+// weighted V sum back.
+struct KvCacheFormat {
+  KvType k = KvType::f32;
+  KvType v = KvType::f32;
+  bool rotate_k = false;
+  bool rotate_v = false;
+  bool is_f32() const { return k == KvType::f32 && v == KvType::f32 && !rotate_k && !rotate_v; }
+  bool operator==(const KvCacheFormat&) const = default;
+};
+// "q8_0/f16" (K/V), "+rot" when rotated: e.g. "q4_0+rotk/q4_0+rotv".
+std::string kv_format_name(const KvCacheFormat& f);
+
+// What a caller asks for: the types and whether to rotate. Automatic rotates a quantized K and a
+// quantized V when head_dim is a multiple of 64, as llama.cpp does since its PR #21038.
+enum class KvRotation : uint8_t { automatic, on, off };
+struct KvCacheType {
+  KvType k = KvType::f32;
+  KvType v = KvType::f32;
+  KvRotation rotation = KvRotation::automatic;
+  bool operator==(const KvCacheType&) const = default;
+};
+// The format a cache of this head_dim gets. Throws tappa::Error (one line) when a type does not fit
+// head_dim or rotation is asked for where it cannot apply (head_dim not a multiple of 64).
+KvCacheFormat resolve_kv_format(const KvCacheType& t, int head_dim);
 
 class KvCache {
  public:
@@ -63,6 +112,14 @@ class KvCache {
   virtual size_t bytes_used() const = 0;  // rows held × their storage size, summed
   // Bytes of one row of K plus one row of V in this storage (fp32: head_dim * 8).
   virtual size_t row_bytes() const = 0;
+
+  // --- the storage as stored (formats other than fp32; save/restore, cache-to-cache copies) ---
+  virtual KvCacheFormat format() const { return {}; }
+  // Rows [first, first + n) of one list in the storage's own layout: kv_row_bytes(format().k,
+  // head_dim) bytes per K row, likewise V (either pointer may be null). Exact: no rounding.
+  virtual void read_stored(int layer, int head, int first, int n, void* k, void* v) const;
+  // Appends n rows given in the storage's own layout (as read_stored wrote them).
+  virtual void append_stored(int layer, int head, const void* k, const void* v, int n);
 
  protected:
   int n_layer_, n_head_kv_, head_dim_;

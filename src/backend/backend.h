@@ -137,8 +137,12 @@ class Backend {
   virtual void upload(const float* host, Mat dst) = 0;         // dst <- host ([rows][cols], packed)
   virtual void download(const Mat& src, float* host) = 0;      // host ([rows][cols], packed) <- src
   virtual void copy(const Mat& src, Mat dst) = 0;              // same shape
-  // An empty cache whose lists this backend's attention reads.
-  virtual std::unique_ptr<KvCache> new_cache(int n_layer, int n_head_kv, int head_dim) = 0;
+  // An empty cache whose lists this backend's attention reads, storing K and V as `format` says
+  // (a backend that cannot store a format throws tappa::Error naming it).
+  virtual std::unique_ptr<KvCache> new_cache(int n_layer, int n_head_kv, int head_dim, const KvCacheFormat& format) = 0;
+  std::unique_ptr<KvCache> new_cache(int n_layer, int n_head_kv, int head_dim) {
+    return new_cache(n_layer, n_head_kv, head_dim, KvCacheFormat{});
+  }
 
   // --- ops -------------------------------------------------------------------------------------
   // x[i] = row tokens[i] of the embedding table (dequantized) times scale.

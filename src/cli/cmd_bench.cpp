@@ -81,6 +81,7 @@ void register_bench(CLI::App& app, int& rc) {
     int threads = 0, n_prompt = 512, n_gen = 128, reps = 5, depth = 0, batch = 512;
     std::vector<int> n_seqs{1};
     kv::CompressorFlags kv;
+    CacheTypeFlags cache;
   };
   auto o = std::make_shared<Opts>();
   add_model_option(*cmd, o->model);
@@ -94,6 +95,7 @@ void register_bench(CLI::App& app, int& rc) {
       ->delimiter(',')->check(CLI::Range(1, 4096));
   cmd->add_option("-o,--output", o->output, "Output format: md or json")->capture_default_str()->check(CLI::IsMember({"md", "json"}));
   add_kv_flags(*cmd, o->kv);
+  add_cache_type_flags(*cmd, o->cache);
   cmd->callback([o, &rc] {
     const kv::CompressorOptions kv_opts = kv::make_compressor_options(o->kv);
     const bool use_kv = kv_opts.method != "fullkv";
@@ -106,6 +108,7 @@ void register_bench(CLI::App& app, int& rc) {
     EngineOptions eo;
     eo.n_threads = o->threads;
     eo.n_batch = o->batch;
+    eo.cache = cache_type_from_flags(o->cache);
     eo.n_ctx = o->depth + std::max(o->n_prompt, o->n_gen);
     if (eo.n_ctx <= 0) throw Error("nothing to measure: -p and -n are both 0");
     Engine engine(model, eo);
@@ -204,14 +207,16 @@ void register_bench(CLI::App& app, int& rc) {
       for (const auto& r : results)
         j.push_back({{"test", r.label()},
                      {"model_filename", o->model}, {"n_threads", engine.n_threads()}, {"n_prompt", r.n_prompt},
+                     {"type_k", kv_type_name(engine.cache_format().k)}, {"type_v", kv_type_name(engine.cache_format().v)},
+                     {"kv_format", kv_format_name(engine.cache_format())},
                      {"n_gen", r.n_gen}, {"n_depth", r.n_depth}, {"n_seqs", r.n_seqs}, {"kv", r.kv},
                      {"kv_bytes_held", r.kv_bytes}, {"avg_ts", r.mean()}, {"stddev_ts", r.sd()}, {"samples_ts", r.ts}});
       std::printf("%s\n", j.dump(2).c_str());
     } else {
-      std::printf("| model | threads | test | t/s |\n| --- | ---: | --- | ---: |\n");
+      std::printf("| model | threads | K/V | test | t/s |\n| --- | ---: | --- | --- | ---: |\n");
       for (const auto& r : results)
-        std::printf("| %s | %d | %s | %.2f ± %.2f |\n", c.name.empty() ? c.arch_name.c_str() : c.name.c_str(),
-                    engine.n_threads(), r.label().c_str(), r.mean(), r.sd());
+        std::printf("| %s | %d | %s | %s | %.2f ± %.2f |\n", c.name.empty() ? c.arch_name.c_str() : c.name.c_str(),
+                    engine.n_threads(), kv_format_name(engine.cache_format()).c_str(), r.label().c_str(), r.mean(), r.sd());
     }
     rc = 0;
   });

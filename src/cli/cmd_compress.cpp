@@ -83,7 +83,7 @@ nlohmann::json record_json(const kv::CompressionRecord& r, bool heads) {
   return j;
 }
 
-void print_table(std::FILE* out, const kv::CompressionRecord& r, const ModelConfig& c, bool heads) {
+void print_table(std::FILE* out, const kv::CompressionRecord& r, const ModelConfig& c, bool heads, const KvCacheFormat& f) {
   std::fprintf(out, "method %s (scorer %s, allocator %s%s%s), %d prompt tokens, budget C = %d tokens/layer "
                     "(ratio %.4f), window W = %d%s\n",
                r.method.c_str(), r.scorer.c_str(), r.allocator.c_str(), r.cascading ? ", cascading" : "",
@@ -113,16 +113,17 @@ void print_table(std::FILE* out, const kv::CompressionRecord& r, const ModelConf
     after += l.bytes_after;
     kept += l.kept;
   }
-  const size_t budget_bytes = static_cast<size_t>(r.capacity) * c.n_layer * c.n_head_kv * c.head_dim * 2 * sizeof(float);
+  const size_t row = kv_row_bytes(f.k, c.head_dim) + kv_row_bytes(f.v, c.head_dim);  // one token's K + V in one list
+  const size_t budget_bytes = static_cast<size_t>(r.capacity) * c.n_layer * c.n_head_kv * row;
   std::fprintf(out, "total: %lld tokens kept over %d layers x %d KV heads (%.1f per list); lists %.3f MiB -> %.3f MiB\n",
                static_cast<long long>(kept), c.n_layer, c.n_head_kv,
                static_cast<double>(kept) / std::max(1, c.n_layer * c.n_head_kv), before / kMiB, after / kMiB);
   std::fprintf(out,
                "KvCache::bytes_held: before %zu (%.3f MiB), after %zu (%.3f MiB), factor %.4f; expected from the "
-               "final budgets %zu (%.3f MiB), C*L*H_kv*d*2*4 = %zu (%.3f MiB)\n",
+               "final budgets %zu (%.3f MiB), C*L*H_kv*(K+V row: %zu B, %s) = %zu (%.3f MiB)\n",
                r.bytes_held_before, r.bytes_held_before / kMiB, r.bytes_held_after, r.bytes_held_after / kMiB,
                r.bytes_held_before ? static_cast<double>(r.bytes_held_after) / r.bytes_held_before : 1.0,
-               r.bytes_expected, r.bytes_expected / kMiB, budget_bytes, budget_bytes / kMiB);
+               r.bytes_expected, r.bytes_expected / kMiB, row, kv_format_name(f).c_str(), budget_bytes, budget_bytes / kMiB);
   std::fprintf(out, "peak during prefill: %.3f MiB held (compressed layers + the layer being computed; rows: %.3f MiB)\n",
                r.bytes_held_peak / kMiB, r.bytes_peak_layerwise / kMiB);
 }
@@ -148,6 +149,7 @@ void register_compress(CLI::App& app, int& rc) {
     int max_tokens = 0, threads = 0, ctx = 0, batch = 512, decode = 0, repeat = 1;
     bool no_bos = false, no_heads = false, show_text = false;
     kv::CompressorFlags kv;
+    CacheTypeFlags cache;
   };
   auto o = std::make_shared<Opts>();
   o->kv.method = "tappa";
@@ -169,6 +171,7 @@ void register_compress(CLI::App& app, int& rc) {
   cmd->add_flag("--no-bos", o->no_bos, "Do not add the BOS token");
   cmd->add_flag("--show-text", o->show_text, "Print the greedy continuations (compressed and full) with --decode");
   add_kv_flags(*cmd, o->kv);
+  add_cache_type_flags(*cmd, o->cache);
 
   cmd->callback([o, &rc] {
     const kv::CompressorOptions kv_opts = kv::make_compressor_options(o->kv);
@@ -184,6 +187,7 @@ void register_compress(CLI::App& app, int& rc) {
     eo.n_threads = o->threads;
     eo.n_ctx = o->ctx > 0 ? o->ctx : N + o->decode + 1;
     eo.n_batch = o->batch;
+    eo.cache = cache_type_from_flags(o->cache);
     if (N + o->decode > eo.n_ctx)
       throw Error("prompt (" + std::to_string(N) + " tokens) plus " + std::to_string(o->decode) +
                   " to decode exceeds the context of " + std::to_string(eo.n_ctx) + " tokens (raise -c/--ctx-size)");
@@ -253,6 +257,7 @@ void register_compress(CLI::App& app, int& rc) {
     j["n_layer"] = c.n_layer;
     j["n_head_kv"] = c.n_head_kv;
     j["head_dim"] = c.head_dim;
+    j["kv_format"] = kv_format_name(engine.cache_format());
     j["threads"] = engine.n_threads();
     j["repeat"] = o->repeat;
     j["record"] = record_json(rec, !o->no_heads);
@@ -291,7 +296,7 @@ void register_compress(CLI::App& app, int& rc) {
     if (json_stdout) {
       std::printf("%s\n", j.dump(1).c_str());
     } else {
-      print_table(stdout, rec, c, !o->no_heads);
+      print_table(stdout, rec, c, !o->no_heads, engine.cache_format());
       std::printf("prefill %.3f s (median of %d), compression %.2f ms (scoring %.2f, eviction %.2f%s) = %.2f%% of the "
                   "prefill\n",
                   pre, o->repeat, comp * 1e3, rec.t_score * 1e3, rec.t_evict * 1e3,

@@ -86,12 +86,14 @@ void register_eval_kv(CLI::App& app, int& rc) {
       "  tappa eval-kv --tasks passkey,niah_single_numbers --lengths 1024 --samples 2 --budgets 64,128 -o out\n"
       "  tappa eval-kv -o out --resume                      # continue an interrupted run (same flags)\n"
       "  tappa eval-kv --tasks longbench:my.jsonl --methods fullkv,snapkv,tappa --budgets 256 -o lb\n"
+      "  tappa eval-kv --tasks fidelity_wikitext --methods fullkv,snapkv,tappa --cache-types f32,f16,q8_0,q4_0 -o fr\n"
       "  tappa eval-kv --summarize -o out                   # rewrite table.md/csv/plots from results.json\n"
       "  scripts/eval_kv_grid.sh                            # the default-model grid of docs/RESULTS.md\n\n" +
       kv_methods_help());
   struct Opts {
     std::string model, methods = kDefaultMethods, budgets = "64,128,256,512", tasks = default_tasks(),
-                       lengths = "2048", modes = "query-aware", out = "eval-kv-out", data = default_data_dir();
+                       lengths = "2048", modes = "query-aware", out = "eval-kv-out", data = default_data_dir(),
+                       cache_types = "f32";
     int samples = 3, threads = 0, fidelity_tokens = 64, greedy_tokens = 32, lb_max_new = 64;
     uint64_t seed = 0;
     bool resume = false, force = false, no_progress = false, summarize = false, no_chat = false;
@@ -105,6 +107,10 @@ void register_eval_kv(CLI::App& app, int& rc) {
   cmd->add_option("--tasks", o->tasks, "Comma-separated tasks (see below)")->capture_default_str();
   cmd->add_option("--lengths", o->lengths, "Comma-separated prompt lengths in tokens")->capture_default_str();
   cmd->add_option("--modes", o->modes, "query-aware and/or query-agnostic")->capture_default_str();
+  cmd->add_option("--cache-types", o->cache_types,
+                  "K/V cache storage axis: TYPE or K/V (f32, f16, bf16, q8_0, q4_0), optional :rot=on|off; every method "
+                  "and budget runs on each, labelled METHOD@TYPE (fidelity reference: the f32 full cache)")
+      ->capture_default_str();
   cmd->add_option("--samples", o->samples, "Samples per task and length")->capture_default_str()->check(CLI::Range(1, 100000));
   cmd->add_option("--seed", o->seed, "Seed of the task generators and sample choice")->capture_default_str();
   cmd->add_option("--fidelity-tokens", o->fidelity_tokens, "M: teacher-forced continuation tokens (fidelity tasks)")
@@ -153,6 +159,7 @@ void register_eval_kv(CLI::App& app, int& rc) {
     cfg.tasks = evalkv::split_list(o->tasks);
     cfg.lengths = parse_ints("--lengths", o->lengths);
     cfg.modes = evalkv::split_list(o->modes);
+    cfg.cache_types = evalkv::split_list(o->cache_types);
     cfg.samples = o->samples;
     cfg.seed = o->seed;
     cfg.fidelity_tokens = o->fidelity_tokens;

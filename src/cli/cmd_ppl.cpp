@@ -31,6 +31,7 @@ void register_ppl(CLI::App& app, int& rc) {
     std::string model, file, out, checkpoint, skip;
     int ctx = 512, chunks = -1, threads = 0;
     bool resume = false, quiet = false;
+    CacheTypeFlags cache;
   };
   auto o = std::make_shared<Opts>();
   add_model_option(*cmd, o->model);
@@ -40,6 +41,7 @@ void register_ppl(CLI::App& app, int& rc) {
   cmd->add_option("-t,--threads", o->threads, "CPU threads (0: all)")->capture_default_str()->check(CLI::Range(0, 1024));
   cmd->add_option("--skip-layers", o->skip, "Skip these layers (in-memory pruning), e.g. 3,5,20-24");
   cmd->add_option("-o,--output", o->out, "Write the result as JSON (atomically)");
+  add_cache_type_flags(*cmd, o->cache);
   cmd->add_option("--checkpoint", o->checkpoint, "Checkpoint file (default: OUTPUT.ckpt.json when -o is given)");
   cmd->add_flag("--resume", o->resume, "Continue from the checkpoint of an interrupted run with the same settings");
   cmd->add_flag("-q,--quiet", o->quiet, "No per-chunk values and no progress bar");
@@ -53,11 +55,14 @@ void register_ppl(CLI::App& app, int& rc) {
     const std::string ckpt = !o->checkpoint.empty() ? o->checkpoint : (o->out.empty() ? "" : o->out + ".ckpt.json");
     if (o->resume && ckpt.empty()) throw Error("--resume needs -o or --checkpoint (where the checkpoint lives)");
 
-    const nlohmann::json settings = {{"model", o->model}, {"file", o->file}, {"n_ctx", o->ctx},
-                                     {"n_tokens", tokens.size()}, {"skip_layers", skip}};
+    nlohmann::json settings = {{"model", o->model}, {"file", o->file}, {"n_ctx", o->ctx},
+                               {"n_tokens", tokens.size()}, {"skip_layers", skip}};
+    const KvCacheType cache = cache_type_from_flags(o->cache);
+    const KvCacheFormat format = resolve_kv_format(cache, model->config().head_dim);
+    if (!format.is_f32()) settings["kv_format"] = kv_format_name(format);  // f32: checkpoints as before
     std::vector<eval::ChunkNll> done;
     if (o->resume && std::filesystem::exists(ckpt)) {
-      const nlohmann::json c = read_checkpoint(ckpt, settings, "model, file, -c or --skip-layers");
+      const nlohmann::json c = read_checkpoint(ckpt, settings, "model, file, -c, --skip-layers or the cache types");
       try {
         for (const auto& x : c.at("chunks")) done.push_back({x.at(0).get<double>(), x.at(1).get<double>(), x.at(2).get<int64_t>()});
       } catch (const nlohmann::json::exception& e) {
@@ -76,6 +81,7 @@ void register_ppl(CLI::App& app, int& rc) {
     EngineOptions eo;
     eo.n_threads = o->threads;
     eo.n_ctx = o->ctx;
+    eo.cache = cache;
     Engine engine(model, eo);
     engine.set_skip_layers(skip);
     auto seq = engine.new_sequence();

@@ -79,6 +79,39 @@ void add_kv_flags(CLI::App& cmd, kv::CompressorFlags& f) {
                                   "expected-attention: (score + epsilon) * |v| (default 0)");
 }
 
+void add_cache_type_flags(CLI::App& cmd, CacheTypeFlags& f) {
+  const std::vector<std::string> types{"f32", "f16", "bf16", "q8_0", "q4_0"};
+  const std::string def = kv_type_name(EngineOptions{}.cache.k);
+  cmd.add_option("--cache-type-k", f.k, "KV cache type of K (-ctk): f32, f16, bf16, q8_0, q4_0 (default " + def + ")")
+      ->check(CLI::IsMember(types));
+  cmd.add_option("--cache-type-v", f.v, "KV cache type of V (-ctv): f32, f16, bf16, q8_0, q4_0 (default " + def + ")")
+      ->check(CLI::IsMember(types));
+  cmd.add_option("--kv-rotation", f.rotation,
+                 "Hadamard rotation of K/V rows before storing: auto (quantized K and V, as llama.cpp), on, off")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "on", "off"}));
+}
+
+KvCacheType cache_type_from_flags(const CacheTypeFlags& f) {
+  KvCacheType t = EngineOptions{}.cache;
+  if (!f.k.empty()) t.k = *parse_kv_type(f.k);
+  if (!f.v.empty()) t.v = *parse_kv_type(f.v);
+  t.rotation = f.rotation == "on" ? KvRotation::on : f.rotation == "off" ? KvRotation::off : KvRotation::automatic;
+  return t;
+}
+
+void rewrite_llama_aliases(int argc, char** argv, std::vector<std::string>& storage, std::vector<char*>& out) {
+  storage.assign(argv, argv + argc);
+  for (std::string& a : storage) {
+    for (const auto& [alias, name] : {std::pair{"-ctk", "--cache-type-k"}, std::pair{"-ctv", "--cache-type-v"}}) {
+      const std::string al(alias);
+      if (a == al) a = name;
+      else if (a.rfind(al + "=", 0) == 0) a = std::string(name) + a.substr(al.size());
+    }
+  }
+  out.clear();
+  for (std::string& a : storage) out.push_back(a.data());
+}
+
 void register_run(CLI::App& app, int& rc) {
   auto* cmd = app.add_subcommand("run", "Generate text from a prompt (greedy by default; --temp for sampling)");
   cmd->footer(
@@ -104,6 +137,7 @@ void register_run(CLI::App& app, int& rc) {
     bool quiet = false;
     bool ignore_eos = false;
     kv::CompressorFlags kv;
+    CacheTypeFlags cache;
     std::string skip_layers;
   };
   auto o = std::make_shared<Opts>();
@@ -129,6 +163,7 @@ void register_run(CLI::App& app, int& rc) {
   cmd->add_flag("-q,--quiet", o->quiet, "Print only the generated text (no prompt echo, no timing)");
   cmd->add_option("--skip-layers", o->skip_layers, "Skip these layers (in-memory pruning), e.g. 3,5,20-24");
   add_kv_flags(*cmd, o->kv);
+  add_cache_type_flags(*cmd, o->cache);
   cmd->callback([o, &rc] {
     const kv::CompressorOptions kv_opts = kv::make_compressor_options(o->kv);
     std::string text = read_prompt(o->prompt, o->file);
@@ -149,6 +184,7 @@ void register_run(CLI::App& app, int& rc) {
     eo.n_threads = o->threads;
     eo.n_ctx = o->ctx;
     eo.n_batch = o->batch;
+    eo.cache = cache_type_from_flags(o->cache);
     Engine engine(model, eo);
     engine.set_skip_layers(prune::parse_layer_list(o->skip_layers, model->config().n_layer));
     auto seq = engine.new_sequence();
@@ -210,9 +246,10 @@ void register_run(CLI::App& app, int& rc) {
     std::printf("\n");
     if (!o->quiet) {
       std::fprintf(stderr, "\n[prompt: %zu tokens in %.2f s, %.1f tok/s | generated: %d tokens in %.2f s, %.1f tok/s | "
-                           "threads %d | kv cache %.1f MiB]\n",
+                           "threads %d | kv cache %.1f MiB, %s]\n",
                    tokens.size(), t_prompt, tokens.size() / t_prompt, generated, t_gen,
-                   generated > 0 ? generated / t_gen : 0.0, engine.n_threads(), seq->cache().bytes_held() / 1048576.0);
+                   generated > 0 ? generated / t_gen : 0.0, engine.n_threads(), seq->cache().bytes_held() / 1048576.0,
+                   kv_format_name(seq->cache().format()).c_str());
       if (compressor && compressor->record().decode_steps > 0)
         std::fprintf(stderr, "[kv decode eviction: %lld steps, %lld rows evicted, %.1f ms]\n",
                      static_cast<long long>(compressor->record().decode_steps),

@@ -1,9 +1,12 @@
 // Pieces shared by the subcommands: the default model path, reading prompt text, formatting.
 #pragma once
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+
+#include "tappa/kv_cache.h"
 
 namespace tappa::cli {
 
@@ -25,6 +28,18 @@ std::string read_file(const std::string& path);
 // A --resume checkpoint of a long command: parses `path` and checks it was written with `settings`.
 // Throws tappa::Error naming the file, and `which` (the flags that make up the settings) on a mismatch.
 nlohmann::json read_checkpoint(const std::string& path, const nlohmann::json& settings, const std::string& which);
+
+// K/V cache storage flags (cmd_run.cpp; run, compress, bench, eval-kv): --cache-type-k / -ctk,
+// --cache-type-v / -ctv (f32, f16, bf16, q8_0, q4_0, as llama.cpp's) and --kv-rotation auto|on|off.
+struct CacheTypeFlags {
+  std::string k, v;             // empty: the default (kDefaultCacheType)
+  std::string rotation = "auto";
+};
+void add_cache_type_flags(CLI::App& cmd, CacheTypeFlags& f);
+// The cache type the flags ask for (validated names; the model check happens in the engine).
+tappa::KvCacheType cache_type_from_flags(const CacheTypeFlags& f);
+// llama.cpp's multi-letter short flags (-ctk, -ctv), which CLI11 cannot declare, as their long names.
+void rewrite_llama_aliases(int argc, char** argv, std::vector<std::string>& storage, std::vector<char*>& out);
 
 // Subcommand registration; each returns the exit code through the callback's result.
 void register_info(CLI::App& app, int& rc);

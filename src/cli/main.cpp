@@ -5,6 +5,7 @@
 #include <exception>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "cli/common.h"
 #include "tappa/error.h"
@@ -37,7 +38,10 @@ int main(int argc, char** argv) {
   tappa::cli::register_ppl(app, rc);
   tappa::cli::register_serve(app, rc);
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> args;
+    std::vector<char*> argp;
+    tappa::cli::rewrite_llama_aliases(argc, argv, args, argp);
+    app.parse(static_cast<int>(argp.size()), argp.data());
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help / --version are "errors" that succeed
     // A bad flag is bad input like any other: one "tappa: error:" line (CLI11's own text says which flag).

@@ -80,6 +80,8 @@ void Engine::init(const EngineOptions& options) {
   n_ctx_ = options.n_ctx > 0 ? options.n_ctx : c.n_ctx_train;
   if (n_ctx_ <= 0) throw Error("context size must be positive");
   n_batch_ = std::max(1, options.n_batch);
+  cache_type_ = options.cache;
+  cache_format_ = resolve_kv_format(cache_type_, c.head_dim);
   if (c.n_group() > 64)
     throw Error("unsupported attention: " + std::to_string(c.n_group()) + " query heads per KV head (at most 64)");
   backend_ = backend::make_backend(options.backend, options.n_threads);
@@ -113,13 +115,16 @@ void Engine::prepare_backend() {
 int Engine::n_threads() const { return backend_->n_threads(); }
 std::string Engine::backend_name() const { return backend_->name(); }
 
-std::unique_ptr<Sequence> Engine::new_sequence(int n_ctx) {
-  if (n_ctx < 0) throw Error("new_sequence: negative context size");
+std::unique_ptr<Sequence> Engine::new_sequence(int n_ctx) { return new_sequence(SequenceOptions{n_ctx, std::nullopt}); }
+
+std::unique_ptr<Sequence> Engine::new_sequence(const SequenceOptions& o) {
+  if (o.n_ctx < 0) throw Error("new_sequence: negative context size");
   const ModelConfig& c = model_->config();
+  const KvCacheFormat format = o.cache ? resolve_kv_format(*o.cache, c.head_dim) : cache_format_;
   auto impl = std::make_unique<Sequence::Impl>();
   impl->engine = this;
-  impl->cache = backend_->new_cache(c.n_layer, c.n_head_kv, c.head_dim);
-  impl->n_ctx = n_ctx > 0 ? n_ctx : n_ctx_;
+  impl->cache = backend_->new_cache(c.n_layer, c.n_head_kv, c.head_dim, format);
+  impl->n_ctx = o.n_ctx > 0 ? o.n_ctx : n_ctx_;
   return std::unique_ptr<Sequence>(new Sequence(std::move(impl)));
 }
 

@@ -5,6 +5,12 @@
 // Layout (little-endian, this machine's float format):
 //   "TPSQ" u32 version=1 | i32 n_layer, n_head_kv, head_dim | i64 n_past | u64 n_tokens | i32 tokens[]
 //   then per (layer, KV head), layer-major: i32 length | f32 K[length][head_dim] | f32 V[length][head_dim]
+// A cache stored in another format than fp32 (KvCacheFormat) is saved as version 2, its rows as
+// stored (exact: restoring never rounds again):
+//   "TPSQ" u32 version=2 | i32 n_layer, n_head_kv, head_dim | u8 k_type, v_type, rotate_k, rotate_v
+//   | i64 n_past | u64 n_tokens | i32 tokens[] | per list: i32 length | K rows | V rows (stored bytes)
+// A version-1 state restores into a cache of any format (its fp32 rows are stored as that format
+// stores them); a version-2 state only into a cache of the same format.
 // restore() checks every size against the bytes it was given before reading, and the shape against
 // the sequence's own, so a truncated or foreign state is one clear error, never a bad read.
 #include <algorithm>
@@ -19,7 +25,8 @@ namespace tappa {
 namespace {
 
 constexpr char kMagic[4] = {'T', 'P', 'S', 'Q'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 1;         // fp32 rows
+constexpr uint32_t kVersionStored = 2;   // rows as stored, with the format
 
 template <class T>
 void put(std::vector<uint8_t>& out, const T& v) {
@@ -63,20 +70,36 @@ std::vector<uint8_t> Sequence::save() const {
     for (int h = 0; h < c.n_head_kv(); ++h) rows += static_cast<size_t>(c.length(l, h));
   out.reserve(64 + s.tokens.size() * 4 + static_cast<size_t>(c.n_layer()) * c.n_head_kv() * 4 +
               rows * c.head_dim() * 2 * sizeof(float));
+  const KvCacheFormat f = c.format();
+  const bool stored = !f.is_f32();
   out.insert(out.end(), kMagic, kMagic + 4);
-  put(out, kVersion);
+  put(out, stored ? kVersionStored : kVersion);
   put(out, static_cast<int32_t>(c.n_layer()));
   put(out, static_cast<int32_t>(c.n_head_kv()));
   put(out, static_cast<int32_t>(c.head_dim()));
+  if (stored) {
+    const uint8_t fb[4] = {static_cast<uint8_t>(f.k), static_cast<uint8_t>(f.v), f.rotate_k, f.rotate_v};
+    out.insert(out.end(), fb, fb + 4);
+  }
   put(out, static_cast<int64_t>(s.n_past));
   put(out, static_cast<uint64_t>(s.tokens.size()));
   const auto* tp = reinterpret_cast<const uint8_t*>(s.tokens.data());
   out.insert(out.end(), tp, tp + s.tokens.size() * sizeof(int32_t));
   std::vector<float> k, v;
+  std::vector<uint8_t> kb, vb;
+  const size_t k_row = kv_row_bytes(f.k, c.head_dim()), v_row = kv_row_bytes(f.v, c.head_dim());
   for (int l = 0; l < c.n_layer(); ++l) {
     for (int h = 0; h < c.n_head_kv(); ++h) {
       const int n = c.length(l, h);
       put(out, static_cast<int32_t>(n));
+      if (stored) {
+        kb.resize(n * k_row);
+        vb.resize(n * v_row);
+        if (n > 0) c.read_stored(l, h, 0, n, kb.data(), vb.data());
+        out.insert(out.end(), kb.begin(), kb.end());
+        out.insert(out.end(), vb.begin(), vb.end());
+        continue;
+      }
       const size_t floats = static_cast<size_t>(n) * c.head_dim();
       k.resize(floats);
       v.resize(floats);
@@ -98,12 +121,27 @@ void Sequence::restore(std::span<const uint8_t> state) {
   r.bytes(magic, 4, "the magic");
   if (std::memcmp(magic, kMagic, 4) != 0) throw Error("not a tappa sequence state (bad magic)");
   const auto version = r.get<uint32_t>("the version");
-  if (version != kVersion) throw Error("sequence state version " + std::to_string(version) + " is not supported (expected 1)");
+  if (version != kVersion && version != kVersionStored)
+    throw Error("sequence state version " + std::to_string(version) + " is not supported (expected 1 or 2)");
   const auto n_layer = r.get<int32_t>("the shape"), n_kv = r.get<int32_t>("the shape"), hd = r.get<int32_t>("the shape");
   if (n_layer != c.n_layer() || n_kv != c.n_head_kv() || hd != c.head_dim())
     throw Error("sequence state is for another model shape (" + std::to_string(n_layer) + " layers x " + std::to_string(n_kv) +
                 " KV heads x " + std::to_string(hd) + ", this sequence has " + std::to_string(c.n_layer()) + " x " +
                 std::to_string(c.n_head_kv()) + " x " + std::to_string(c.head_dim()) + ")");
+  const bool stored = version == kVersionStored;
+  size_t k_row = static_cast<size_t>(hd) * sizeof(float), v_row = k_row;  // bytes per row in the state
+  if (stored) {
+    uint8_t fb[4];
+    r.bytes(fb, 4, "the cache format");
+    if (fb[0] > static_cast<uint8_t>(KvType::q4_0) || fb[1] > static_cast<uint8_t>(KvType::q4_0) || fb[2] > 1 || fb[3] > 1)
+      throw Error("sequence state has an unknown KV cache format");
+    const KvCacheFormat f{static_cast<KvType>(fb[0]), static_cast<KvType>(fb[1]), fb[2] != 0, fb[3] != 0};
+    if (!(f == c.format()))
+      throw Error("sequence state holds a " + kv_format_name(f) + " KV cache, this sequence stores " +
+                  kv_format_name(c.format()) + " (make the sequence with the same cache types)");
+    k_row = kv_row_bytes(f.k, hd);
+    v_row = kv_row_bytes(f.v, hd);
+  }
   const auto n_past = r.get<int64_t>("n_past");
   const auto n_tokens = r.get<uint64_t>("the token count");
   if (n_past < 0 || n_past > s.n_ctx)
@@ -121,18 +159,27 @@ void Sequence::restore(std::span<const uint8_t> state) {
       n = probe.get<int32_t>("a list length");
       if (n < 0 || n > n_past)
         throw Error("sequence state has a list of " + std::to_string(n) + " rows (positions: " + std::to_string(n_past) + ")");
-      probe.skip(static_cast<size_t>(n) * hd * 2 * sizeof(float), "the cache rows");
+      probe.skip(static_cast<size_t>(n) * (k_row + v_row), "the cache rows");
     }
     if (probe.left() != 0) throw Error("sequence state has " + std::to_string(probe.left()) + " trailing bytes");
   }
   c.clear();
   std::vector<float> k, v;
+  std::vector<uint8_t> kb, vb;
   for (int l = 0; l < n_layer; ++l) {
     int most = 0;
     for (int h = 0; h < n_kv; ++h) most = std::max(most, lengths[static_cast<size_t>(l) * n_kv + h]);
     c.reserve_extra(l, most);
     for (int h = 0; h < n_kv; ++h) {
       const int n = r.get<int32_t>("a list length");
+      if (stored) {
+        kb.resize(n * k_row);
+        vb.resize(n * v_row);
+        r.bytes(kb.data(), kb.size(), "the keys");
+        r.bytes(vb.data(), vb.size(), "the values");
+        if (n > 0) c.append_stored(l, h, kb.data(), vb.data(), n);
+        continue;
+      }
       const size_t floats = static_cast<size_t>(n) * hd;
       k.resize(floats);
       v.resize(floats);

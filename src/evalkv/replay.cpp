@@ -1,6 +1,7 @@
 #include "evalkv/replay.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "tappa/error.h"
 #include "tappa/model.h"
@@ -29,13 +30,14 @@ class CapturePolicy : public KvPolicy {
 
 }  // namespace
 
-Prefilled prefill_capture(Engine& engine, std::vector<int32_t> tokens, int query_rows) {
+Prefilled prefill_capture(Engine& engine, std::vector<int32_t> tokens, int query_rows, std::optional<KvCacheType> cache) {
   if (tokens.size() < 2) throw Error("prefill: the prompt needs at least 2 tokens");
   Prefilled p;
   p.tokens = std::move(tokens);
+  p.cache = cache;
   const int n = static_cast<int>(p.tokens.size());
   CapturePolicy cap(query_rows > 0 ? std::min(query_rows, n) : n);
-  auto seq = engine.new_sequence();
+  auto seq = engine.new_sequence(SequenceOptions{0, cache});
   seq->set_policy(&cap);
   const std::span<const float> logits = engine.eval(*seq, p.tokens);
   p.last_logits.assign(logits.begin(), logits.end());
@@ -46,7 +48,7 @@ Prefilled prefill_capture(Engine& engine, std::vector<int32_t> tokens, int query
 }
 
 std::unique_ptr<Sequence> restore_prefill(Engine& engine, const Prefilled& p, kv::KvCompressor* comp) {
-  auto seq = engine.new_sequence();
+  auto seq = engine.new_sequence(SequenceOptions{0, p.cache});
   seq->restore(p.state);
   if (!comp) return seq;
   comp->check(static_cast<int>(p.tokens.size()));
@@ -56,12 +58,21 @@ std::unique_ptr<Sequence> restore_prefill(Engine& engine, const Prefilled& p, kv
   KvCache& cache = seq->cache();
   cache.clear();
   const int n_layer = full->n_layer(), n_kv = full->n_head_kv(), d = full->head_dim();
+  const KvCacheFormat f = full->format();
+  const size_t k_row = kv_row_bytes(f.k, d), v_row = kv_row_bytes(f.v, d);
+  std::vector<uint8_t> kb, vb;  // one list's rows as stored: copied, never re-rounded
   comp->on_prefill_begin(static_cast<int>(p.tokens.size()), 0);
   for (int l = 0; l < n_layer; ++l) {
     const int n = full->length(l, 0);
     if (n == 0) continue;  // a layer the engine skipped
     cache.reserve_extra(l, n);
-    for (int h = 0; h < n_kv; ++h) cache.append(l, h, full->keys(l, h), full->values(l, h), full->length(l, h), d);
+    for (int h = 0; h < n_kv; ++h) {
+      const int rows = full->length(l, h);
+      kb.resize(rows * k_row);
+      vb.resize(rows * v_row);
+      full->read_stored(l, h, 0, rows, kb.data(), vb.data());
+      cache.append_stored(l, h, kb.data(), vb.data(), rows);
+    }
     if (l < static_cast<int>(p.layers.size())) {
       const CapturedLayer& L = p.layers[l];
       PrefillLayerView v = L.view;

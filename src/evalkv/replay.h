@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -25,12 +26,16 @@ struct Prefilled {
   std::vector<CapturedLayer> layers;
   std::vector<uint8_t> state;        // Sequence::save() right after the prompt (uncompressed cache)
   std::vector<float> last_logits;    // logits of the prompt's last token (independent of compression)
+  std::optional<KvCacheType> cache;  // the K/V storage it ran with (unset: the engine's default)
 };
 
 // Runs `tokens` from position 0 in a new sequence and captures every layer's policy view with the last
 // `query_rows` query rows (0: all of them — expected-attention reads every row, the others the last
 // ones; KvCompressor::prefill_query_rows() says how many a method needs).
-Prefilled prefill_capture(Engine& engine, std::vector<int32_t> tokens, int query_rows = 0);
+// `cache`: the sequence's K/V storage (the prompt's own attention already reads it); restore_prefill
+// gives the restored sequences the same.
+Prefilled prefill_capture(Engine& engine, std::vector<int32_t> tokens, int query_rows = 0,
+                          std::optional<KvCacheType> cache = std::nullopt);
 
 // A sequence in the state right after the prompt (Sequence::restore). With `comp`, the cache is
 // handed to it as a prefill would: on_prefill_begin, then layer by layer (the later layers still

@@ -54,15 +54,22 @@ std::vector<Group> groups_of(const GridConfig& cfg) {
 struct CellSpec {
   const MethodSpec* method;
   int budget;  // 0: full cache
+  int cache;   // index into cfg.cache_types
+  std::string label;  // method label, "@TYPE" appended for a type other than f32
 };
 
+// Cells grouped by cache type (each type's prefill is made once and dropped after its cells).
 std::vector<CellSpec> cells_of(const GridConfig& cfg) {
   std::vector<CellSpec> c;
-  for (const auto& m : cfg.methods)
-    if (m.is_full()) c.push_back({&m, 0});
-  for (const auto& m : cfg.methods) {
-    if (m.is_full()) continue;
-    for (int b : cfg.budgets) c.push_back({&m, b});
+  for (int t = 0; t < static_cast<int>(cfg.cache_types.size()); ++t) {
+    const std::string& ct = cfg.cache_types[t];
+    const auto label = [&](const MethodSpec& m) { return ct == "f32" ? m.label : m.label + "@" + ct; };
+    for (const auto& m : cfg.methods)
+      if (m.is_full()) c.push_back({&m, 0, t, label(m)});
+    for (const auto& m : cfg.methods) {
+      if (m.is_full()) continue;
+      for (int b : cfg.budgets) c.push_back({&m, b, t, label(m)});
+    }
   }
   return c;
 }
@@ -109,6 +116,12 @@ void validate(const GridConfig& cfg) {
   std::set<std::string> labels;
   for (const auto& m : cfg.methods)
     if (!labels.insert(m.label).second) throw Error("method '" + m.label + "' is listed twice");
+  if (cfg.cache_types.empty()) throw Error("no cache types given");
+  std::set<std::string> types;
+  for (const auto& t : cfg.cache_types) {
+    parse_cache_spec(t);
+    if (!types.insert(t).second) throw Error("cache type '" + t + "' is listed twice");
+  }
 }
 
 // Attaches a KV policy to a sequence for a scope (nullptr: none) and always detaches it, so the
@@ -169,6 +182,33 @@ MethodSpec parse_method_spec(std::string_view spec) {
   return m;
 }
 
+KvCacheType parse_cache_spec(std::string_view spec) {
+  const auto parts = split_list(spec, ':');
+  if (parts.empty()) throw Error("empty cache type");
+  KvCacheType t;
+  const auto types = split_list(parts[0], '/');
+  const auto type = [&](const std::string& name) {
+    const auto k = parse_kv_type(name);
+    if (!k) throw Error("cache type '" + std::string(spec) + "': unknown type '" + name + "' (f32, f16, bf16, q8_0, q4_0)");
+    return *k;
+  };
+  if (types.size() == 1) {
+    t.k = t.v = type(types[0]);
+  } else if (types.size() == 2) {
+    t.k = type(types[0]);
+    t.v = type(types[1]);
+  } else {
+    throw Error("cache type '" + std::string(spec) + "': expected TYPE or K/V");
+  }
+  for (size_t i = 1; i < parts.size(); ++i) {
+    if (parts[i] == "rot=auto") t.rotation = KvRotation::automatic;
+    else if (parts[i] == "rot=on") t.rotation = KvRotation::on;
+    else if (parts[i] == "rot=off") t.rotation = KvRotation::off;
+    else throw Error("cache type '" + std::string(spec) + "': unknown option '" + parts[i] + "' (rot=auto|on|off)");
+  }
+  return t;
+}
+
 nlohmann::json GridConfig::to_json() const {
   nlohmann::json j;
   j["model"] = model_path;
@@ -185,6 +225,7 @@ nlohmann::json GridConfig::to_json() const {
   j["greedy_tokens"] = greedy_tokens;
   j["longbench_max_new"] = longbench_max_new;
   j["longbench_chat"] = longbench_chat;
+  if (cache_types != std::vector<std::string>{"f32"}) j["cache_types"] = cache_types;  // f32 only: as before
   return j;
 }
 
@@ -225,7 +266,7 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
   const auto cells = cells_of(cfg);
   int64_t pending = 0;
   for (const auto& g : groups)
-    for (const auto& c : cells) pending += done.count(key_of(g, c.method->label, c.budget)) ? 0 : 1;
+    for (const auto& c : cells) pending += done.count(key_of(g, c.label, c.budget)) ? 0 : 1;
   Progress progress("eval-kv", pending, "cells", show_progress);
   int64_t n_done = 0;
 
@@ -240,7 +281,7 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
 
   for (const Group& g : groups) {
     bool any = false;
-    for (const auto& c : cells) any |= !done.count(key_of(g, c.method->label, c.budget));
+    for (const auto& c : cells) any |= !done.count(key_of(g, c.label, c.budget));
     if (!any) continue;
     if (stop_requested()) break;
     const auto t_group = Clock::now();
@@ -309,8 +350,11 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
     if (static_cast<int>(prompt.size() + tail.size()) + std::max(sample.max_new_tokens, cfg.fidelity_tokens) > eo.n_ctx)
       throw Error(g.task + ": prompt of " + std::to_string(prompt.size() + tail.size()) + " tokens exceeds the context");
 
-    // --- the shared prefill and, for fidelity, the full-cache reference ---
-    const Prefilled pre = prefill_capture(engine, prompt);
+    // --- the shared prefill and, for fidelity, the full-cache reference (always fp32) ---
+    const Prefilled pre = prefill_capture(engine, prompt, 0, KvCacheType{});
+    // The prefill of the cache type of the cells being run (made when its first cell comes).
+    std::unique_ptr<Prefilled> pre_typed;
+    int pre_typed_index = -1;
     const double prefill_s = seconds_since(t_group);
     std::vector<float> ref_rows;       // fidelity: full-cache logits for continuation[1..M)
     std::vector<int32_t> ref_greedy;   // fidelity: the full cache's greedy tokens
@@ -332,17 +376,29 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
     }
 
     for (const CellSpec& c : cells) {
-      const std::string key = key_of(g, c.method->label, c.budget);
+      const std::string key = key_of(g, c.label, c.budget);
       if (done.count(key)) continue;
       if (stop_requested()) break;
       const auto t0 = Clock::now();
+      const std::string& cache_name = cfg.cache_types[c.cache];
+      const KvCacheType cache_type = parse_cache_spec(cache_name);
+      if (!(cache_type == KvCacheType{}) && pre_typed_index != c.cache) {
+        pre_typed.reset();
+        pre_typed = std::make_unique<Prefilled>(prefill_capture(engine, prompt, 0, cache_type));
+        pre_typed_index = c.cache;
+      }
+      const Prefilled& cp = cache_type == KvCacheType{} ? pre : *pre_typed;
       nlohmann::json cell;
       cell["task"] = g.task;
       cell["length"] = g.length;
       cell["sample"] = g.sample;
       cell["mode"] = g.mode;
-      cell["method"] = c.method->label;
+      cell["method"] = c.label;
       cell["budget"] = c.budget;
+      if (cache_name != "f32") {
+        cell["base_method"] = c.method->label;
+        cell["cache"] = cache_name;
+      }
 
       std::unique_ptr<kv::KvCompressor> comp;
       if (!c.method->is_full()) {
@@ -350,8 +406,11 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
         f.budget = c.budget;
         comp = std::make_unique<kv::KvCompressor>(model, kv::make_compressor_options(f));
       }
-      const std::unique_ptr<Sequence> seq = restore_prefill(engine, pre, comp.get());
+      const std::unique_ptr<Sequence> seq = restore_prefill(engine, cp, comp.get());
       const KvCache& cache = seq->cache();
+      cell["kv_format"] = kv_format_name(cache.format());
+      cell["kv_bytes"] = cache.bytes_used();  // rows held after the prompt × the format's row size
+      cell["kv_row_bytes"] = cache.row_bytes();
       int64_t kept = 0;
       for (int l = 0; l < mc.n_layer; ++l)
         for (int h = 0; h < mc.n_head_kv; ++h) kept += cache.length(l, h);
@@ -376,7 +435,7 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
         // reference (a batched teacher-forced pass would differ from single-token decoding by
         // rounding, enough to flip near-tied argmaxes even for the full cache).
         int agree = 0;
-        std::span<const float> glogits(pre.last_logits);
+        std::span<const float> glogits(cp.last_logits);
         {
           // One-token steps with the compressor attached: decode eviction as in generation.
           const PolicyScope attached(*greedy, comp.get());
@@ -396,7 +455,7 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
         cell["greedy_tokens"] = G;
         cell["score"] = acc.top1();
       } else {
-        std::span<const float> logits(pre.last_logits);
+        std::span<const float> logits(cp.last_logits);
         // Query-agnostic: the question is appended uncompressed (kvpress's protocol). It is a
         // multi-token call, which an attached compressor would take for a new prompt to compress.
         if (!tail.empty()) logits = engine.eval(*seq, tail);

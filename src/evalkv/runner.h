@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kv/compressor.h"
+#include "tappa/kv_cache.h"
 
 namespace tappa {
 class Model;
@@ -44,6 +45,10 @@ MethodSpec parse_method_spec(std::string_view spec);
 
 std::vector<std::string> split_list(std::string_view s, char sep = ',');
 
+// A KV cache storage spec of the --cache-types axis: "TYPE" (K and V), "K/V" (e.g. "q8_0/f16"), with
+// an optional ":rot=auto|on|off" (default auto). Types: f32, f16, bf16, q8_0, q4_0.
+KvCacheType parse_cache_spec(std::string_view spec);
+
 struct GridConfig {
   std::string model_path;
   std::string data_dir;
@@ -59,6 +64,11 @@ struct GridConfig {
   int longbench_max_new = 64;           // cap on LongBench generation lengths
   bool longbench_chat = true;           // LongBench prompts in the model's chat template (if it has one)
   int threads = 0;
+  // K/V storage axis: every method × budget runs on every cache type listed (the prompt is prefilled
+  // once per type, since its own attention reads that cache). The fidelity reference is always the
+  // fp32 full cache, so fullkv on a type measures what the type alone costs. A cell's method label is
+  // "METHOD@TYPE" for any type but f32 (so tables and resume keys of f32-only runs stay as they were).
+  std::vector<std::string> cache_types{"f32"};
   nlohmann::json to_json() const;       // the parts that define the results (threads excluded)
 };
 

@@ -231,8 +231,6 @@ void KvCompressor::expect_prompt(int n_tokens, int64_t pos0) {
   }
 }
 
-size_t KvCompressor::row_bytes() const { return static_cast<size_t>(head_dim_) * 2 * sizeof(float); }
-
 int KvCompressor::capacity_for(int n_prompt) const {
   if (!active()) return std::max(n_prompt, 0);
   int C = options_.budget ? *options_.budget : capacity_from_ratio(*options_.ratio, n_prompt);
@@ -335,7 +333,7 @@ void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& ca
   if (uniform) {
     size_t lists = 0;
     for (int l = 0; l < n_layer_; ++l) lists += skip_[l] ? 0 : static_cast<size_t>(n_head_kv_);
-    record_.bytes_held_before = lists * static_cast<size_t>(N_) * row_bytes();
+    record_.bytes_held_before = lists * static_cast<size_t>(N_) * cache.row_bytes();
   } else {
     record_.bytes_held_before = cache.bytes_held();
   }
@@ -398,7 +396,7 @@ void KvCompressor::evict_layer(int layer, const std::vector<int>& head_budgets, 
     cache.keep_rows(layer, kv, keep_);
     cache.shrink_to_fit(layer, kv);  // prefill: give the evicted rows' memory back now (decode keeps capacity)
     const size_t held1 = cache.bytes_held();
-    if (st.bytes_before[kv] == 0) st.bytes_before[kv] = held0 - held1 + keep_.size() * row_bytes();
+    if (st.bytes_before[kv] == 0) st.bytes_before[kv] = held0 - held1 + keep_.size() * cache.row_bytes();
     const int kept_prefix = static_cast<int>(keep_.size()) - W_;
     for (int j = 0; j < kept_prefix; ++j) sc[j] = sc[keep_[j]];
     sc.resize(kept_prefix);
@@ -460,6 +458,22 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   for (int kv = 0; kv < n_head_kv_; ++kv) {
     kptr_[kv] = cache.keys(l, kv);
     vptr_[kv] = cache.values(l, kv);
+  }
+  // A cache stored in another format (f16, q8_0, …; rotated or not) has no fp32 rows to point at: the
+  // rows the method reads are decoded into this compressor's scratch (once per layer and prompt, never
+  // per decoded token), so the method scores exactly the keys and values attention will see.
+  const LayerNeeds needs = layer_needs(*method_, opts_, N);
+  for (int kv = 0; kv < n_head_kv_; ++kv) {
+    const bool k_missing = needs.keys && !kptr_[kv], v_missing = needs.values && !vptr_[kv];
+    if (!k_missing && !v_missing) continue;
+    const size_t rows = static_cast<size_t>(N) * head_dim_;
+    if (decoded_k_.size() < n_head_kv_ * rows) decoded_k_.resize(n_head_kv_ * rows);
+    if (v_missing && decoded_v_.size() < n_head_kv_ * rows) decoded_v_.resize(n_head_kv_ * rows);
+    float* k = k_missing ? decoded_k_.data() + kv * rows : nullptr;
+    float* v = v_missing ? decoded_v_.data() + kv * rows : nullptr;
+    cache.read(l, kv, 0, N, k, v);
+    if (k) kptr_[kv] = k;
+    if (v) vptr_[kv] = v;
   }
   LayerInputs in;
   in.layer = l;
@@ -539,7 +553,7 @@ void KvCompressor::on_prefill_done(KvCache& cache) {
   record_.compressed = compress_;
 
   // Decode budgets and the record.
-  const size_t rb = row_bytes();
+  const size_t rb = cache.row_bytes();
   size_t expected = 0;
   for (int i = 0; i < n_seen; ++i) {
     const int l = seen_[i];

@@ -152,7 +152,6 @@ class KvCompressor : public KvPolicy {
   void begin_prefill(const PrefillLayerView& view, const KvCache& cache);
   void evict_layer(int layer, const std::vector<int>& head_budgets, KvCache& cache);
   void finish_record(const KvCache& cache);
-  size_t row_bytes() const;
   bool is_h2o() const { return method_->scorer->name() == "h2o"; }  // the engine-row observer is H2O's
 
   const Model& model_;
@@ -179,6 +178,7 @@ class KvCompressor : public KvPolicy {
   std::vector<double> prefs_;
   std::vector<LayerState> layers_;
   std::vector<const float*> kptr_, vptr_;
+  std::vector<float> decoded_k_, decoded_v_;  // fp32 rows of a cache stored in another format
   std::vector<int> keep_;
   bool planned_decode_ = false;
 

@@ -12,10 +12,13 @@
 #include <vector>
 
 #include "backend/cpu/attention.h"
+#include "backend/cpu/attention_kv_quant.h"
+#include "backend/cpu/attention_kv_split.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/ops.h"
 #include "backend/cpu/ops_gemma.h"
 #include "backend/cpu/thread_pool.h"
+#include "kv/format_kv_cache.h"
 #include "kv/host_kv_cache.h"
 #include "quant/quant.h"
 #include "tappa/error.h"
@@ -57,8 +60,9 @@ class CpuBackend final : public Backend {
   void copy(const Mat& src, Mat dst) override {
     for (int64_t i = 0; i < src.rows; ++i) std::memcpy(dst.data + i * dst.ld, src.data + i * src.ld, sizeof(float) * src.cols);
   }
-  std::unique_ptr<KvCache> new_cache(int n_layer, int n_head_kv, int head_dim) override {
-    return std::make_unique<HostKvCache>(n_layer, n_head_kv, head_dim);
+  using Backend::new_cache;
+  std::unique_ptr<KvCache> new_cache(int n_layer, int n_head_kv, int head_dim, const KvCacheFormat& format) override {
+    return make_host_kv_cache(n_layer, n_head_kv, head_dim, format);
   }
 
   void embed(const WeightView& table, std::span<const int32_t> tokens, float scale, Mat x) override {
@@ -161,6 +165,8 @@ class CpuBackend final : public Backend {
   cpu::Scratch scratch_;
   std::vector<std::vector<float>> scores_;  // per thread: [group][longest list]
   std::vector<int64_t> prefix_;             // attention: first task of each sequence
+  std::vector<const FormatKvCache*> formatted_;  // attention: each sequence's cache if not fp32
+  cpu::KvSplitAttention kv_split_;                // attention: long decode rows of those, split over threads
 };
 
 // Each (token, KV head) pair attends to its list's rows up to and including itself, with the whole
@@ -184,6 +190,12 @@ void CpuBackend::attention(const AttentionCall& c, const Mat& q, Mat out) {
     for (int h = 0; h < c.n_head_kv; ++h) longest = std::max(longest, c.seqs[s].cache->length(c.layer, h));
   }
   prefix[c.seqs.size()] = tasks;
+  // Caches in another format than fp32 go through attention_kv_quant.cpp; fp32 ones keep the
+  // llama.cpp-order kernel below.
+  std::vector<const FormatKvCache*>& formatted = formatted_;
+  formatted.assign(c.seqs.size(), nullptr);
+  for (size_t s = 0; s < c.seqs.size(); ++s) formatted[s] = dynamic_cast<const FormatKvCache*>(c.seqs[s].cache);
+  const bool split = kv_split_.plan(c, formatted);  // long single-token rows of those: over all threads, below
   const size_t need = static_cast<size_t>(group) * longest;
   for (auto& s : scores_)
     if (s.size() < need) s.resize(std::max(need, s.size() + s.size() / 2));
@@ -210,6 +222,8 @@ void CpuBackend::attention(const AttentionCall& c, const Mat& q, Mat out) {
         const int len = sq.cache->length(c.layer, kvh);
         const int n_vis = len - sq.n_rows + i + 1;
         const int64_t r = sq.row0 + i;
+        if (split && formatted[s] && cpu::kv_row_splits(sq.n_rows, c.window > 0 ? std::max(0, n_vis - c.window) : 0, n_vis))
+          continue;
         for (int g = 0; g < group; ++g) {
           const int h = kvh * group + g;
           cpu::AttentionRow& row = rows[g];
@@ -226,7 +240,17 @@ void CpuBackend::attention(const AttentionCall& c, const Mat& q, Mat out) {
           probs[g] = scores + g * stride;
           outs[g] = out.data + r * out.ld + h * HD;
         }
-        cpu::attention_rows(rows, group, probs, outs);
+        if (const FormatKvCache* fc = formatted[s]) {
+          const KvCacheFormat f = fc->format();
+          const cpu::KvList list{fc->k_data(c.layer, kvh), fc->v_data(c.layer, kvh), fc->k_row_bytes(), fc->v_row_bytes(),
+                                 f.k, f.v, fc->k_rot_block(), fc->v_rot_block()};
+          const float* qs[kMaxGroup];
+          float scales[kMaxGroup];
+          for (int g = 0; g < group; ++g) qs[g] = rows[g].q, scales[g] = rows[g].scale;
+          cpu::attention_rows_kv(list, rows[0].first, n_vis, HD, qs, scales, group, probs, outs);
+        } else {
+          cpu::attention_rows(rows, group, probs, outs);
+        }
         if (c.taps) {
           for (int g = 0; g < group; ++g) {
             const int h = kvh * group + g;
@@ -237,6 +261,7 @@ void CpuBackend::attention(const AttentionCall& c, const Mat& q, Mat out) {
     }
   };
   pool_.run_each(attend);
+  if (split) kv_split_.run(pool_, c, q, out);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kv/format_kv_cache.h"
 #include "kv/host_kv_cache.h"
 #include "quant/quant.h"
 #include "tappa/error.h"
@@ -46,8 +47,9 @@ class ReferenceBackend final : public Backend {
     for (int64_t i = 0; i < src.rows; ++i)
       for (int64_t j = 0; j < src.cols; ++j) dst.data[i * dst.ld + j] = src.data[i * src.ld + j];
   }
-  std::unique_ptr<KvCache> new_cache(int n_layer, int n_head_kv, int head_dim) override {
-    return std::make_unique<HostKvCache>(n_layer, n_head_kv, head_dim);
+  using Backend::new_cache;
+  std::unique_ptr<KvCache> new_cache(int n_layer, int n_head_kv, int head_dim, const KvCacheFormat& format) override {
+    return make_host_kv_cache(n_layer, n_head_kv, head_dim, format);
   }
 
   void embed(const WeightView& table, std::span<const int32_t> tokens, float scale, Mat x) override {
@@ -184,7 +186,7 @@ class ReferenceBackend final : public Backend {
   void attention(const AttentionCall& c, const Mat& q, Mat out) override {
     const int group = c.n_head / c.n_head_kv, HD = c.head_dim;
     std::vector<double> p;
-    std::vector<float> pf;
+    std::vector<float> pf, kbuf, vbuf;
     for (const AttentionSeq& sq : c.seqs) {
       for (int i = 0; i < sq.n_rows; ++i) {
         for (int h = 0; h < c.n_head; ++h) {
@@ -194,6 +196,15 @@ class ReferenceBackend final : public Backend {
           const float* qi = q.data + (sq.row0 + i) * q.ld + h * HD;
           const float* K = sq.cache->keys(c.layer, kv);
           const float* V = sq.cache->values(c.layer, kv);
+          // Other storage formats: the stored values as fp32 (dequantized, rotation undone), so this
+          // backend states what attention over such a cache means, whatever the kernels do inside.
+          if (!K || !V) {
+            kbuf.resize(static_cast<size_t>(n_vis) * HD);
+            vbuf.resize(kbuf.size());
+            sq.cache->read(c.layer, kv, 0, n_vis, kbuf.data(), vbuf.data());
+            if (!K) K = kbuf.data();
+            if (!V) V = vbuf.data();
+          }
           p.assign(n_vis, 0.0);
           double mx = -INFINITY;
           for (int j = first; j < n_vis; ++j) {
