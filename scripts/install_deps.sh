@@ -17,6 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PACKAGES=(build-essential cmake pkg-config git unzip ca-certificates
           libhwy-dev libpcre2-dev libstb-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
           libopenmpi-dev openmpi-bin
+          libcpp-httplib-dev
           python3 python3-venv python3-pip)
 if [ "${1:-}" = "--fuzz" ]; then
   PACKAGES+=(clang libclang-rt-14-dev llvm valgrind)

@@ -111,6 +111,30 @@ TEST(Generate, PromptLogprobsAreTheLogSoftmaxOfTheNextToken) {
   }
 }
 
+TEST(Generate, TheEndOfGenerationTokenIsKeptAsideWithItsLogprob) {
+  TAPPA_REQUIRE_MODEL(test::default_model());
+  Fixture f;
+  const auto p = f.prompt("Say only the word yes.");
+  GenerateOptions o;
+  o.max_tokens = 64;
+  o.logprobs = 2;
+  const GenerateResult r = generate(f.engine, p, o);
+  ASSERT_EQ(r.finish, FinishReason::stop) << "the instruct model ends a short answer itself";
+  ASSERT_TRUE(f.model->tokenizer().is_eog(r.eog_token));
+  ASSERT_TRUE(r.eog_logprob.has_value());
+  EXPECT_EQ(r.eog_logprob->token, r.eog_token);
+  EXPECT_EQ(r.logprobs.size(), r.tokens.size()) << "the end token is in neither list";
+  // Greedy: the end token was the most likely one at its position.
+  ASSERT_EQ(r.eog_logprob->top.size(), 2u);
+  EXPECT_EQ(r.eog_logprob->top[0].first, r.eog_token);
+  EXPECT_LE(r.eog_logprob->logprob, 0.0f);
+  // Without log probabilities the token is still named.
+  o.logprobs = -1;
+  const GenerateResult q = generate(f.engine, p, o);
+  EXPECT_EQ(q.eog_token, r.eog_token);
+  EXPECT_FALSE(q.eog_logprob.has_value());
+}
+
 TEST(Generate, RequestsSteppedTogetherGiveWhatEachGivesAlone) {
   TAPPA_REQUIRE_MODEL(test::default_model());
   Fixture f;

@@ -62,6 +62,11 @@ struct GenerateResult {
   std::string stop_matched;            // the stop string that ended it, if one did
   std::vector<TokenLogprob> prompt_logprobs;  // prompt tokens 1 … n-1 (with prompt_logprobs)
   std::vector<TokenLogprob> logprobs;         // generated tokens (with logprobs >= 0)
+  // The end-of-generation token that ended the text (finish = stop without a stop string), -1 if none;
+  // it is in neither `tokens` nor `logprobs`, but a scorer needs its probability (an OpenAI-style echo
+  // with max_tokens 1 scores every prompt token and drops the last entry, taken to be the generated one).
+  int32_t eog_token = -1;
+  std::optional<TokenLogprob> eog_logprob;    // with logprobs >= 0
   double prompt_seconds = 0.0, generate_seconds = 0.0;
   size_t kv_bytes_held = 0;            // the sequence's cache at the end
   std::optional<KvRecord> kv;          // what the KV method did (when one ran)
@@ -120,6 +125,8 @@ class Generator {
   FinishReason finish_ = FinishReason::running;
   std::string stop_matched_;
   std::vector<TokenLogprob> prompt_lp_, lp_;
+  int32_t eog_token_ = -1;
+  std::optional<TokenLogprob> eog_lp_;
   int64_t t_start_ = 0, t_prompt_ = 0, t_end_ = 0;  // steady-clock ns
 };
 

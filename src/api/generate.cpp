@@ -193,7 +193,11 @@ std::string Generator::advance_sample() {
   if (opts_.logprobs >= 0) lp_.push_back(logprob_of(last, token, opts_.logprobs));
   const Tokenizer& tok = engine_.model().tokenizer();
   if (!opts_.ignore_eos && tok.is_eog(token)) {
-    if (opts_.logprobs >= 0) lp_.pop_back();  // an end-of-generation token is not part of the answer
+    if (opts_.logprobs >= 0) {  // an end-of-generation token is not part of the answer: kept aside
+      eog_lp_ = std::move(lp_.back());
+      lp_.pop_back();
+    }
+    eog_token_ = token;
     finish_with(FinishReason::stop);
     return release_text(true);
   }
@@ -249,6 +253,8 @@ GenerateResult Generator::result() const {
   r.stop_matched = stop_matched_;
   r.prompt_logprobs = prompt_lp_;
   r.logprobs = lp_;
+  r.eog_token = eog_token_;
+  r.eog_logprob = eog_lp_;
   const int64_t end = t_end_ ? t_end_ : now_ns();
   if (t_start_) r.prompt_seconds = 1e-9 * static_cast<double>((t_prompt_ ? t_prompt_ : end) - t_start_);
   if (t_prompt_) r.generate_seconds = 1e-9 * static_cast<double>(end - t_prompt_);

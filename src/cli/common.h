@@ -54,5 +54,6 @@ void register_prune_order(CLI::App& app, int& rc);
 void register_prune(CLI::App& app, int& rc);
 void register_eval_mc(CLI::App& app, int& rc);
 void register_ppl(CLI::App& app, int& rc);
+void register_serve(CLI::App& app, int& rc);
 
 }  // namespace tappa::cli

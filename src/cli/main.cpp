@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   tappa::cli::register_prune(app, rc);
   tappa::cli::register_eval_mc(app, rc);
   tappa::cli::register_ppl(app, rc);
+  tappa::cli::register_serve(app, rc);
   try {
     std::vector<std::string> args;
     std::vector<char*> argp;
