@@ -23,8 +23,9 @@ namespace {
 constexpr float kLog2e = 1.4426950408889634f;
 // Lists per launch: the argument block stays under the 32 KB kernel parameters of CUDA >= 12.1 (a
 // whole large batch of one layer in one launch, no table copied to the device first).
-constexpr int kDecodeLists = 960;
+constexpr int kDecodeLists = 768;
 constexpr int kDecodeListsSmall = 32;  // small batches: a 1 KB argument block launches faster
+constexpr int kDecodeListsMid = 128;
 // Keys per chunk: fixed, so that a row's summation order depends on its own list alone, never on
 // the other sequences of the batch (a sequence decodes the same alone and in a batch).
 constexpr int kDecodeChunk = 128;
@@ -41,6 +42,7 @@ struct DecodeArgsT {
   float scale_log2;
   int window;
   int n_lists;
+  const int* lens;  // device: each list's length (the lists' len fields are 0: a graph replays the launch)
   AttnList lists[MAXL];
 };
 using DecodeArgs = DecodeArgsT<kDecodeLists>;
@@ -100,7 +102,7 @@ __global__ void __launch_bounds__(128) decode_kernel(const DecodeArgsT<MAXL> a) 
   const AttnList L = a.lists[blockIdx.y];
   const int ci = blockIdx.x % a.n_chunks, i = blockIdx.x / a.n_chunks;
   if (i >= L.n_rows) return;
-  const int n_vis = L.len - L.n_rows + i + 1;
+  const int n_vis = a.lens[blockIdx.y] - L.n_rows + i + 1;
   const int first = a.window > 0 ? max(0, n_vis - a.window) : 0;
   const int c0 = first + ci * a.chunk, c1 = min(n_vis, c0 + a.chunk);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -203,23 +205,28 @@ __global__ void combine_kernel(const DecodeArgsT<MAXL> a, int D) {
 
 template <int DPL, int MAXL>
 void launch_decode_t(const DecodeArgsT<MAXL>& a, int D, cudaStream_t s) {
-  decode_kernel<DPL, MAXL><<<dim3(a.n_chunks * a.max_rows, a.n_lists), 128, 0, s>>>(a);
-  TAPPA_CUDA_LAUNCHED();
-  if (a.n_chunks > 1) {
-    combine_kernel<MAXL><<<a.n_lists * a.max_rows * a.group, D < 128 ? D : 128, 0, s>>>(a, D);
-    TAPPA_CUDA_LAUNCHED();
-  }
+  launch(decode_kernel<DPL, MAXL>, dim3(a.n_chunks * a.max_rows, a.n_lists), 128, 0, s, a);
+  if (a.n_chunks > 1) launch(combine_kernel<MAXL>, a.n_lists * a.max_rows * a.group, D < 128 ? D : 128, 0, s, a, D);
 }
 
-template <int DPL>
-void launch_decode(const DecodeArgs& a, int D, cudaStream_t s) {
-  if (a.n_lists > kDecodeListsSmall) return launch_decode_t<DPL, kDecodeLists>(a, D, s);
-  DecodeArgsT<kDecodeListsSmall> b;
+template <int DPL, int MAXL>
+void launch_decode_small(const DecodeArgs& a, int D, cudaStream_t s) {
+  DecodeArgsT<MAXL> b{};
+  b.lens = a.lens;
   b.q = a.q, b.ldq = a.ldq, b.out = a.out, b.ldo = a.ldo, b.part = a.part;
   b.n_chunks = a.n_chunks, b.chunk = a.chunk, b.max_rows = a.max_rows, b.group = a.group;
   b.scale_log2 = a.scale_log2, b.window = a.window, b.n_lists = a.n_lists;
   for (int i = 0; i < a.n_lists; ++i) b.lists[i] = a.lists[i];
-  launch_decode_t<DPL, kDecodeListsSmall>(b, D, s);
+  launch_decode_t<DPL, MAXL>(b, D, s);
+}
+
+template <int DPL>
+void launch_decode(const DecodeArgs& a, int D, cudaStream_t s) {
+  // The smallest argument block that holds the lists (it is copied, and compared by the graph gate,
+  // at every launch).
+  if (a.n_lists <= kDecodeListsSmall) return launch_decode_small<DPL, kDecodeListsSmall>(a, D, s);
+  if (a.n_lists <= kDecodeListsMid) return launch_decode_small<DPL, kDecodeListsMid>(a, D, s);
+  launch_decode_t<DPL, kDecodeLists>(a, D, s);
 }
 
 // --- tensor-core prefill --------------------------------------------------------------------------
@@ -451,8 +458,7 @@ void launch_flash(const FlashArgs& a, int n_head, cudaStream_t s) {
     TAPPA_CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, flash_smem<D>()));
     configured = true;
   }
-  flash_kernel<D><<<dim3((a.n_rows + kBM - 1) / kBM, n_head), 128, flash_smem<D>(), s>>>(a);
-  TAPPA_CUDA_LAUNCHED();
+  launch(flash_kernel<D>, dim3((a.n_rows + kBM - 1) / kBM, n_head), 128, flash_smem<D>(), s, a);
 }
 
 // --- probabilities for the taps -------------------------------------------------------------------
@@ -525,16 +531,24 @@ void check_head_dim(int D) {
 void attention_rows(const AttnList* lists, int n_lists, const AttnShape& sh, const float* q, int64_t ldq, float* out,
                     int64_t ldo, int n_sm, DecodeScratch& scratch, Context& ctx) {
   const int D = sh.head_dim;
+  std::vector<int>& lens_ = scratch.lens;
   check_head_dim(D);
   for (int l0 = 0; l0 < n_lists; l0 += kDecodeLists) {
     DecodeArgs a{};
     a.n_lists = std::min(kDecodeLists, n_lists - l0);
+    // The grid covers each list's capacity, not its length, and the lengths are read on the
+    // device: the launch is the same every step until a list moves (CUDA graphs, common.cuh).
+    // Chunks past a list's end do nothing (they leave an empty partial for the combine pass).
     int max_rows = 0, max_span = 1;
+    lens_.resize(static_cast<size_t>(a.n_lists));
     for (int i = 0; i < a.n_lists; ++i) {
       const AttnList& L = lists[l0 + i];
       a.lists[i] = L;
+      a.lists[i].len = 0;
+      lens_[i] = L.len;
+      const int cap = std::max(L.cap, L.len);
       max_rows = std::max(max_rows, L.n_rows);
-      max_span = std::max(max_span, sh.window > 0 ? std::min(L.len, sh.window) : L.len);
+      max_span = std::max(max_span, sh.window > 0 ? std::min(cap, sh.window) : cap);
     }
     if (max_rows == 0) continue;
     const int chunk = kDecodeChunk;
@@ -544,6 +558,7 @@ void attention_rows(const AttnList* lists, int n_lists, const AttnShape& sh, con
     a.group = sh.group;
     a.scale_log2 = sh.scale * kLog2e;
     a.window = sh.window;
+    a.lens = ctx.gate->dyn(lens_.data(), lens_.size());
     if (n_chunks > 1)
       a.part = scratch.part.get<float>(ctx, static_cast<size_t>(a.n_lists) * max_rows * n_chunks * sh.group * (D + 2));
     switch (D / 32) {
@@ -584,13 +599,14 @@ void attention_probs(const AttnList* lists, const ProbTriple* triples, int n, co
   for (int t = 0; t < n; ++t) n_lists = std::max(n_lists, triples[t].list + 1);
   const size_t lb = static_cast<size_t>(n_lists) * sizeof(AttnList), tb = static_cast<size_t>(n) * sizeof(ProbTriple);
   unsigned char* dev = tmp.get<unsigned char>(ctx, lb + tb + 16);
+  ctx.gate->barrier();
   TAPPA_CUDA_CHECK(cudaMemcpyAsync(dev, lists, lb, cudaMemcpyHostToDevice, ctx.stream));
   const size_t toff = (lb + 15) / 16 * 16;
   TAPPA_CUDA_CHECK(cudaMemcpyAsync(dev + toff, triples, tb, cudaMemcpyHostToDevice, ctx.stream));
-  probs_kernel<<<n, 256, sh.head_dim * sizeof(float), ctx.stream>>>(
-      reinterpret_cast<const AttnList*>(dev), reinterpret_cast<const ProbTriple*>(dev + toff), sh.group, sh.head_dim,
-      sh.scale * kLog2e, sh.window, q, ldq, probs, ld);
-  TAPPA_CUDA_LAUNCHED();
+  ctx.gate->barrier();
+  launch(probs_kernel, n, 256, sh.head_dim * sizeof(float), ctx.stream, reinterpret_cast<const AttnList*>(dev),
+         reinterpret_cast<const ProbTriple*>(dev + toff), sh.group, sh.head_dim, sh.scale * kLog2e, sh.window, q, ldq,
+         probs, ld);
 }
 
 }  // namespace tappa::cuda

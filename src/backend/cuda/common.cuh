@@ -6,8 +6,12 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
 
 namespace tappa::cuda {
 
@@ -34,6 +38,149 @@ using kv_t = __half;
 // After every launch: a bad configuration is reported at the call that made it.
 #define TAPPA_CUDA_LAUNCHED() TAPPA_CUDA_CHECK(cudaGetLastError())
 
+// --- CUDA graphs of repeated launch sequences (decode steps) --------------------------------------
+//
+// Every kernel of the backend is launched through cuda::launch(), which hands it to the stream's
+// Gate. The gate cuts the stream's work into regions: the launches between two barriers, a barrier
+// being any other stream operation (a copy, an allocation, an event, a synchronization). A region
+// whose launches, in order and with every argument byte, equal the previous region's is not
+// launched kernel by kernel: the previous region was recorded, and is instantiated once as a CUDA
+// graph and replayed with a single cudaGraphLaunch. A decode step is such a region: embedding
+// through argmax, ~330 launches at batch 1 for Llama-3.1-8B, ending at the copy of the argmax.
+//
+// Why replay unchanged rather than capture and update the graph every step: a capture costs about
+// what the launches cost, and cudaGraphExecUpdate of a few hundred nodes as much again, all of it
+// on the host before the GPU can start the step (the step waits for the previous token). Instead
+// the values that change from step to step are not kernel arguments: the token ids, the RoPE rows
+// of the step's positions and the KV lists' lengths are written by the host into a per-region
+// argument block (Gate::dyn: pinned host memory copied to a fixed device block in one copy before
+// the replay) and the kernels read them from there. The kernel arguments are then the same every
+// step until a KV list moves (a cache growth reallocates it every few hundred tokens), and the
+// check that they are costs one byte comparison per launch. A region that differs from the
+// previous one is run eagerly (the launches matched so far are launched first, in order) and
+// recorded for the next. The results are the eager launches' results bit for bit: the same
+// kernels with the same arguments, in the same order, on the same stream.
+//
+// TAPPA_CUDA_GRAPHS=0 (or TAPPA_CUDA_PROFILE, which times each op with events) turns it off.
+class Gate {
+ public:
+  explicit Gate(cudaStream_t s);
+  ~Gate();
+  Gate(const Gate&) = delete;
+  Gate& operator=(const Gate&) = delete;
+
+  bool active() const { return enabled_; }
+  // Before any stream operation that is not a cuda::launch (and before reading device results):
+  // whatever a replay has skipped so far is launched.
+  void barrier();
+  // After the stream was synchronized: the argument block can be refilled from its start.
+  void synced() { dyn_used_ = 0; }
+  // n values of T copied to the argument block; returns their device address. In eager mode the
+  // copy is queued at once (ahead of the launch that reads it); while a replay is being matched it
+  // is held on the host and copied with the whole block before the replay (or before the skipped
+  // launches are caught up).
+  template <class T>
+  const T* dyn(const T* host, size_t n) {
+    return static_cast<const T*>(dyn_bytes(host, n * sizeof(T)));
+  }
+  // Largest argument block a single dyn() takes; larger data goes another way.
+  static constexpr size_t kDynMax = size_t{1} << 20;
+
+  // Launch protocol (cuda::launch): absorb() says whether the launch is skipped as part of a
+  // replay; otherwise the caller launches it and record()s it.
+  std::vector<unsigned char>& sig() { return sig_; }
+  bool absorb();
+  void record(std::function<void(cudaStream_t)> run);
+  // Statistics for the profile line: regions replayed as graphs, and graphs instantiated.
+  long replays() const { return replays_; }
+  long instantiations() const { return instantiations_; }
+
+ private:
+  struct Rec {
+    std::vector<unsigned char> sig;
+    std::function<void(cudaStream_t)> run;
+  };
+  const void* dyn_bytes(const void* host, size_t bytes);
+  void upload_dyn();
+  void catch_up();  // launch prev_[0, cursor_) eagerly; they become the start of the new recording
+  void end_region();
+
+  cudaStream_t s_;
+  bool enabled_ = false;
+  bool replaying_ = true;  // matching the region against prev_ (else: recording into cur_)
+  std::vector<Rec> prev_, cur_;
+  size_t cursor_ = 0, cur_bytes_ = 0;
+  bool overflow_ = false;
+  std::vector<unsigned char> sig_;
+  cudaGraphExec_t exec_ = nullptr;
+  bool exec_failed_ = false;
+  unsigned char* dyn_host_ = nullptr;
+  unsigned char* dyn_dev_ = nullptr;
+  size_t dyn_cap_ = 0, dyn_used_ = 0, dyn_uploaded_ = 0;
+  long replays_ = 0, instantiations_ = 0;
+};
+
+// The gate of a stream (nullptr: a stream the backend did not make; launches go straight out).
+Gate* gate_of(cudaStream_t s);
+
+namespace detail {
+template <class T>
+void put_bytes(std::vector<unsigned char>& v, const T& x) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  const size_t n = v.size();
+  v.resize(n + sizeof(T));
+  std::memcpy(v.data() + n, &x, sizeof(T));
+}
+template <class... P, class Tup>
+void launch_tuple(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Tup& t) {
+  std::apply([&](auto&... e) {
+    void* a[] = {static_cast<void*>(&e)...};
+    const cudaError_t err = cudaLaunchKernel(reinterpret_cast<const void*>(k), grid, block, a, smem, s);
+    if (err != cudaSuccess) ::tappa::cuda::fail("cudaLaunchKernel", cudaGetErrorString(err), __FILE__, __LINE__);
+  }, t);
+}
+}  // namespace detail
+
+// k<<<grid, block, smem, s>>>(args...), through the stream's gate.
+template <class... P, class... A>
+void launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A&&... args) {
+  using Tup = std::tuple<std::remove_cv_t<std::remove_reference_t<P>>...>;
+  Tup t(std::forward<A>(args)...);
+  Gate* g = gate_of(s);
+  if (!g || !g->active()) {
+    detail::launch_tuple(k, grid, block, smem, s, t);
+    return;
+  }
+  std::vector<unsigned char>& sig = g->sig();
+  sig.clear();
+  detail::put_bytes(sig, k);
+  detail::put_bytes(sig, grid);
+  detail::put_bytes(sig, block);
+  detail::put_bytes(sig, smem);
+  std::apply([&](const auto&... e) { (detail::put_bytes(sig, e), ...); }, t);
+  if (g->absorb()) return;
+  detail::launch_tuple(k, grid, block, smem, s, t);
+  g->record([k, grid, block, smem, t](cudaStream_t st) mutable { detail::launch_tuple(k, grid, block, smem, st, t); });
+}
+
+// A stream operation other than a kernel (a cuBLAS call), through the stream's gate: `tag` and
+// `sig_args` must determine what run(s) does.
+template <class F, class... A>
+void launch_op(cudaStream_t s, const char* tag, F run, const A&... sig_args) {
+  Gate* g = gate_of(s);
+  if (!g || !g->active()) {
+    run(s);
+    return;
+  }
+  std::vector<unsigned char>& sig = g->sig();
+  sig.clear();
+  detail::put_bytes(sig, tag);
+  (detail::put_bytes(sig, sig_args), ...);
+  if (g->absorb()) return;
+  run(s);
+  g->record(std::function<void(cudaStream_t)>(run));
+}
+
 // The device, its stream and library handles, and stream-ordered allocation. Shared (shared_ptr) by
 // the backend and the caches it makes, which may outlive it by a little.
 struct Context {
@@ -41,6 +188,8 @@ struct Context {
   cudaDeviceProp prop{};
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  void* cublas_ws = nullptr;  // cuBLAS's workspace, fixed (graph capture allocates nothing)
+  Gate* gate = nullptr;
 
   Context();
   ~Context();
@@ -57,6 +206,7 @@ struct Context {
   std::function<void()> flush;
   void before_cache_access() {
     if (flush) flush();
+    gate->barrier();
   }
 };
 

@@ -58,6 +58,11 @@ Context::Context() {
   TAPPA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   TAPPA_CUBLAS_CHECK(cublasCreate(&cublas));
   TAPPA_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  // A fixed workspace: cuBLAS calls replayed in a CUDA graph allocate nothing.
+  constexpr size_t kCublasWorkspace = size_t{32} << 20;
+  TAPPA_CUDA_CHECK(cudaMalloc(&cublas_ws, kCublasWorkspace));
+  TAPPA_CUBLAS_CHECK(cublasSetWorkspace(cublas, cublas_ws, kCublasWorkspace));
+  gate = new Gate(stream);
   // The pool keeps freed blocks for reuse instead of returning them to the driver (KV lists grow and
   // shrink every step under decode-time eviction).
   cudaMemPool_t pool;
@@ -67,14 +72,21 @@ Context::Context() {
 }
 
 Context::~Context() {
+  try {
+    gate->barrier();
+  } catch (...) {
+  }
   cudaStreamSynchronize(stream);
+  delete gate;
   cublasDestroy(cublas);
+  cudaFree(cublas_ws);
   cudaStreamDestroy(stream);
 }
 
 void* Context::alloc(size_t bytes) {
   void* p = nullptr;
   if (bytes == 0) return nullptr;
+  gate->barrier();
   const cudaError_t e = cudaMallocAsync(&p, bytes, stream);
   if (e == cudaErrorMemoryAllocation) {
     cudaGetLastError();
@@ -85,10 +97,16 @@ void* Context::alloc(size_t bytes) {
 }
 
 void Context::free(void* p) {
-  if (p) TAPPA_CUDA_CHECK(cudaFreeAsync(p, stream));
+  if (!p) return;
+  gate->barrier();
+  TAPPA_CUDA_CHECK(cudaFreeAsync(p, stream));
 }
 
-void Context::sync() { TAPPA_CUDA_CHECK(cudaStreamSynchronize(stream)); }
+void Context::sync() {
+  gate->barrier();
+  TAPPA_CUDA_CHECK(cudaStreamSynchronize(stream));
+  gate->synced();
+}
 
 }  // namespace cuda
 
@@ -183,9 +201,16 @@ class CudaBackend final : public Backend {
     ctx_->flush = [this] { flush_appends(); };
   }
   ~CudaBackend() override {
-    flush_appends();
+    try {
+      flush_appends();
+      ctx_->gate->barrier();
+    } catch (...) {
+    }
     ctx_->flush = nullptr;  // caches may outlive the backend: nothing is queued any more
     cudaStreamSynchronize(ctx_->stream);
+    if (std::getenv("TAPPA_CUDA_GRAPH_STATS"))
+      std::fprintf(stderr, "[cuda graphs] %ld regions replayed as graphs, %ld graphs instantiated%s\n",
+                   ctx_->gate->replays(), ctx_->gate->instantiations(), ctx_->gate->active() ? "" : " (graphs off)");
     for (auto& [k, w] : mats_) ctx_->free(w.p);
     for (auto& [k, w] : random_mats_) ctx_->free(w.p);
     for (auto& [k, p] : vecs_) ctx_->free(p);
@@ -212,18 +237,21 @@ class CudaBackend final : public Backend {
       throw Error(ErrorCode::out_of_memory, "CUDA: out of device memory allocating " + std::to_string((n * 4) >> 20) + " MiB");
     }
     TAPPA_CUDA_CHECK(e);
+    ctx_->gate->barrier();
     TAPPA_CUDA_CHECK(cudaMemsetAsync(p, 0, n * sizeof(float), ctx_->stream));
     return Buffer(static_cast<float*>(p), n, release_device);
   }
   void upload(const float* host, Mat dst) override {
     flush_appends();
     if (dst.rows == 0) return;
+    ctx_->gate->barrier();
     TAPPA_CUDA_CHECK(cudaMemcpy2DAsync(dst.data, dst.ld * 4, host, dst.cols * 4, dst.cols * 4, dst.rows,
                                        cudaMemcpyHostToDevice, ctx_->stream));
   }
   void download(const Mat& src, float* host) override {
     flush_appends();
     if (src.rows == 0) return;
+    ctx_->gate->barrier();
     TAPPA_CUDA_CHECK(cudaMemcpy2DAsync(host, src.cols * 4, src.data, src.ld * 4, src.cols * 4, src.rows,
                                        cudaMemcpyDeviceToHost, ctx_->stream));
     ctx_->sync();
@@ -231,6 +259,7 @@ class CudaBackend final : public Backend {
   void copy(const Mat& src, Mat dst) override {
     flush_appends();
     if (src.rows == 0) return;
+    ctx_->gate->barrier();
     TAPPA_CUDA_CHECK(cudaMemcpy2DAsync(dst.data, dst.ld * 4, src.data, src.ld * 4, src.cols * 4, src.rows,
                                        cudaMemcpyDeviceToDevice, ctx_->stream));
   }
@@ -249,8 +278,16 @@ class CudaBackend final : public Backend {
     Timed t_(prof_, "embed");
     const DevWeight& w = weight(table);
     const int n = static_cast<int>(tokens.size());
-    int32_t* t = tok_.get<int32_t>(*ctx_, std::max(n, 1));
-    TAPPA_CUDA_CHECK(cudaMemcpyAsync(t, tokens.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice, ctx_->stream));
+    // The ids through the argument block (a replayed decode step embeds the step's token).
+    const int32_t* t = nullptr;
+    if (n * sizeof(int32_t) <= cuda::Gate::kDynMax) {
+      t = ctx_->gate->dyn(tokens.data(), static_cast<size_t>(n));
+    } else {
+      int32_t* d = tok_.get<int32_t>(*ctx_, std::max(n, 1));
+      ctx_->gate->barrier();
+      TAPPA_CUDA_CHECK(cudaMemcpyAsync(d, tokens.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice, ctx_->stream));
+      t = d;
+    }
     cuda::embed(w.p, w.f16, t, n, x.cols, scale, x.data, x.ld, ctx_->stream);
   }
   void rms_norm(const Mat& x, const float* w, float eps, Mat out) override {
@@ -323,11 +360,16 @@ class CudaBackend final : public Backend {
     cuda::rope(table.data, table.ld, x.data, x.ld, x.rows, n_heads, nullptr, 0, 0, r.head_dim, r.n_rot, r.neox,
                ctx_->stream);
   }
+  // Deferred: the next op launches it, fused into the K/V appends when they come first and append
+  // exactly the rotated key rows (rope_append), else on its own.
   void rope_qk(const Rope& r, const Mat& table, Mat q, int n_head, Mat k, int n_head_kv) override {
     flush_appends();
-    Timed t_(prof_, "rope");
-    cuda::rope(table.data, table.ld, q.data, q.ld, q.rows, n_head, k.data, k.ld, n_head_kv, r.head_dim, r.n_rot, r.neox,
-               ctx_->stream);
+    if (q.rows == 0) return;
+    rope_.on = true;
+    rope_.r = cuda::RopeAppend{true, table.data, table.ld, q.data, q.ld, q.rows, n_head, r.head_dim, r.n_rot, r.neox};
+    rope_.k = k.data;
+    rope_.ldk = k.ld;
+    rope_.n_head_kv = n_head_kv;
   }
   void kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) override;
   void attention(const AttentionCall& c, const Mat& q, Mat out) override;
@@ -335,6 +377,7 @@ class CudaBackend final : public Backend {
     flush_appends();
     int32_t* d = ids_.get<int32_t>(*ctx_, std::max<int64_t>(logits.rows, 1));
     cuda::argmax_rows(logits.data, logits.ld, logits.rows, logits.cols, d, ctx_->stream);
+    ctx_->gate->barrier();  // the end of a decode step: a replay launches here
     TAPPA_CUDA_CHECK(cudaMemcpyAsync(ids, d, logits.rows * sizeof(int32_t), cudaMemcpyDeviceToHost, ctx_->stream));
     ctx_->sync();
   }
@@ -362,11 +405,51 @@ class CudaBackend final : public Backend {
   }
   // ys[i] = x · ws[i]ᵀ (Store) or ys[i] += (Accumulate).
   void products(std::span<const WeightView* const> ws, const Mat& x, std::span<const Mat> ys, cuda::GemvMode mode);
+  // Launches the deferred RoPE and K/V appends (rope_append: fused when the appends cover exactly
+  // the rotated key rows, each once).
   void flush_appends() {
-    if (pending_.empty()) return;
-    Timed t_(prof_, "kv_append");
-    cuda::kv_append(pending_.data(), static_cast<int>(pending_.size()), pending_head_dim_, ctx_->stream);
+    if (!rope_.on && pending_.empty()) return;
+    bool fuse = rope_.on && !pending_.empty();
+    if (fuse) {
+      const int64_t rows = rope_.r.q_rows, D = rope_.r.head_dim;
+      std::vector<char>& seen = seen_;
+      seen.assign(static_cast<size_t>(rows * rope_.n_head_kv), 0);
+      int64_t covered = 0;
+      for (const cuda::AppendEntry& e : pending_) {
+        const int64_t off = e.k - rope_.k;
+        if (e.row < 0 || e.ldk != rope_.ldk || off < 0) {
+          fuse = false;
+          break;
+        }
+        const int64_t col = off - static_cast<int64_t>(e.row) * rope_.ldk;
+        if (col < 0 || col % D != 0 || col / D >= rope_.n_head_kv || e.row + e.rows > rows) {
+          fuse = false;
+          break;
+        }
+        for (int i = 0; i < e.rows && fuse; ++i) {
+          char& c = seen[static_cast<size_t>((e.row + i) * rope_.n_head_kv + col / D)];
+          fuse = c == 0;
+          c = 1;
+        }
+        covered += e.rows;
+      }
+      fuse = fuse && covered == rows * rope_.n_head_kv;
+    }
+    if (rope_.on && !fuse) {
+      Timed t_(prof_, "rope");
+      const cuda::RopeAppend& r = rope_.r;
+      cuda::rope(r.table, r.ldt, r.q, r.ldq, r.q_rows, r.n_head, rope_.k, rope_.ldk, rope_.n_head_kv, r.head_dim, r.n_rot,
+                 r.neox, ctx_->stream);
+    }
+    if (fuse || !pending_.empty()) {
+      Timed t_(prof_, fuse ? "rope_append" : "kv_append");
+      cuda::RopeAppend r = fuse ? rope_.r : cuda::RopeAppend{};
+      if (!fuse) r.head_dim = pending_head_dim_;
+      cuda::rope_append(r, pending_.data(), pending_lens_.data(), static_cast<int>(pending_.size()), ctx_->stream);
+    }
+    rope_.on = false;
     pending_.clear();
+    pending_lens_.clear();
   }
 
   std::shared_ptr<Context> ctx_;
@@ -376,7 +459,16 @@ class CudaBackend final : public Backend {
   std::unordered_map<const void*, float*> vecs_;
   cuda::Scratch xb_, qb_, tok_, tmp_, probs_, ids_, table_;
   std::vector<cuda::AppendEntry> pending_;
+  std::vector<int> pending_lens_;  // each entry's list length before its append
   int pending_head_dim_ = 0;
+  struct PendingRope {
+    bool on = false;
+    cuda::RopeAppend r;  // the queries' part, and the table
+    float* k = nullptr;
+    int64_t ldk = 0;
+    int n_head_kv = 0;
+  } rope_;
+  std::vector<char> seen_;
 
   cuda::DecodeScratch decode_;
   std::vector<float> host_table_;
@@ -385,6 +477,8 @@ class CudaBackend final : public Backend {
 };
 
 void CudaBackend::prepare_weights(std::span<const WeightView> matrices, std::span<const VectorView> vectors) {
+  flush_appends();
+  ctx_->gate->barrier();
   std::vector<float> row;
   std::vector<uint16_t> staging;
   for (const WeightView& w : matrices) {
@@ -462,14 +556,21 @@ void CudaBackend::products(std::span<const WeightView* const> ws, const Mat& x, 
         cuda::to_bf16(xs.data, xs.ld, static_cast<bf16*>(xb), x.cols, x.rows, x.cols, ctx_->stream);
       }
       const cudaDataType_t type = w0.f16 ? CUDA_R_16F : CUDA_R_16BF;
-      const float alpha = 1.0f, beta = mode == cuda::GemvMode::Accumulate ? 1.0f : 0.0f;
+      const float beta = mode == cuda::GemvMode::Accumulate ? 1.0f : 0.0f;
       for (size_t i = i0; i < i1; ++i) {
         const WeightView& w = *ws[i];
         // Row-major y[M][N] = x[M][K] · W[N][K]ᵀ is column-major yᵀ (N x M) = op(W as K x N)ᵀ · xᵀ.
-        TAPPA_CUBLAS_CHECK(cublasGemmEx(ctx_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows),
-                                        static_cast<int>(x.rows), k, &alpha, weight(w).p, type, k, xb, type, k, &beta,
-                                        ys[i].data, CUDA_R_32F, static_cast<int>(ys[i].ld), CUBLAS_COMPUTE_32F,
-                                        CUBLAS_GEMM_DEFAULT));
+        // Through the gate (a replayed step replays it; the handle's workspace is fixed).
+        cublasHandle_t h = ctx_->cublas;
+        const int N = static_cast<int>(w.rows), M = static_cast<int>(x.rows), ldy = static_cast<int>(ys[i].ld);
+        const void* wp = weight(w).p;
+        const void* xp = xb;
+        float* yp = ys[i].data;
+        cuda::launch_op(ctx_->stream, "cublasGemmEx", [=](cudaStream_t) {
+          const float alpha = 1.0f, b = beta;
+          TAPPA_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, k, &alpha, wp, type, k, xp, type, k, &b, yp,
+                                          CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        }, h, N, M, k, wp, type, xp, beta, yp, ldy);
       }
     }
     i0 = i1;
@@ -499,7 +600,15 @@ void CudaBackend::rope_table(const Rope& r, std::span<const int64_t> positions, 
       theta *= theta_scale;
     }
   }
-  upload(host_table_.data(), Mat{table.data, static_cast<int64_t>(positions.size()), r.n_rot, table.ld});
+  const int64_t rows = static_cast<int64_t>(positions.size());
+  if (host_table_.size() * sizeof(float) <= cuda::Gate::kDynMax) {
+    // Through the argument block and a copy kernel: a replayed decode step gets its positions' rows.
+    flush_appends();
+    const float* d = ctx_->gate->dyn(host_table_.data(), host_table_.size());
+    cuda::copy_rows(d, r.n_rot, table.data, table.ld, rows, r.n_rot, ctx_->stream);
+    return;
+  }
+  upload(host_table_.data(), Mat{table.data, rows, r.n_rot, table.ld});
 }
 
 void CudaBackend::kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) {
@@ -508,10 +617,14 @@ void CudaBackend::kv_append(KvCache& cache, int layer, const Mat& k, const Mat& 
   if (!pending_.empty() && pending_head_dim_ != D) flush_appends();
   pending_head_dim_ = D;
   for (int h = 0; h < c.n_head_kv(); ++h) {
-    c.reserve_list(layer, h, n);  // may reallocate: queued appends to this list are launched first
+    c.reserve_list(layer, h, n);  // may reallocate: queued appends (and the RoPE) are launched first
     const CudaKvCache::List& l = c.list(layer, h);
-    pending_.push_back({k.data + static_cast<int64_t>(h) * D, v.data + static_cast<int64_t>(h) * D, k.ld, v.ld,
-                        l.k + static_cast<int64_t>(l.length) * D, l.v(D) + static_cast<int64_t>(l.length) * D, n});
+    const float* kp = k.data + static_cast<int64_t>(h) * D;
+    // Row of the pending RoPE's keys these rows start at (-1: not its keys).
+    int row = -1;
+    if (rope_.on && k.ld == rope_.ldk && kp >= rope_.k) row = static_cast<int>((kp - rope_.k) / rope_.ldk);
+    pending_.push_back({kp, v.data + static_cast<int64_t>(h) * D, k.ld, v.ld, l.k, l.v(D), n, row});
+    pending_lens_.push_back(l.length);
     c.advance(layer, h, n);
   }
 }
@@ -532,7 +645,7 @@ void CudaBackend::attention(const AttentionCall& c, const Mat& q, Mat out) {
     CudaKvCache& cc = cuda_cache(*s.cache);
     for (int h = 0; h < c.n_head_kv; ++h) {
       const CudaKvCache::List& l = cc.list(c.layer, h);
-      seq_lists[h] = {l.k, l.v(D), l.length, s.n_rows, static_cast<int>(s.row0), h};
+      seq_lists[h] = {l.k, l.v(D), l.length, s.n_rows, static_cast<int>(s.row0), h, l.capacity};
       if (c.taps) all.push_back(seq_lists[h]);
     }
     if (s.n_rows >= 32 && cuda::flash_supported(D)) {
@@ -581,6 +694,7 @@ void CudaBackend::attention(const AttentionCall& c, const Mat& q, Mat out) {
     float* p = probs_.get<float>(*ctx_, n * static_cast<size_t>(longest));
     cuda::attention_probs(all.data(), triples.data() + t0, static_cast<int>(n), sh, q.data, q.ld, p, longest, *ctx_, tmp_);
     host_probs_.resize(n * static_cast<size_t>(longest));
+    ctx_->gate->barrier();
     TAPPA_CUDA_CHECK(cudaMemcpyAsync(host_probs_.data(), p, host_probs_.size() * sizeof(float), cudaMemcpyDeviceToHost,
                                      ctx_->stream));
     ctx_->sync();

@@ -77,6 +77,7 @@ void CudaKvCache::reserve_extra(int layer, int extra) {
 
 void CudaKvCache::append(int layer, int head, const float* k, const float* v, int n, int64_t stride) {
   if (n <= 0) return;
+  ctx_->before_cache_access();
   reserve_list(layer, head, n);
   List& l = at(layer, head);
   const int64_t D = head_dim_;

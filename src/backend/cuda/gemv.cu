@@ -181,11 +181,10 @@ void dispatch_r(GemvArgs& a, bool f16, cudaStream_t s) {
     total += a.blocks[i];
   }
   if (f16) {
-    gemv_kernel<MAXM, R, MODE, true><<<total, kWarps * 32, 0, s>>>(a);
+    launch(gemv_kernel<MAXM, R, MODE, true>, total, kWarps * 32, 0, s, a);
   } else {
-    gemv_kernel<MAXM, R, MODE, false><<<total, kWarps * 32, 0, s>>>(a);
+    launch(gemv_kernel<MAXM, R, MODE, false>, total, kWarps * 32, 0, s, a);
   }
-  TAPPA_CUDA_LAUNCHED();
 }
 
 template <GemvMode MODE>

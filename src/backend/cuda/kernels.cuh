@@ -2,6 +2,7 @@
 // `s` and returns; matrices are row-major with a leading dimension in elements.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "backend/cuda/common.cuh"
 
@@ -32,7 +33,9 @@ void argmax_rows(const float* x, int64_t ldx, int64_t rows, int64_t cols, int32_
 void to_f16(const float* x, int64_t ldx, f16* y, int64_t ldy, int64_t rows, int64_t cols, cudaStream_t s);
 
 // K/V rows of one (sequence, KV head) list: rows of k / v (fp32, the head's columns) appended at
-// dk / dv (the list's end).
+// the list's end. dk / dv are the list's first key / value row; the row the append starts at (the
+// list's length) is not an argument but device memory (rope_append's lens), so that a replayed
+// launch appends where the list ends at replay time.
 struct AppendEntry {
   const float* k;
   const float* v;
@@ -40,8 +43,40 @@ struct AppendEntry {
   kv_t* dk;
   kv_t* dv;
   int rows;
+  int row;  // with RoPE: k's first row is row `row` of the rotated rows (of the table)
 };
-void kv_append(const AppendEntry* e, int n, int head_dim, cudaStream_t s);
+// The RoPE of one step's queries and keys, fused into the appends of its keys (rope = true: every
+// key row is rotated by exactly one entry, the caller checks), or none (rope = false: plain appends).
+struct RopeAppend {
+  bool rope = false;
+  const float* table = nullptr;
+  int64_t ldt = 0;
+  float* q = nullptr;  // q_rows rows of n_head heads (nullptr: no queries)
+  int64_t ldq = 0;
+  int64_t q_rows = 0;
+  int n_head = 0;
+  int head_dim = 0, n_rot = 0;
+  bool neox = false;
+};
+constexpr int kAppendEntriesSmall = 32;  // a small argument block launches faster
+constexpr int kAppendEntriesMax = 512;   // the argument block stays under CUDA's 32 KB of parameters
+template <int MAXE>
+struct RopeAppendT {
+  const float* table;
+  int64_t ldt;
+  float* q;
+  int64_t ldq;
+  int n_head, head_dim, n_rot;
+  bool neox, rope;
+  int qy, q_blocks;
+  const int* lens;
+  int n_entries, max_rows;
+  AppendEntry e[MAXE];
+};
+// lens_host[i]: entry i's list length before the append.
+void rope_append(const RopeAppend& r, const AppendEntry* e, const int* lens_host, int n, cudaStream_t s);
+// dst = src, rows x cols floats.
+void copy_rows(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols, cudaStream_t s);
 // dst row i = src row rows[i] of one list's keys or values, n rows.
 void gather_rows(const kv_t* src, kv_t* dst, const int32_t* rows, int n, int head_dim, cudaStream_t s);
 
@@ -75,6 +110,7 @@ struct AttnList {
   int n_rows = 0;
   int row0 = 0;
   int kv_head = 0;
+  int cap = 0;  // rows the list has room for (attention_rows sizes its grid by it; 0: len)
 };
 struct AttnShape {
   int group = 1;       // query heads per KV head
@@ -86,6 +122,7 @@ struct AttnShape {
 // (flash-decoding) with fp32 queries, one warp per query head. Any head_dim <= 256 multiple of 32.
 struct DecodeScratch {
   Scratch part;
+  std::vector<int> lens;
 };
 void attention_rows(const AttnList* lists, int n_lists, const AttnShape& sh, const float* q, int64_t ldq, float* out,
                     int64_t ldo, int n_sm, DecodeScratch& scratch, Context& ctx);

@@ -5,17 +5,13 @@
 
 #include "backend/cuda/kernels.cuh"
 #include "model/random_weights.h"
+#include "tappa/error.h"
 
 namespace tappa::cuda {
 
 namespace {
 
 constexpr int kThreads = 256;
-// Entries per append launch: the argument block stays under CUDA's 32 KB of kernel parameters.
-constexpr int kAppendEntries = 560;
-struct AppendEntryBlock {
-  AppendEntry e[kAppendEntries];
-};
 
 int blocks_for(int64_t n, int threads = kThreads) {
   const int64_t b = (n + threads - 1) / threads;
@@ -159,17 +155,63 @@ __global__ void argmax_kernel(const float* x, int64_t ldx, int64_t cols, int32_t
   }
 }
 
-__global__ void kv_append_kernel(const AppendEntryBlock b, int head_dim) {
-  const AppendEntry& e = b.e[blockIdx.y];
-  const int i = blockIdx.x;
+// One launch for a layer's K/V appends, optionally with the RoPE of that step's queries and keys
+// (RopeAppend::k set): blocks [0, q_blocks) rotate the query rows as rope_kernel does; then one
+// block per (entry, row) rotates the key row in registers with the same arithmetic (so the cache
+// gets the bits the unfused rope + append gave), writes it back and to the cache, and converts
+// the value row. The destination row is the list's length before the append, read from `lens`
+// (device memory: a replayed graph appends where the step's lists end).
+template <int MAXE>
+__global__ void __launch_bounds__(128) rope_append_kernel(const RopeAppendT<MAXE> a) {
+  int b = blockIdx.x;
+  const int half = a.n_rot / 2;
+  if (b < a.q_blocks) {
+    const int row = b / a.qy;
+    const int t = (b % a.qy) * blockDim.x + threadIdx.x;
+    if (t >= a.n_head * half) return;
+    const int h = t / half, m = t % half;
+    const float* cs = a.table + row * a.ldt;
+    float* v = a.q + row * a.ldq + static_cast<int64_t>(h) * a.head_dim;
+    const int ia = a.neox ? m : 2 * m, ib = a.neox ? m + half : 2 * m + 1;
+    const float x0 = v[ia], x1 = v[ib], c = cs[2 * m], sn = cs[2 * m + 1];
+    v[ia] = __fmaf_rn(x0, c, -__fmul_rn(x1, sn));
+    v[ib] = __fmaf_rn(x0, sn, __fmul_rn(x1, c));
+    return;
+  }
+  b -= a.q_blocks;
+  const int ei = b / a.max_rows, i = b % a.max_rows;
+  const AppendEntry& e = a.e[ei];
   if (i >= e.rows) return;
-  const float* ks = e.k + static_cast<int64_t>(i) * e.ldk;
+  const int D = a.head_dim;
+  float* ks = const_cast<float*>(e.k) + static_cast<int64_t>(i) * e.ldk;
   const float* vs = e.v + static_cast<int64_t>(i) * e.ldv;
-  kv_t* kd = e.dk + static_cast<int64_t>(i) * head_dim;
-  kv_t* vd = e.dv + static_cast<int64_t>(i) * head_dim;
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    kd[d] = __float2half_rn(ks[d]);
-    vd[d] = __float2half_rn(vs[d]);
+  const int64_t at = static_cast<int64_t>(a.lens[ei] + i) * D;
+  kv_t* kd = e.dk + at;
+  kv_t* vd = e.dv + at;
+  if (a.rope) {
+    const float* cs = a.table + static_cast<int64_t>(e.row + i) * a.ldt;
+    for (int m = threadIdx.x; m < half; m += blockDim.x) {
+      const int ia = a.neox ? m : 2 * m, ib = a.neox ? m + half : 2 * m + 1;
+      const float x0 = ks[ia], x1 = ks[ib], c = cs[2 * m], sn = cs[2 * m + 1];
+      const float r0 = __fmaf_rn(x0, c, -__fmul_rn(x1, sn)), r1 = __fmaf_rn(x0, sn, __fmul_rn(x1, c));
+      ks[ia] = r0;
+      ks[ib] = r1;
+      kd[ia] = __float2half_rn(r0);
+      kd[ib] = __float2half_rn(r1);
+    }
+    for (int d = a.n_rot + threadIdx.x; d < D; d += blockDim.x) kd[d] = __float2half_rn(ks[d]);
+  } else {
+    for (int d = threadIdx.x; d < D; d += blockDim.x) kd[d] = __float2half_rn(ks[d]);
+  }
+  for (int d = threadIdx.x; d < D; d += blockDim.x) vd[d] = __float2half_rn(vs[d]);
+}
+
+__global__ void copy_rows_kernel(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = t / cols, j = t % cols;
+    dst[i * ldd + j] = src[i * lds + j];
   }
 }
 
@@ -194,9 +236,9 @@ void embed(const void* table, bool f16, const int32_t* tokens, int n, int64_t co
            cudaStream_t s) {
   if (n == 0) return;
   if (f16) {
-    embed_kernel<<<n, kThreads, 0, s>>>(static_cast<const __half*>(table), tokens, cols, scale, x, ldx);
+    launch(embed_kernel<__half>, n, kThreads, 0, s, static_cast<const __half*>(table), tokens, cols, scale, x, ldx);
   } else {
-    embed_kernel<<<n, kThreads, 0, s>>>(static_cast<const bf16*>(table), tokens, cols, scale, x, ldx);
+    launch(embed_kernel<bf16>, n, kThreads, 0, s, static_cast<const bf16*>(table), tokens, cols, scale, x, ldx);
   }
   TAPPA_CUDA_LAUNCHED();
 }
@@ -204,20 +246,20 @@ void embed(const void* table, bool f16, const int32_t* tokens, int n, int64_t co
 void rms_norm(const float* x, int64_t ldx, const float* w, float eps, float* out, int64_t ldo, int64_t rows, int64_t cols,
               cudaStream_t s) {
   if (rows == 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(rows), kNormThreads, 0, s>>>(x, ldx, w, eps, out, ldo, cols);
+  launch(rms_norm_kernel, static_cast<unsigned>(rows), kNormThreads, 0, s, x, ldx, w, eps, out, ldo, cols);
   TAPPA_CUDA_LAUNCHED();
 }
 
 void elementwise(Elementwise op, float* y, int64_t ldy, const float* x, int64_t ldx, float a, int64_t rows, int64_t cols,
                  cudaStream_t s) {
   if (rows * cols == 0) return;
-  elementwise_kernel<<<blocks_for(rows * cols), kThreads, 0, s>>>(op, y, ldy, x, ldx, a, rows, cols);
+  launch(elementwise_kernel, blocks_for(rows * cols), kThreads, 0, s, op, y, ldy, x, ldx, a, rows, cols);
   TAPPA_CUDA_LAUNCHED();
 }
 
 void glu(float* gate, int64_t ldg, const float* up, int64_t ldu, bool gelu, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows * cols == 0) return;
-  glu_kernel<<<blocks_for(rows * cols), kThreads, 0, s>>>(gate, ldg, up, ldu, gelu, rows, cols);
+  launch(glu_kernel, blocks_for(rows * cols), kThreads, 0, s, gate, ldg, up, ldu, gelu, rows, cols);
   TAPPA_CUDA_LAUNCHED();
 }
 
@@ -225,53 +267,90 @@ void rope(const float* table, int64_t ldt, float* x, int64_t ldx, int64_t rows, 
           int n_heads2, int head_dim, int n_rot, bool neox, cudaStream_t s) {
   if (rows == 0 || n_rot == 0) return;
   const int pairs = (n_heads + n_heads2) * (n_rot / 2);
-  rope_kernel<<<dim3(static_cast<unsigned>(rows), (pairs + 127) / 128), 128, 0, s>>>(table, ldt, x, ldx, n_heads, x2, ldx2,
-                                                                                   n_heads2, head_dim, n_rot, neox);
+  launch(rope_kernel, dim3(static_cast<unsigned>(rows), (pairs + 127) / 128), 128, 0, s, table, ldt, x, ldx, n_heads, x2,
+         ldx2, n_heads2, head_dim, n_rot, neox);
   TAPPA_CUDA_LAUNCHED();
 }
 
 void to_bf16(const float* x, int64_t ldx, bf16* y, int64_t ldy, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows * cols == 0) return;
-  to_bf16_kernel<<<blocks_for(rows * cols), kThreads, 0, s>>>(x, ldx, y, ldy, rows, cols);
+  launch(to_bf16_kernel, blocks_for(rows * cols), kThreads, 0, s, x, ldx, y, ldy, rows, cols);
   TAPPA_CUDA_LAUNCHED();
 }
 
 void random_fill(bf16* dst, int64_t n, uint64_t seed, float step, cudaStream_t s) {
   if (n == 0) return;
-  random_fill_kernel<<<blocks_for(n), kThreads, 0, s>>>(dst, n, seed, step);
+  launch(random_fill_kernel, blocks_for(n), kThreads, 0, s, dst, n, seed, step);
   TAPPA_CUDA_LAUNCHED();
 }
 
 void argmax_rows(const float* x, int64_t ldx, int64_t rows, int64_t cols, int32_t* ids, cudaStream_t s) {
   if (rows == 0) return;
-  argmax_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(x, ldx, cols, ids);
+  launch(argmax_kernel, static_cast<unsigned>(rows), kThreads, 0, s, x, ldx, cols, ids);
   TAPPA_CUDA_LAUNCHED();
 }
 
-void kv_append(const AppendEntry* e, int n, int head_dim, cudaStream_t s) {
-  for (int i0 = 0; i0 < n; i0 += kAppendEntries) {
-    AppendEntryBlock b;
-    const int m = std::min(kAppendEntries, n - i0);
-    int rows = 0;
-    for (int i = 0; i < m; ++i) {
-      b.e[i] = e[i0 + i];
-      rows = std::max(rows, e[i0 + i].rows);
-    }
-    if (rows == 0) continue;
-    kv_append_kernel<<<dim3(rows, m), 128, 0, s>>>(b, head_dim);
-    TAPPA_CUDA_LAUNCHED();
+namespace {
+template <int MAXE>
+void launch_rope_append(const RopeAppend& r, const AppendEntry* e, int n, const int* lens, cudaStream_t s) {
+  RopeAppendT<MAXE> a{};
+  a.table = r.table, a.ldt = r.ldt, a.q = r.q, a.ldq = r.ldq, a.n_head = r.n_head;
+  a.head_dim = r.head_dim, a.n_rot = r.n_rot, a.neox = r.neox, a.rope = r.rope;
+  const int half = r.n_rot / 2;
+  a.qy = r.rope && r.q ? (r.n_head * half + 127) / 128 : 0;
+  a.q_blocks = static_cast<int>(a.qy * r.q_rows);
+  a.lens = lens;
+  a.n_entries = n;
+  a.max_rows = 0;
+  for (int i = 0; i < n; ++i) {
+    a.e[i] = e[i];
+    a.max_rows = std::max(a.max_rows, e[i].rows);
   }
+  const int64_t blocks = a.q_blocks + static_cast<int64_t>(n) * a.max_rows;
+  if (blocks == 0) return;
+  launch(rope_append_kernel<MAXE>, static_cast<unsigned>(blocks), 128, 0, s, a);
+}
+}  // namespace
+
+void rope_append(const RopeAppend& r, const AppendEntry* e, const int* lens_host, int n, cudaStream_t s) {
+  Gate* gate = gate_of(s);
+  int i0 = 0;
+  do {
+    const int m = std::min(kAppendEntriesMax, n - i0);
+    // The lists' lengths before the append: device memory the kernel reads (a graph replays it).
+    const int* lens = nullptr;
+    if (m > 0) {
+      if (gate) {
+        lens = gate->dyn(lens_host + i0, static_cast<size_t>(m));
+      } else {
+        throw Error("rope_append: the stream has no launch gate");
+      }
+    }
+    RopeAppend ri = r;
+    if (i0 > 0) ri.q = nullptr;  // the queries once
+    if (m <= kAppendEntriesSmall) {
+      launch_rope_append<kAppendEntriesSmall>(ri, e + i0, m, lens, s);
+    } else {
+      launch_rope_append<kAppendEntriesMax>(ri, e + i0, m, lens, s);
+    }
+    i0 += m;
+  } while (i0 < n);
+}
+
+void copy_rows(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows * cols == 0) return;
+  launch(copy_rows_kernel, blocks_for(rows * cols), kThreads, 0, s, src, lds, dst, ldd, rows, cols);
 }
 
 void gather_rows(const kv_t* src, kv_t* dst, const int32_t* rows, int n, int head_dim, cudaStream_t s) {
   if (n == 0) return;
-  gather_kernel<<<n, 128, 0, s>>>(src, dst, rows, n, head_dim);
+  launch(gather_kernel, n, 128, 0, s, src, dst, rows, n, head_dim);
   TAPPA_CUDA_LAUNCHED();
 }
 
 void to_f16(const float* x, int64_t ldx, f16* y, int64_t ldy, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows * cols == 0) return;
-  to_f16_kernel<<<blocks_for(rows * cols), kThreads, 0, s>>>(x, ldx, y, ldy, rows, cols);
+  launch(to_f16_kernel, blocks_for(rows * cols), kThreads, 0, s, x, ldx, y, ldy, rows, cols);
   TAPPA_CUDA_LAUNCHED();
 }
 
