@@ -199,6 +199,8 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend() : ctx_(std::make_shared<Context>()), prof_(ctx_->stream) {
     ctx_->flush = [this] { flush_appends(); };
+    const char* f = std::getenv("TAPPA_CUDA_FUSE_NORM");
+    fuse_norm_ = !(f && std::string(f) == "0");
   }
   ~CudaBackend() override {
     try {
@@ -290,10 +292,19 @@ class CudaBackend final : public Backend {
     }
     cuda::embed(w.p, w.f16, t, n, x.cols, scale, x.data, x.ld, ctx_->stream);
   }
+  // Decode rows: deferred, and fused into the product that follows when it reads `out` (the
+  // norm's scale is then applied to the products' sums, gemv.cu); any other op launches it first.
   void rms_norm(const Mat& x, const float* w, float eps, Mat out) override {
     flush_appends();
+    const float* dw = vec(w);
+    const bool apart = out.data + out.rows * out.ld <= x.data || x.data + x.rows * x.ld <= out.data;
+    if (fuse_norm_ && x.rows > 0 && x.rows <= cuda::kGemvMaxRows && apart && x.cols % 8 == 0 &&
+        cuda::gemv_fits(x.data, x.ld, static_cast<int>(x.cols)) && cuda::gemv_fits(dw, 0, static_cast<int>(x.cols))) {
+      norm_ = {true, x, dw, eps, out};
+      return;
+    }
     Timed t_(prof_, "rms_norm");
-    cuda::rms_norm(x.data, x.ld, vec(w), eps, out.data, out.ld, x.rows, x.cols, ctx_->stream);
+    cuda::rms_norm(x.data, x.ld, dw, eps, out.data, out.ld, x.rows, x.cols, ctx_->stream);
   }
   void matmul(const WeightView& w, const Mat& x, Mat y, Order order) override {
     const WeightView* ws[1] = {&w};
@@ -310,18 +321,21 @@ class CudaBackend final : public Backend {
   }
   void matmul_glu(const WeightView& wg, const WeightView& wu, const Mat& x, Mat gate, Mat up, FfnActivation act,
                   Order) override {
-    flush_appends();
     const bool gelu = act == FfnActivation::GeluTanh;
     const DevWeight& g = weight(wg);
     const DevWeight& u = weight(wu);
     if (x.rows <= cuda::kGemvMaxRows && cuda::gemv_fits(x.data, x.ld, static_cast<int>(x.cols)) && g.f16 == u.f16) {
+      Mat xs = x;
+      cuda::GemvNorm gn;
+      const bool fused = take_norm(x, xs, gn);
+      flush_appends();
       Timed t_(prof_, "gemv_glu");
-      const Mat& xs = x;
       cuda::GemvSeg seg{g.p, u.p, gate.data, gate.ld, static_cast<int>(wg.rows)};
       cuda::gemv(&seg, 1, gelu ? cuda::GemvMode::GluGelu : cuda::GemvMode::GluSilu, g.f16, xs.data, xs.ld,
-                 static_cast<int>(x.rows), static_cast<int>(x.cols), ctx_->stream);
+                 static_cast<int>(x.rows), static_cast<int>(x.cols), ctx_->stream, fused ? &gn : nullptr);
       return;
     }
+    flush_appends();
     const WeightView* ws[2] = {&wg, &wu};
     const Mat ys[2] = {gate, up};
     products(ws, x, ys, cuda::GemvMode::Store);
@@ -408,6 +422,12 @@ class CudaBackend final : public Backend {
   // Launches the deferred RoPE and K/V appends (rope_append: fused when the appends cover exactly
   // the rotated key rows, each once).
   void flush_appends() {
+    if (norm_.on) {
+      norm_.on = false;
+      Timed t_(prof_, "rms_norm");
+      cuda::rms_norm(norm_.x.data, norm_.x.ld, norm_.w, norm_.eps, norm_.out.data, norm_.out.ld, norm_.x.rows,
+                     norm_.x.cols, ctx_->stream);
+    }
     if (!rope_.on && pending_.empty()) return;
     bool fuse = rope_.on && !pending_.empty();
     if (fuse) {
@@ -469,6 +489,25 @@ class CudaBackend final : public Backend {
     int n_head_kv = 0;
   } rope_;
   std::vector<char> seen_;
+  struct PendingNorm {
+    bool on = false;
+    Mat x;
+    const float* w = nullptr;
+    float eps = 0.0f;
+    Mat out;
+  } norm_;
+  bool fuse_norm_ = true;
+  // The pending norm, if the product about to run on the GEMV path reads its output: taken (the
+  // product fuses it) and returned as the raw input and the norm's parameters.
+  bool take_norm(const Mat& x, Mat& raw, cuda::GemvNorm& gn) {
+    if (!norm_.on || norm_.out.data != x.data || norm_.out.ld != x.ld || norm_.out.rows != x.rows ||
+        norm_.out.cols != x.cols)
+      return false;
+    norm_.on = false;
+    raw = norm_.x;
+    gn = cuda::GemvNorm{norm_.w, norm_.eps, norm_.out.data, norm_.out.ld};
+    return true;
+  }
 
   cuda::DecodeScratch decode_;
   std::vector<float> host_table_;
@@ -527,8 +566,13 @@ void CudaBackend::prepare_weights(std::span<const WeightView> matrices, std::spa
 
 void CudaBackend::products(std::span<const WeightView* const> ws, const Mat& x, std::span<const Mat> ys,
                            cuda::GemvMode mode) {
-  flush_appends();
   const int k = static_cast<int>(x.cols);
+  // A pending RMSNorm whose output is x goes into the first product (it writes x as well).
+  Mat raw = x;
+  cuda::GemvNorm gn;
+  bool fused = mode != cuda::GemvMode::Accumulate && x.rows <= cuda::kGemvMaxRows && cuda::gemv_fits(x.data, x.ld, k) &&
+               take_norm(x, raw, gn);
+  flush_appends();
   if (x.rows == 0) return;
   // Runs of weights of one storage type go together.
   for (size_t i0 = 0; i0 < ws.size();) {
@@ -543,7 +587,12 @@ void CudaBackend::products(std::span<const WeightView* const> ws, const Mat& x, 
         const int n = static_cast<int>(std::min<size_t>(3, i1 - j0));
         for (int j = 0; j < n; ++j)
           segs[j] = {weight(*ws[j0 + j]).p, nullptr, ys[j0 + j].data, ys[j0 + j].ld, static_cast<int>(ws[j0 + j]->rows)};
-        cuda::gemv(segs, n, mode, w0.f16, xs.data, xs.ld, static_cast<int>(x.rows), k, ctx_->stream);
+        if (fused) {
+          cuda::gemv(segs, n, mode, w0.f16, raw.data, raw.ld, static_cast<int>(x.rows), k, ctx_->stream, &gn);
+          fused = false;
+        } else {
+          cuda::gemv(segs, n, mode, w0.f16, xs.data, xs.ld, static_cast<int>(x.rows), k, ctx_->stream);
+        }
       }
     } else {
       Timed t_(prof_, "cublas");

@@ -8,6 +8,7 @@
 // logits alone (Order::PerToken). Activations are read as fp32 through the L1 cache: they are a few
 // kilobytes that every warp of the SM shares.
 #include "backend/cuda/kernels.cuh"
+#include "tappa/error.h"
 
 namespace tappa::cuda {
 
@@ -23,6 +24,7 @@ struct GemvArgs {
   const float* x;
   int64_t ldx;
   int m, k;
+  GemvNorm norm;  // NORM kernels: x is the norm's input
 };
 
 __device__ __forceinline__ uint4 load_stream(const void* p) {
@@ -73,7 +75,11 @@ __device__ __forceinline__ float gelu_tanh(float g) {
 
 // R weight rows per warp: consecutive output features (Store / Accumulate), or for GLU row r of the
 // gate and of the up projection (one output feature).
-template <int MAXM, int R, GemvMode MODE, bool F16>
+// NORM: y = RMSNorm(x) · Wᵀ with the norm fused in. Every warp reads all of x for its dot products
+// anyway; it sums the squares as it goes (double), multiplies x by the norm's weights, and scales
+// the finished sums by 1 / rms: y = s · Σ W·(x∘w) instead of Σ W·((x·s)∘w), the same value up to
+// fp32 rounding. Warp 0 of block 0 also writes the normalized rows to norm.out, as rms_norm would.
+template <int MAXM, int R, GemvMode MODE, bool F16, bool NORM>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
   int b = blockIdx.x, s = 0;
   while (s + 1 < a.n_seg && b >= a.blocks[s]) b -= a.blocks[s++];
@@ -98,6 +104,27 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int m = 0; m < MAXM; ++m) acc[r][m] = 0.0f;
+  double ss[MAXM];
+#pragma unroll
+  for (int m = 0; m < MAXM; ++m) ss[m] = 0.0;
+  // Activation row m's piece c (8 floats), normalized-but-unscaled under NORM.
+  const auto load_x = [&](int m, int c, float4& x0, float4& x1, const float4& n0, const float4& n1) {
+    const float4* xp = reinterpret_cast<const float4*>(a.x + m * a.ldx + static_cast<int64_t>(c) * 8);
+    x0 = __ldg(xp), x1 = __ldg(xp + 1);
+    if constexpr (NORM) {
+      ss[m] += static_cast<double>(x0.x * x0.x) + static_cast<double>(x0.y * x0.y) + static_cast<double>(x0.z * x0.z) +
+               static_cast<double>(x0.w * x0.w) + static_cast<double>(x1.x * x1.x) + static_cast<double>(x1.y * x1.y) +
+               static_cast<double>(x1.z * x1.z) + static_cast<double>(x1.w * x1.w);
+      x0.x *= n0.x, x0.y *= n0.y, x0.z *= n0.z, x0.w *= n0.w;
+      x1.x *= n1.x, x1.y *= n1.y, x1.z *= n1.z, x1.w *= n1.w;
+    }
+  };
+  const auto load_n = [&](int c, float4& n0, float4& n1) {
+    if constexpr (NORM) {
+      const float4* np = reinterpret_cast<const float4*>(a.norm.w + static_cast<int64_t>(c) * 8);
+      n0 = __ldg(np), n1 = __ldg(np + 1);
+    }
+  };
 
   const int pieces = a.k / 8;
   int c = lane;
@@ -113,11 +140,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
       float wf[R][8];
 #pragma unroll
       for (int r = 0; r < R; ++r) unpack<F16>(wv[u][r], wf[r]);
+      float4 n0, n1;
+      load_n(c + 32 * u, n0, n1);
 #pragma unroll
       for (int m = 0; m < MAXM; ++m) {
         if (m < a.m) {
-          const float4* xp = reinterpret_cast<const float4*>(a.x + m * a.ldx + static_cast<int64_t>(c + 32 * u) * 8);
-          const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+          float4 x0, x1;
+          load_x(m, c + 32 * u, x0, x1, n0, n1);
 #pragma unroll
           for (int r = 0; r < R; ++r) acc[r][m] = dot8(wf[r], x0, x1, acc[r][m]);
         }
@@ -131,11 +160,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
     float wf[R][8];
 #pragma unroll
     for (int r = 0; r < R; ++r) unpack<F16>(wv[r], wf[r]);
+    float4 n0, n1;
+    load_n(c, n0, n1);
 #pragma unroll
     for (int m = 0; m < MAXM; ++m) {
       if (m < a.m) {
-        const float4* xp = reinterpret_cast<const float4*>(a.x + m * a.ldx + static_cast<int64_t>(c) * 8);
-        const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+        float4 x0, x1;
+        load_x(m, c, x0, x1, n0, n1);
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[r][m] = dot8(wf[r], x0, x1, acc[r][m]);
       }
@@ -147,6 +178,23 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
     for (int m = 0; m < MAXM; ++m)
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) acc[r][m] += __shfl_xor_sync(0xffffffffu, acc[r][m], o);
+  if constexpr (NORM) {
+#pragma unroll
+    for (int m = 0; m < MAXM; ++m) {
+      if (m >= a.m) continue;
+      double t = ss[m];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+      const float sc = 1.0f / sqrtf(static_cast<float>(t / static_cast<double>(a.k)) + a.norm.eps);
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[r][m] *= sc;
+      if (blockIdx.x == 0 && warp == 0 && a.norm.out) {
+        const float* xr = a.x + m * a.ldx;
+        float* o = a.norm.out + m * a.norm.ldo;
+        for (int j = lane; j < a.k; j += 32) o[j] = xr[j] * sc * a.norm.w[j];
+      }
+    }
+  }
   // Lane m writes activation row m's outputs (every lane holds every sum after the butterfly).
 #pragma unroll
   for (int m = 0; m < MAXM; ++m) {
@@ -170,7 +218,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
 }
 
 template <int MAXM, GemvMode MODE>
-void dispatch_r(GemvArgs& a, bool f16, cudaStream_t s) {
+void dispatch_r(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
   // Two weight rows per warp (GLU: the gate's and the up projection's row of one feature).
   constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
   constexpr int R = 2;
@@ -180,19 +228,25 @@ void dispatch_r(GemvArgs& a, bool f16, cudaStream_t s) {
     a.blocks[i] = (a.seg[i].n + kWarps * kOut - 1) / (kWarps * kOut);
     total += a.blocks[i];
   }
+  if constexpr (MODE != GemvMode::Accumulate) {
+    if (norm) {
+      if (f16) return launch(gemv_kernel<MAXM, R, MODE, true, true>, total, kWarps * 32, 0, s, a);
+      return launch(gemv_kernel<MAXM, R, MODE, false, true>, total, kWarps * 32, 0, s, a);
+    }
+  }
   if (f16) {
-    launch(gemv_kernel<MAXM, R, MODE, true>, total, kWarps * 32, 0, s, a);
+    launch(gemv_kernel<MAXM, R, MODE, true, false>, total, kWarps * 32, 0, s, a);
   } else {
-    launch(gemv_kernel<MAXM, R, MODE, false>, total, kWarps * 32, 0, s, a);
+    launch(gemv_kernel<MAXM, R, MODE, false, false>, total, kWarps * 32, 0, s, a);
   }
 }
 
 template <GemvMode MODE>
-void dispatch_m(GemvArgs& a, bool f16, cudaStream_t s) {
+void dispatch_m(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
   static_assert(kGemvMaxRows == 4);
-  if (a.m <= 1) return dispatch_r<1, MODE>(a, f16, s);
-  if (a.m <= 2) return dispatch_r<2, MODE>(a, f16, s);
-  return dispatch_r<4, MODE>(a, f16, s);
+  if (a.m <= 1) return dispatch_r<1, MODE>(a, f16, norm, s);
+  if (a.m <= 2) return dispatch_r<2, MODE>(a, f16, norm, s);
+  return dispatch_r<4, MODE>(a, f16, norm, s);
 }
 
 }  // namespace
@@ -202,9 +256,11 @@ bool gemv_fits(const float* x, int64_t ldx, int k) {
 }
 
 void gemv(const GemvSeg* segs, int n_seg, GemvMode mode, bool f16, const float* x, int64_t ldx, int m, int k,
-          cudaStream_t s) {
+          cudaStream_t s, const GemvNorm* norm) {
   if (m == 0) return;
+  if (norm && mode == GemvMode::Accumulate) throw Error("gemv: no fused norm for accumulating products");
   GemvArgs a{};
+  if (norm) a.norm = *norm;
   a.n_seg = n_seg;
   for (int i = 0; i < n_seg; ++i) a.seg[i] = segs[i];
   a.x = x;
@@ -212,10 +268,10 @@ void gemv(const GemvSeg* segs, int n_seg, GemvMode mode, bool f16, const float* 
   a.m = m;
   a.k = k;
   switch (mode) {
-    case GemvMode::Store: return dispatch_m<GemvMode::Store>(a, f16, s);
-    case GemvMode::Accumulate: return dispatch_m<GemvMode::Accumulate>(a, f16, s);
-    case GemvMode::GluSilu: return dispatch_m<GemvMode::GluSilu>(a, f16, s);
-    case GemvMode::GluGelu: return dispatch_m<GemvMode::GluGelu>(a, f16, s);
+    case GemvMode::Store: return dispatch_m<GemvMode::Store>(a, f16, norm != nullptr, s);
+    case GemvMode::Accumulate: return dispatch_m<GemvMode::Accumulate>(a, f16, false, s);
+    case GemvMode::GluSilu: return dispatch_m<GemvMode::GluSilu>(a, f16, norm != nullptr, s);
+    case GemvMode::GluGelu: return dispatch_m<GemvMode::GluGelu>(a, f16, norm != nullptr, s);
   }
 }
 

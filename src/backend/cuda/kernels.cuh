@@ -95,9 +95,17 @@ struct GemvSeg {
   int64_t ldy = 0;
   int n = 0;  // output features (rows of w)
 };
+// An RMSNorm fused into the products (Store and GLU modes): x is the norm's input, w its weights
+// (k floats); out (if set) receives the normalized rows, as rms_norm would write them.
+struct GemvNorm {
+  const float* w = nullptr;
+  float eps = 0.0f;
+  float* out = nullptr;
+  int64_t ldo = 0;
+};
 // Up to 3 products of the same x in one launch (Q, K, V).
 void gemv(const GemvSeg* segs, int n_seg, GemvMode mode, bool f16_weights, const float* x, int64_t ldx, int m, int k,
-          cudaStream_t s);
+          cudaStream_t s, const GemvNorm* norm = nullptr);
 bool gemv_fits(const float* x, int64_t ldx, int k);  // alignment the kernel's 16-byte loads need
 
 // --- attention.cu ---------------------------------------------------------------------------------
