@@ -8,6 +8,7 @@
 set -uo pipefail
 deps=$(realpath "$1"); src=$(realpath "$2"); b=$3; shift 3
 lib=$deps/usr/lib/x86_64-linux-gnu
+export LD_LIBRARY_PATH="$deps/rt:${LD_LIBRARY_PATH:-}"
 for pc in "$lib"/pkgconfig/*.pc "$deps"/usr/share/pkgconfig/*.pc; do
   [ -e "$pc" ] && sed -i "s|^prefix=/usr\$|prefix=$deps/usr|; s|^libdir=/usr/|libdir=$deps/usr/|; s|^includedir=/usr/|includedir=$deps/usr/|" "$pc"
 done
@@ -21,7 +22,7 @@ export PKG_CONFIG_PATH="$lib/pkgconfig:$deps/usr/share/pkgconfig"
 export CPATH="$deps/usr/include:$deps/usr/include/x86_64-linux-gnu"
 export LIBRARY_PATH="$lib"
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-cmake -S "$src" -B "$b" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$deps/usr" \
+cmake -S "$src" -B "$b" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="-include cstdint" -DCMAKE_PREFIX_PATH="$deps/usr" \
   -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$lib" -DCMAKE_SHARED_LINKER_FLAGS="-Wl,-rpath-link,$lib" "$@" \
   >"$b.configure.log" 2>&1 || { tail -40 "$b.configure.log"; exit 1; }
 grep -E "tappa: CUDA|CMAKE_CUDA" "$b.configure.log"

@@ -17,7 +17,7 @@ for p in "${pkgs[@]}"; do
     { [ -f "$f" ] || [ -L "$f" ]; } || continue
     case "$f" in
       /usr/share/doc/*|/usr/share/man/*|/usr/share/lintian/*) continue ;;
-      *libgtest*.a|*libgmock*.a) ;;
+      *libgtest*.a|*libgmock*.a|*libbenchmark*.a) ;;
       *.a) continue ;;
       *pcre2-16*|*pcre2-32*|*pcre2-posix*) continue ;;
     esac

@@ -201,6 +201,8 @@ class CudaBackend final : public Backend {
     ctx_->flush = [this] { flush_appends(); };
     const char* f = std::getenv("TAPPA_CUDA_FUSE_NORM");
     fuse_norm_ = !(f && std::string(f) == "0");
+    const char* fr = std::getenv("TAPPA_CUDA_FUSE_ROPE");
+    fuse_rope_ = !(fr && std::string(fr) == "0");
   }
   ~CudaBackend() override {
     try {
@@ -379,6 +381,12 @@ class CudaBackend final : public Backend {
   void rope_qk(const Rope& r, const Mat& table, Mat q, int n_head, Mat k, int n_head_kv) override {
     flush_appends();
     if (q.rows == 0) return;
+    if (!fuse_rope_) {
+      Timed t_(prof_, "rope");
+      cuda::rope(table.data, table.ld, q.data, q.ld, q.rows, n_head, k.data, k.ld, n_head_kv, r.head_dim, r.n_rot, r.neox,
+                 ctx_->stream);
+      return;
+    }
     rope_.on = true;
     rope_.r = cuda::RopeAppend{true, table.data, table.ld, q.data, q.ld, q.rows, n_head, r.head_dim, r.n_rot, r.neox};
     rope_.k = k.data;
@@ -496,7 +504,7 @@ class CudaBackend final : public Backend {
     float eps = 0.0f;
     Mat out;
   } norm_;
-  bool fuse_norm_ = true;
+  bool fuse_norm_ = true, fuse_rope_ = true;
   // The pending norm, if the product about to run on the GEMV path reads its output: taken (the
   // product fuses it) and returned as the raw input and the norm's parameters.
   bool take_norm(const Mat& x, Mat& raw, cuda::GemvNorm& gn) {
