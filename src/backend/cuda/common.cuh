@@ -74,7 +74,7 @@ class Gate {
   // whatever a replay has skipped so far is launched.
   void barrier();
   // After the stream was synchronized: the argument block can be refilled from its start.
-  void synced() { dyn_used_ = 0; }
+  void synced() { dyn_used_ = dyn_uploaded_ = 0; }
   // n values of T copied to the argument block; returns their device address. In eager mode the
   // copy is queued at once (ahead of the launch that reads it); while a replay is being matched it
   // is held on the host and copied with the whole block before the replay (or before the skipped
