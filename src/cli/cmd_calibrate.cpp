@@ -135,6 +135,12 @@ void register_calibrate(CLI::App& app, int& rc) {
           ++n_mine;
           n_mine_done += shards.done(static_cast<int64_t>(w)) ? 1 : 0;
         }
+      if (o->resume && world.root()) {
+        int64_t n_known = static_cast<int64_t>(prefix);
+        for (size_t w = prefix; w < windows.size(); ++w) n_known += shards.done(static_cast<int64_t>(w)) ? 1 : 0;
+        std::fprintf(stderr, "tappa calibrate: resuming with %lld of %zu windows done\n", static_cast<long long>(n_known),
+                     windows.size());
+      }
       Progress progress("calibrate", n_mine, "windows of rank 0", !o->quiet && world.root());
       progress.update(n_mine_done);
       size_t current = 0;
@@ -185,6 +191,8 @@ void register_calibrate(CLI::App& app, int& rc) {
         return !stop_requested();
       });
       progress.finish();
+      // Rank files of an earlier mpirun of this checkpoint are stale once one process has every window.
+      if (state.windows_done == static_cast<int>(windows.size())) shards.remove_rank_files();
     }
     const bool complete = state.windows_done == static_cast<int>(windows.size());
 
