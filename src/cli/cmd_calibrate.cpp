@@ -44,7 +44,9 @@ void register_calibrate(CLI::App& app, int& rc) {
       "Examples:\n"
       "  tappa calibrate -f ../shared/data/niah_paulgraham_essays/*.txt --max-windows 64 -o scores.json\n"
       "  tappa prune-order --scores scores.json --beta 0.2\n"
-      "  tappa calibrate -f book.txt -o scores.json --resume     # continue after an interruption");
+      "  tappa calibrate -f book.txt -o scores.json --resume     # continue after an interruption\n"
+      "  mpirun -np 4 tappa calibrate -f book.txt -t 2 -o scores.json   # windows split over MPI ranks\n"
+      "                                                          # (docs/DISTRIBUTED.md)");
   struct Opts {
     std::string model, out, checkpoint, plot;
     std::vector<std::string> files;

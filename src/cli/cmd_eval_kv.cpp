@@ -223,6 +223,7 @@ void register_eval_kv(CLI::App& app, int& rc) {
       "  tappa eval-kv --tasks longbench:my.jsonl --methods fullkv,snapkv,tappa --budgets 256 -o lb\n"
       "  tappa eval-kv --tasks fidelity_wikitext --methods fullkv,snapkv,tappa --cache-types f32,f16,q8_0,q4_0 -o fr\n"
       "  tappa eval-kv --summarize -o out                   # rewrite table.md/csv/plots from results.json\n"
+      "  mpirun -np 4 tappa eval-kv --samples 8 -t 2 -o out # samples split over MPI ranks (docs/DISTRIBUTED.md)\n"
       "  scripts/eval_kv_grid.sh                            # the default-model grid of docs/RESULTS.md\n\n" +
       kv_methods_help());
   struct Opts {
