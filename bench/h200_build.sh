@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Configures and builds tappa on a machine without its Debian build dependencies (the H200 machine's
-# CUDA image), from a copy of them made by bench/h200_collect_deps.sh. The binaries find the copied
-# shared libraries through their build-tree RPATH; pkgconf runs from the copy when the machine has
-# no pkg-config. Prints the build's CPU time (user + sys, GNU time's or Python's getrusage).
+# CUDA image), from a copy of them made by bench/h200_collect_deps.sh. Run the binaries with
+# LD_LIBRARY_PATH=DEPS/rt (set here for the build's own test discovery); pkgconf runs from the copy
+# when the machine has no pkg-config; <cstdint> is force-included (g++ 13 needs it where a file
+# relies on another header for it). Prints the build's CPU time (user + sys, GNU time's or Python's getrusage).
 #
 #   bench/h200_build.sh DEPS SRC BUILD [cmake -D options...]
 set -uo pipefail

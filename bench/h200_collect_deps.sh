@@ -25,6 +25,16 @@ for p in "${pkgs[@]}"; do
     cp -a "$f" "$dir$f"
   done
 done
+# Header-only stb (libstb-dev's headers only).
+mkdir -p "$dir/usr/include" && cp -a /usr/include/stb "$dir/usr/include/"
+# The shared libraries tappa's binaries load, for LD_LIBRARY_PATH=$dir/rt (bench/h200_build.sh).
+mkdir -p "$dir/rt"
+for f in libcpp-httplib.so.0.11 libhwy.so.1 libhwy_contrib.so.1 libbenchmark.so.1debian libbrotlicommon.so.1 \
+         libbrotlidec.so.1 libbrotlienc.so.1; do
+  ln -sf ../usr/lib/x86_64-linux-gnu/$f "$dir/rt/$f"
+done
+# GNU time, for the build's CPU figures.
+mkdir -p "$dir/usr/bin" && cp /usr/bin/time "$dir/usr/bin/time"
 # pkgconf's binary under its usual name.
 [ -e "$dir/usr/bin/pkg-config" ] || ln -s pkgconf "$dir/usr/bin/pkg-config"
 du -sh "$dir"
