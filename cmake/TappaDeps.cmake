@@ -17,8 +17,9 @@ endfunction()
 
 find_package(Threads REQUIRED)  # part of libc
 
+# Debian 12's pkg-config package is only a transitional name for pkgconf, which has the program.
 find_package(PkgConfig QUIET)
-tappa_require_package(PKG_CONFIG_FOUND "pkg-config" pkg-config)
+tappa_require_package(PKG_CONFIG_FOUND "pkg-config" pkgconf)
 
 # JSON: every file the CLI and the library write or read (results, checkpoints, the server's bodies).
 find_package(nlohmann_json 3 QUIET)
@@ -61,6 +62,24 @@ if(TAPPA_BUILD_BENCH)
 endif()
 
 if(TAPPA_MPI)
+  # openmpi-bin's mpicxx outlives libopenmpi-dev and names include directories that are gone with it;
+  # FindMPI would then fail inside a try-compile with a screen of errors. Ask the wrapper first.
+  set(TAPPA_MPI_HEADERS_FOUND TRUE)
+  find_program(TAPPA_MPICXX NAMES mpicxx)
+  if(TAPPA_MPICXX)
+    execute_process(COMMAND ${TAPPA_MPICXX} --showme:incdirs OUTPUT_VARIABLE _incdirs
+                    RESULT_VARIABLE _rc ERROR_QUIET OUTPUT_STRIP_TRAILING_WHITESPACE)
+    if(_rc EQUAL 0)  # Open MPI's wrapper; others do not know --showme and go straight to FindMPI
+      set(TAPPA_MPI_HEADERS_FOUND FALSE)
+      separate_arguments(_incdirs)
+      foreach(_d IN LISTS _incdirs)
+        if(EXISTS "${_d}/mpi.h")
+          set(TAPPA_MPI_HEADERS_FOUND TRUE)
+        endif()
+      endforeach()
+    endif()
+  endif()
+  tappa_require_package(TAPPA_MPI_HEADERS_FOUND "MPI for C++ (TAPPA_MPI=ON; mpi.h)" libopenmpi-dev)
   find_package(MPI QUIET COMPONENTS CXX)
   tappa_require_package(MPI_CXX_FOUND "MPI for C++ (TAPPA_MPI=ON)" libopenmpi-dev)
 endif()

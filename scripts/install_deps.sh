@@ -17,9 +17,10 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+# pkgconf: Debian 12's pkg-config (the package named pkg-config is a transitional name for it).
 # ca-certificates: pip reaches PyPI over HTTPS (the venv below, scripts/fetch_model.sh).
 # openmpi-bin: mpirun, for the MPI test (tests/mpi_test.sh) of the TAPPA_MPI=ON build scripts/test.sh makes.
-PACKAGES=(build-essential cmake pkg-config ca-certificates
+PACKAGES=(build-essential cmake pkgconf ca-certificates
           nlohmann-json3-dev libcli11-dev libstb-dev libcpp-httplib-dev
           libgtest-dev libbenchmark-dev
           libopenmpi-dev openmpi-bin

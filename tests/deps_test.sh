@@ -10,8 +10,8 @@ if [ ! -f /.tappa-fresh-root ]; then
   exit 2
 fi
 scripts/install_deps.sh >/dev/null
-# The libraries and pkg-config, read from install_deps.sh itself, so a package added there is tested here.
-mapfile -t PKGS < <(scripts/install_deps.sh --list | grep -E -- '-dev$|^pkg-config$')
+# The libraries and pkgconf, read from install_deps.sh itself, so a package added there is tested here.
+mapfile -t PKGS < <(scripts/install_deps.sh --list | grep -E -- '-dev$|^pkgconf$')
 [ ${#PKGS[@]} -ge 7 ] || { echo "deps_test.sh: only ${#PKGS[@]} library packages listed" >&2; exit 1; }
 
 configure() { rm -rf /tmp/deps-build; cmake -S . -B /tmp/deps-build -DTAPPA_MPI=ON >/tmp/deps-configure.log 2>&1; }
