@@ -18,8 +18,13 @@ configure() { rm -rf /tmp/deps-build; cmake -S . -B /tmp/deps-build -DTAPPA_MPI=
 configure || { cat /tmp/deps-configure.log >&2; echo "deps_test.sh: configure fails with every package installed" >&2; exit 1; }
 
 failed=0
+# What removing a package must take away: pkgconf's program is in pkgconf-bin (CMake also finds it by the
+# name pkgconf), so "pkgconf missing" means both are gone; apt-get install pkgconf brings both back.
+removed_with() { case "$1" in pkgconf) echo "pkgconf pkgconf-bin";; *) echo "$1";; esac; }
+
 for p in "${PKGS[@]}"; do
-  dpkg -r --force-depends "$p" >/dev/null 2>&1
+  # shellcheck disable=SC2046  # word splitting of the package list is intended
+  dpkg -r --force-depends $(removed_with "$p") >/dev/null 2>&1
   if configure; then
     echo "FAIL $p: removed, yet configure succeeded"; failed=1
   else
