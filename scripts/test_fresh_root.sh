@@ -20,7 +20,8 @@
 #   scripts/test_fresh_root.sh quickstart deps # only these steps (the root is still made afresh)
 #
 # Needs root (chroot, mount) and debootstrap (installed here when missing). Logs and step times:
-# build-fresh-root/logs/. Environment: FRESH_ROOT_MIRROR (default: http://deb.debian.org/debian).
+# build-fresh-root/logs/. Environment: FRESH_ROOT_MIRROR (default: http://deb.debian.org/debian);
+# FRESH_ROOT_KEEP=1 keeps the root after a pass (it is deleted then; a failed root is always kept).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -136,4 +137,10 @@ for s in "${STEPS[@]}"; do
   esac
 done
 step_time total "$t0"
+# A passed root is only disk (builds and models, a few GB) that the later CI steps need more; a failed
+# one is kept for a look inside. FRESH_ROOT_KEEP=1 keeps it either way.
+if [ "${FRESH_ROOT_KEEP:-0}" != 1 ]; then
+  unmount_all
+  rm -rf --one-file-system "$ROOT"
+fi
 echo "[fresh-root] ok: ${STEPS[*]} passed in a bare Debian 12 root (times: $LOGS/times.txt)"
