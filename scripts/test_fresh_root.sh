@@ -13,7 +13,8 @@
 # the extra CA certificates of /usr/local/share/ca-certificates/ and the certificate variables
 # (PIP_CERT, SSL_CERT_FILE, REQUESTS_CA_BUNDLE) that reach them through this network's TLS proxy, and
 # apt's Check-Valid-Until=false when this machine's apt has it (its mirror serves a dated snapshot whose
-# Release files have expired). No bind mount of /usr, no venv, no model, no ccache. /proc, /dev and
+# Release files have expired). No bind mount of /usr, no venv, no model, no ccache; only the public
+# evaluation data (../shared/data) is bound in, read-only, so the tests that read it do not skip. /proc, /dev and
 # /dev/pts are mounted for the chroot and unmounted on every exit, a failing step included.
 #
 #   scripts/test_fresh_root.sh                 # all three steps (what .ci/run runs)
@@ -58,9 +59,13 @@ trap 'exit 130' INT TERM
 
 # A root left by an earlier run that was killed may still have its mounts: undo them before deleting.
 if [ -d "$ROOT" ]; then
-  for m in dev/pts dev proc; do
+  for m in shared/data dev/pts dev proc; do
     mountpoint -q "$ROOT/$m" 2>/dev/null && { umount "$ROOT/$m" || umount -l "$ROOT/$m"; }
   done
+  if grep -q " $ROOT/" /proc/mounts; then
+    echo "[fresh-root] $ROOT still has mounts (see /proc/mounts): not deleting it" >&2
+    exit 1
+  fi
   rm -rf --one-file-system "$ROOT"
 fi
 mkdir -p "$ROOT" "$LOGS"
@@ -111,6 +116,20 @@ touch "$ROOT/.tappa-fresh-root"  # tests/deps_test.sh removes packages only wher
 mount -t proc proc "$ROOT/proc" && MOUNTED+=("$ROOT/proc")
 mount --bind /dev "$ROOT/dev" && MOUNTED+=("$ROOT/dev")
 mount -t devpts -o newinstance,ptmxmode=0666 devpts "$ROOT/dev/pts" && MOUNTED+=("$ROOT/dev/pts")
+# The public evaluation data beside the checkout (../shared/data: wikitext, PIQA, ...), read-only at the
+# same relative place (/shared/data beside /tappa), so the tests that read it run here too instead of
+# skipping. It is data, not software: it cannot stand in for a missing install step.
+DATA="$REPO/../shared/data"
+if [ -d "$DATA" ]; then
+  mkdir -p "$ROOT/shared/data"
+  mount --bind "$DATA" "$ROOT/shared/data" && MOUNTED+=("$ROOT/shared/data")
+  # Read-only or not at all: the root is deleted with rm -rf later, and a bind of the same filesystem
+  # is not stopped by --one-file-system.
+  mount -o remount,bind,ro "$ROOT/shared/data" \
+    || { echo "[fresh-root] could not make $ROOT/shared/data read-only" >&2; exit 1; }
+else
+  echo "[fresh-root] no $DATA here: the tests that read it will skip in the root"
+fi
 
 in_root() {  # NAME COMMAND: runs COMMAND in the root's clone with a clean environment, logs, times it
   local name=$1 cmd=$2 t rc=0
@@ -141,6 +160,10 @@ step_time total "$t0"
 # one is kept for a look inside. FRESH_ROOT_KEEP=1 keeps it either way.
 if [ "${FRESH_ROOT_KEEP:-0}" != 1 ]; then
   unmount_all
-  rm -rf --one-file-system "$ROOT"
+  if grep -q " $ROOT/" /proc/mounts; then
+    echo "[fresh-root] $ROOT still has mounts: left in place" >&2
+  else
+    rm -rf --one-file-system "$ROOT"
+  fi
 fi
 echo "[fresh-root] ok: ${STEPS[*]} passed in a bare Debian 12 root (times: $LOGS/times.txt)"
