@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what tappa needs on Debian 12 (bookworm): the compiler and build tools, the libraries it
 # includes or links (nlohmann-json, CLI11, stb, cpp-httplib, Open MPI, GoogleTest, Google Benchmark),
-# and a Python virtual environment under .cache/venv with numpy and gguf for the test-data scripts.
-# Safe to run again. Each package here is found by name in cmake/TappaDeps.cmake, which stops configure
-# with the package's name when it is missing; tests/deps_test.sh checks that for every library below.
+# and a Python virtual environment under .cache/venv with numpy and gguf for the test-data scripts and the
+# `openai` client package for the server's client test (ctest server_openai_client). Safe to run again.
+# Each package here is found by name in cmake/TappaDeps.cmake, which stops configure with the package's
+# name when it is missing; tests/deps_test.sh checks that for every library below.
 #
 #   scripts/install_deps.sh           # what the build and the tests need
 #   scripts/install_deps.sh --list    # print the Debian packages of that, installing nothing
@@ -53,5 +54,12 @@ fi
 if ! "$VENV/bin/python" -c 'import numpy, gguf' 2>/dev/null; then
   echo "[install_deps] installing numpy and gguf into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check "numpy>=1.24,<3" "gguf==0.19.0"
+fi
+# The server's real-client test (tests/server_openai_client.py) runs the openai package unchanged; pinned so a
+# new release cannot change what the test exercises.
+OPENAI_VERSION=3.57.0
+if ! "$VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
+  echo "[install_deps] installing openai==$OPENAI_VERSION into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "openai==$OPENAI_VERSION"
 fi
 echo "[install_deps] ok"

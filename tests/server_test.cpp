@@ -226,6 +226,19 @@ TEST(Server, ARequestLargerThanTheKvCapIsRefusedAndCompressionAdmitsIt) {
   }
 }
 
+TEST(Server, ATokenIdPromptMayBeLongerThanTheBatchLimit) {
+  // Up to 64 prompts per request, but one prompt of token ids is as long as the context allows.
+  TAPPA_REQUIRE_MODEL(test::default_model());
+  Served s;
+  std::string text;
+  for (int i = 0; i < 20; ++i) text += "The cat sat on the mat. ";
+  const auto ids = s.model->tokenizer().encode(text, false, false);
+  ASSERT_GT(ids.size(), 64u);
+  auto [st, j] = s.post("/v1/completions", json{{"prompt", ids}, {"max_tokens", 2}, {"temperature", 0}}.dump());
+  ASSERT_EQ(st, 200) << j.dump();
+  EXPECT_GE(j["usage"]["prompt_tokens"].get<size_t>(), ids.size());
+}
+
 TEST(Server, AClientLeavingMidStreamCancelsItsGeneration) {
   TAPPA_REQUIRE_MODEL(test::default_model());
   Served s;

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/sharded.h"
+#include "cli/world.h"
 #include "prune/calibration.h"
 #include "prune/layer_list.h"
 #include "prune/orders.h"
@@ -42,7 +44,9 @@ void register_calibrate(CLI::App& app, int& rc) {
       "Examples:\n"
       "  tappa calibrate -f ../shared/data/niah_paulgraham_essays/*.txt --max-windows 64 -o scores.json\n"
       "  tappa prune-order --scores scores.json --beta 0.2\n"
-      "  tappa calibrate -f book.txt -o scores.json --resume     # continue after an interruption");
+      "  tappa calibrate -f book.txt -o scores.json --resume     # continue after an interruption\n"
+      "  mpirun -np 4 tappa calibrate -f book.txt -t 2 -o scores.json   # windows split over MPI ranks\n"
+      "                                                          # (docs/DISTRIBUTED.md)");
   struct Opts {
     std::string model, out, checkpoint, plot;
     std::vector<std::string> files;
@@ -63,6 +67,7 @@ void register_calibrate(CLI::App& app, int& rc) {
   cmd->add_flag("-q,--quiet", o->quiet, "No progress bar");
   cmd->add_option("--plot", o->plot, "Also draw BI and q-sim per layer as an SVG line chart");
   cmd->callback([o, &rc] {
+    World& world = World::get();  // first: under mpirun, errors from here on name the rank
     const auto model = Model::load(o->model);
     const ModelConfig& c = model->config();
     std::vector<std::vector<int32_t>> texts;
@@ -79,9 +84,10 @@ void register_calibrate(CLI::App& app, int& rc) {
     const nlohmann::json settings = {{"model", o->model}, {"files", o->files}, {"window", o->cal.window},
                                      {"stride", o->cal.stride}, {"angular", o->cal.angular},
                                      {"n_windows", windows.size()}, {"text_tokens", lengths}};
+    const char* which = "model, files, window, stride, --angular";
     prune::CalibrationState state;
     if (o->resume && std::filesystem::exists(ckpt)) {
-      const nlohmann::json j = read_checkpoint(ckpt, settings, "model, files, window, stride, --angular");
+      const nlohmann::json j = read_checkpoint(ckpt, settings, which);
       try {
         state.n_layer = j.at("n_layer").get<int>();
         state.windows_done = j.at("windows_done").get<int>();
@@ -97,24 +103,99 @@ void register_calibrate(CLI::App& app, int& rc) {
           state.qsim_sum.size() != static_cast<size_t>(c.n_layer) || state.windows_done < 0 ||
           static_cast<size_t>(state.windows_done) > windows.size() || state.tokens_done < 0)
         throw Error(ckpt + ": not a valid checkpoint (layer count, per-layer sums or windows done do not fit the settings)");
-      std::fprintf(stderr, "tappa calibrate: resuming after %d of %zu windows\n", state.windows_done, windows.size());
+      if (world.root())
+        std::fprintf(stderr, "tappa calibrate: resuming after %d of %zu windows\n", state.windows_done, windows.size());
     }
     int64_t total_tokens = 0;
     for (const auto& w : windows) total_tokens += w.length;
-    if (!o->quiet)
-      std::fprintf(stderr, "tappa calibrate: %zu texts, %zu windows (%lld tokens), %d layers\n", texts.size(),
-                   windows.size(), static_cast<long long>(total_tokens), c.n_layer);
+    if (!o->quiet && world.root())
+      std::fprintf(stderr, "tappa calibrate: %zu texts, %zu windows (%lld tokens), %d layers%s\n", texts.size(),
+                   windows.size(), static_cast<long long>(total_tokens), c.n_layer,
+                   world.size() > 1 ? (", " + std::to_string(world.size()) + " ranks").c_str() : "");
     StopSignalScope stop_scope;
-    Progress progress("calibrate", total_tokens, "tok", !o->quiet);
-    progress.update(state.tokens_done);
-    prune::run_calibration(*model, texts, windows, o->cal, state, [&](const prune::CalibrationState& s) {
+    const auto save_checkpoint = [&](const prune::CalibrationState& s) {
       report::atomic_write(ckpt, nlohmann::json{{"settings", settings}, {"n_layer", s.n_layer}, {"windows_done", s.windows_done},
                                                 {"tokens_done", s.tokens_done}, {"bi_sum", s.bi_sum},
                                                 {"qsim_sum", s.qsim_sum}}.dump());
-      progress.update(s.tokens_done);
-      return !stop_requested();
-    });
-    progress.finish();
+    };
+    // Window w on rank w mod N (cli/sharded.h): each rank scores its windows alone and checkpoints the
+    // per-window scores (CKPT.rank<r>); rank 0 adds them in window order, the additions one process
+    // makes, so the sums are bitwise those of one process. Also taken by one process resuming from
+    // the rank files of an interrupted mpirun.
+    ShardedItems shards(world, static_cast<int64_t>(windows.size()), ckpt, settings, which);
+    if (world.size() > 1 || (o->resume && !shards.rank_files().empty())) {
+      if (state.n_layer == 0) {
+        state.n_layer = c.n_layer;
+        state.bi_sum.assign(c.n_layer, 0.0);
+        state.qsim_sum.assign(c.n_layer, 0.0);
+      }
+      const size_t prefix = static_cast<size_t>(state.windows_done);  // from the one-process checkpoint
+      if (o->resume) shards.resume();
+      int64_t n_mine = 0, n_mine_done = 0;
+      for (size_t w = prefix; w < windows.size(); ++w)
+        if (shards.mine(static_cast<int64_t>(w))) {
+          ++n_mine;
+          n_mine_done += shards.done(static_cast<int64_t>(w)) ? 1 : 0;
+        }
+      if (o->resume && world.root()) {
+        int64_t n_known = static_cast<int64_t>(prefix);
+        for (size_t w = prefix; w < windows.size(); ++w) n_known += shards.done(static_cast<int64_t>(w)) ? 1 : 0;
+        std::fprintf(stderr, "tappa calibrate: resuming with %lld of %zu windows done\n", static_cast<long long>(n_known),
+                     windows.size());
+      }
+      Progress progress("calibrate", n_mine, "windows of rank 0", !o->quiet && world.root());
+      progress.update(n_mine_done);
+      size_t current = 0;
+      try {
+        prune::score_windows(
+            *model, texts, windows, o->cal,
+            [&](size_t w) {
+              const bool want = w >= prefix && shards.mine(static_cast<int64_t>(w)) && !shards.done(static_cast<int64_t>(w)) &&
+                                !stop_requested();
+              if (want) current = w;
+              return want;
+            },
+            [&](size_t w, const prune::WindowScores& s) {
+              shards.record(static_cast<int64_t>(w), {{"bi", s.bi}, {"qsim", s.qsim}});
+              progress.update(++n_mine_done);
+              return !stop_requested();
+            });
+      } catch (const std::exception& e) {
+        shards.flush();
+        const prune::WindowRef& win = windows[current];
+        world.fail("window " + std::to_string(current) + " (" + o->files[win.text] + ", tokens " + std::to_string(win.start) +
+                   "-" + std::to_string(win.start + win.length) + "): " + e.what());
+      }
+      shards.flush();
+      progress.finish();
+      const std::vector<nlohmann::json> all = shards.gather();
+      if (!world.root()) {
+        rc = stop_requested() ? 128 + stop_signal_number() : 0;
+        return;
+      }
+      // The leading run of finished windows, as one process would have them after a stop.
+      for (size_t w = prefix; w < windows.size() && !all[w].is_null(); ++w) {
+        try {
+          state.add_window(all[w].at("bi").get<std::vector<double>>(), all[w].at("qsim").get<std::vector<double>>(),
+                           windows[w].length);
+        } catch (const nlohmann::json::exception& e) {
+          throw Error("calibrate: window " + std::to_string(w) + ": malformed scores (" + e.what() + ")");
+        }
+      }
+      save_checkpoint(state);  // what one process leaves after its last window
+      if (state.windows_done == static_cast<int>(windows.size())) shards.remove_rank_files();
+    } else {
+      Progress progress("calibrate", total_tokens, "tok", !o->quiet);
+      progress.update(state.tokens_done);
+      prune::run_calibration(*model, texts, windows, o->cal, state, [&](const prune::CalibrationState& s) {
+        save_checkpoint(s);
+        progress.update(s.tokens_done);
+        return !stop_requested();
+      });
+      progress.finish();
+      // Rank files of an earlier mpirun of this checkpoint are stale once one process has every window.
+      if (state.windows_done == static_cast<int>(windows.size())) shards.remove_rank_files();
+    }
     const bool complete = state.windows_done == static_cast<int>(windows.size());
 
     const std::vector<double> bi = state.bi(), qsim = state.qsim();

@@ -3,11 +3,14 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/sharded.h"
+#include "cli/world.h"
 #include "evalkv/runner.h"
 #include "evalkv/summary.h"
 #include "evalkv/tasks.h"
@@ -60,6 +63,138 @@ std::string read_text(const std::string& path) {
   }
 }
 
+std::string dump_results(const nlohmann::json& j) {
+  return j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+nlohmann::json load_json(const std::string& path) {
+  try {
+    return nlohmann::json::parse(read_text(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": not valid JSON (" + std::string(e.what()).substr(0, 120) + ")");
+  }
+}
+
+constexpr const char* kSettingsWhich =
+    "methods, budgets, tasks, lengths, modes, samples, seed, token counts or model";
+
+// `mpirun -np N tappa eval-kv` (and one process resuming from the rank files such a run left): group g
+// of the grid — one (task, length, sample, mode), prefilled once, with all its method × budget
+// cells — runs on rank g mod N, the same split on every launch. Each rank checkpoints the cells it has
+// into OUT/results.json.rank<r> (atomically, at most once a second and after every group); rank 0
+// gathers every cell (as CBOR: the very bits and bytes each rank holds, predictions that are not
+// valid UTF-8 included), puts them in grid order — the order one process runs and writes them — and
+// writes results.json, results.csv, table.md and plots/ with the one-process code. Once the grid is
+// complete the rank files are removed, leaving the files one process leaves.
+int run_sharded(World& world, const Model& model, const evalkv::GridConfig& cfg, const std::string& out, bool resume,
+                bool force, bool show_progress) {
+  namespace fs = std::filesystem;
+  const std::string results_path = (fs::path(out) / "results.json").string();
+  const nlohmann::json config = cfg.to_json();
+  const std::vector<std::string> old_ranks = rank_files_of(results_path);
+  if (!force && !resume) {
+    if (fs::exists(results_path))
+      throw Error(results_path + " exists: add --resume to continue that run, or --force to start over");
+    if (!old_ranks.empty())
+      throw Error(old_ranks.front() + " exists (an interrupted mpirun): add --resume to continue that run, or --force to start over");
+  }
+  nlohmann::json results = {{"format", "tappa-eval-kv/1"}, {"config", config}, {"cells", nlohmann::json::array()}};
+  std::map<std::string, nlohmann::json> known;  // cell key -> cell, from results.json and every rank file
+  if (!force) {
+    if (fs::exists(results_path)) {
+      results = load_json(results_path);
+      if (!results.contains("config") || results["config"] != config)
+        throw Error(results_path + " was made with different settings (" + kSettingsWhich +
+                    "); use the same flags to resume, or --force");
+      for (const auto& c : results.at("cells")) known.emplace(evalkv::cell_key(c), c);
+    }
+    for (const std::string& path : old_ranks) {
+      const nlohmann::json j = read_checkpoint(path, config, kSettingsWhich);
+      try {
+        for (const auto& c : j.at("cells")) known.emplace(evalkv::cell_key(c), c);
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(path + ": not a valid checkpoint (" + e.what() + ")");
+      }
+    }
+  }
+  const evalkv::GridOrder order = evalkv::grid_order(cfg);
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < order.keys.size(); ++i) index.emplace(order.keys[i], i);
+  world.barrier();  // every rank has read the old files before rank 0 removes any (--force)
+  if (world.root()) {
+    if (force) {
+      std::error_code ec;
+      fs::remove(results_path, ec);
+      for (const std::string& path : old_ranks) fs::remove(path, ec);
+    }
+    fs::create_directories(out);
+  }
+  world.barrier();
+  if (world.root() && !known.empty())
+    std::fprintf(stderr, "tappa eval-kv: resuming with %zu of %zu cells done\n", known.size(), order.keys.size());
+
+  // This rank's share: the known cells of its groups, in grid order.
+  nlohmann::json mine = {{"format", results.value("format", "tappa-eval-kv/1")}, {"config", config},
+                         {"cells", nlohmann::json::array()}};
+  for (size_t i = 0; i < order.keys.size(); ++i)
+    if (world.owns(order.group[i]))
+      if (const auto it = known.find(order.keys[i]); it != known.end()) mine["cells"].push_back(it->second);
+  const std::string rank_path = results_path + ".rank" + std::to_string(world.rank());
+  auto last_write = std::chrono::steady_clock::now() - std::chrono::hours(1);
+  const auto save = [&](const nlohmann::json& r, bool force_write) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!force_write && now - last_write < std::chrono::seconds(1)) return;
+    report::atomic_write(rank_path, dump_results(nlohmann::json{{"settings", config}, {"cells", r.at("cells")}}));
+    last_write = now;
+  };
+  std::string current = "setup";
+  bool finished = false;
+  try {
+    finished = evalkv::run_grid(model, cfg, mine, save, show_progress && world.root(),
+                                [&](int64_t g) { return world.owns(g); }, &current);
+  } catch (const std::exception& e) {
+    try {
+      save(mine, true);  // keep what this rank did: --resume continues after a fix
+    } catch (const std::exception&) {
+    }
+    world.fail(current + ": " + e.what());
+  }
+  save(mine, true);
+  const std::vector<uint8_t> cbor = nlohmann::json::to_cbor(mine.at("cells"));
+  const std::vector<std::string> all = world.gather(std::string(cbor.begin(), cbor.end()));
+  if (!world.root()) return finished ? 0 : 128 + stop_signal_number();
+
+  std::vector<nlohmann::json> cells(order.keys.size());
+  for (const std::string& part : all)
+    for (auto& c : nlohmann::json::from_cbor(part)) {
+      const auto it = index.find(evalkv::cell_key(c));
+      if (it != index.end() && cells[it->second].is_null()) cells[it->second] = std::move(c);
+    }
+  size_t n_known = 0;
+  for (const auto& k : order.keys) n_known += known.count(k);
+  results["cells"] = nlohmann::json::array();
+  for (auto& c : cells)
+    if (!c.is_null()) results["cells"].push_back(std::move(c));
+  const bool complete = results["cells"].size() == order.keys.size();
+  results["model_name"] = model.config().name;
+  results["complete"] = complete;
+  report::atomic_write(results_path, dump_results(results));
+  evalkv::write_summary(results, out);
+  const size_t ran = results["cells"].size() - n_known;
+  if (!complete) {
+    std::fprintf(stderr,
+                 "tappa: stopped by signal %d after %zu new cells (%zu of %zu done); results written to %s — "
+                 "continue with the same flags and --resume\n",
+                 stop_signal_number(), ran, results["cells"].size(), order.keys.size(), results_path.c_str());
+    return 128 + stop_signal_number();
+  }
+  std::error_code ec;
+  for (const std::string& path : rank_files_of(results_path)) fs::remove(path, ec);
+  std::printf("%zu cells (%zu run now); wrote %s, %s/results.csv, %s/table.md, %s/plots/\n", results["cells"].size(),
+              ran, results_path.c_str(), out.c_str(), out.c_str(), out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 void register_eval_kv(CLI::App& app, int& rc) {
@@ -88,6 +223,7 @@ void register_eval_kv(CLI::App& app, int& rc) {
       "  tappa eval-kv --tasks longbench:my.jsonl --methods fullkv,snapkv,tappa --budgets 256 -o lb\n"
       "  tappa eval-kv --tasks fidelity_wikitext --methods fullkv,snapkv,tappa --cache-types f32,f16,q8_0,q4_0 -o fr\n"
       "  tappa eval-kv --summarize -o out                   # rewrite table.md/csv/plots from results.json\n"
+      "  mpirun -np 4 tappa eval-kv --samples 8 -t 2 -o out # samples split over MPI ranks (docs/DISTRIBUTED.md)\n"
       "  scripts/eval_kv_grid.sh                            # the default-model grid of docs/RESULTS.md\n\n" +
       kv_methods_help());
   struct Opts {
@@ -132,18 +268,15 @@ void register_eval_kv(CLI::App& app, int& rc) {
 
   cmd->callback([o, &rc] {
     namespace fs = std::filesystem;
+    World& world = World::get();  // first: under mpirun, errors from here on name the rank
     const std::string results_path = (fs::path(o->out) / "results.json").string();
-    auto dump = [](const nlohmann::json& j) {
-      return j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-    };
-    auto load_results = [&]() {
-      try {
-        return nlohmann::json::parse(read_text(results_path));
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(results_path + ": not valid JSON (" + std::string(e.what()).substr(0, 120) + ")");
-      }
-    };
+    const auto dump = dump_results;
+    auto load_results = [&]() { return load_json(results_path); };
     if (o->summarize) {
+      if (!world.root()) {  // under mpirun: rank 0 alone rewrites the summary
+        rc = 0;
+        return;
+      }
       if (!fs::exists(results_path)) throw Error(results_path + ": not found (run eval-kv first)");
       evalkv::write_summary(load_results(), o->out);
       std::printf("wrote %s/table.md, results.csv, plots/\n", o->out.c_str());
@@ -167,6 +300,19 @@ void register_eval_kv(CLI::App& app, int& rc) {
     cfg.longbench_max_new = o->lb_max_new;
     cfg.threads = o->threads;
     cfg.longbench_chat = !o->no_chat;
+
+    // mpirun (or one process resuming what an interrupted mpirun left): the grid split by group.
+    const std::vector<std::string> rank_files = rank_files_of(results_path);
+    if (world.size() > 1 || (o->resume && !o->force && !rank_files.empty())) {
+      StopSignalScope stop_scope;
+      const auto model = Model::load(o->model);
+      rc = run_sharded(world, *model, cfg, o->out, o->resume, o->force, !o->no_progress);
+      return;
+    }
+    if (!rank_files.empty() && !o->force && !o->resume)
+      throw Error(rank_files.front() + " exists (an interrupted mpirun): add --resume to continue that run, or --force to start over");
+    if (o->force)
+      for (const std::string& path : rank_files) fs::remove(path);
 
     nlohmann::json results;
     if (fs::exists(results_path) && !o->force) {

@@ -1,5 +1,6 @@
 #include "cli/sharded.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "cli/common.h"
@@ -11,27 +12,44 @@ namespace tappa::cli {
 ShardedItems::ShardedItems(World& world, int64_t n_items, std::string ckpt, nlohmann::json settings, std::string which)
     : world_(world), n_items_(n_items), ckpt_(std::move(ckpt)), which_(std::move(which)), settings_(std::move(settings)) {}
 
-void ShardedItems::resume() {
-  if (ckpt_.empty()) return;
+std::vector<std::string> ShardedItems::rank_files() const { return rank_files_of(ckpt_); }
+
+std::vector<std::string> rank_files_of(const std::string& ckpt) {
+  std::vector<std::string> out;
+  if (ckpt.empty()) return out;
   namespace fs = std::filesystem;
-  const fs::path base(ckpt_);
+  const fs::path base(ckpt);
   const fs::path dir = base.has_parent_path() ? base.parent_path() : fs::path(".");
   const std::string prefix = base.filename().string() + ".rank";
-  if (!fs::is_directory(dir)) return;
-  for (const auto& entry : fs::directory_iterator(dir)) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
     if (name.rfind(prefix, 0) != 0 || name.find_first_not_of("0123456789", prefix.size()) != std::string::npos ||
         name.size() == prefix.size())
       continue;  // not a rank file of this checkpoint (e.g. an atomic write's temporary)
-    const nlohmann::json c = read_checkpoint(entry.path().string(), settings_, which_);
+    out.push_back(entry.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void ShardedItems::remove_rank_files() const {
+  std::error_code ec;
+  for (const std::string& f : rank_files()) std::filesystem::remove(f, ec);
+}
+
+void ShardedItems::resume() {
+  for (const std::string& path : rank_files()) {
+    const nlohmann::json c = read_checkpoint(path, settings_, which_);
     try {
       for (const auto& x : c.at("items")) {
         const int64_t i = x.at(0).get<int64_t>();
-        if (i < 0 || i >= n_items_) throw Error(entry.path().string() + ": item " + std::to_string(i) + " out of range");
+        if (i < 0 || i >= n_items_) throw Error(path + ": item " + std::to_string(i) + " out of range");
         results_[i] = x.at(1);
       }
     } catch (const nlohmann::json::exception& e) {
-      throw Error(entry.path().string() + ": not a valid checkpoint (" + e.what() + ")");
+      throw Error(path + ": not a valid checkpoint (" + e.what() + ")");
     }
   }
 }

@@ -20,6 +20,9 @@
 
 namespace tappa::cli {
 
+// The rank files CKPT.rank<r> on disk (any r, sorted by name; not an atomic write's temporaries).
+std::vector<std::string> rank_files_of(const std::string& ckpt);
+
 class ShardedItems {
  public:
   // ckpt may be empty (no checkpoints, no resume); settings must match on resume (which: the options
@@ -46,6 +49,10 @@ class ShardedItems {
   std::vector<nlohmann::json> gather();
 
   std::string rank_file(int rank) const { return ckpt_ + ".rank" + std::to_string(rank); }
+  // The rank files of this checkpoint on disk (any rank count), and their removal (rank 0, once the
+  // results are written whole: the files one process writes are then all that is left).
+  std::vector<std::string> rank_files() const;
+  void remove_rank_files() const;
 
  private:
   World& world_;

@@ -124,6 +124,14 @@ void validate(const GridConfig& cfg) {
   }
 }
 
+// The grid as run: fullkv (the reference) first if the methods do not list it.
+GridConfig with_reference(const GridConfig& cfg_in) {
+  GridConfig cfg = cfg_in;
+  if (std::none_of(cfg.methods.begin(), cfg.methods.end(), [](const MethodSpec& m) { return m.is_full(); }))
+    cfg.methods.insert(cfg.methods.begin(), parse_method_spec("fullkv"));
+  return cfg;
+}
+
 // Attaches a KV policy to a sequence for a scope (nullptr: none) and always detaches it, so the
 // sequence never keeps a pointer to a cell's compressor past the scope.
 class PolicyScope {
@@ -239,12 +247,26 @@ std::string cell_key(const nlohmann::json& c) {
   return key_of(g, c.at("method").get<std::string>(), c.at("budget").get<int>());
 }
 
+GridOrder grid_order(const GridConfig& cfg_in) {
+  const GridConfig cfg = with_reference(cfg_in);
+  GridOrder o;
+  const auto groups = groups_of(cfg);
+  const auto cells = cells_of(cfg);
+  o.n_groups = static_cast<int64_t>(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (const auto& c : cells) {
+      o.keys.push_back(key_of(groups[g], c.label, c.budget));
+      o.group.push_back(static_cast<int64_t>(g));
+    }
+  return o;
+}
+
 bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& results,
-              const std::function<void(const nlohmann::json&, bool)>& checkpoint, bool show_progress) {
-  GridConfig cfg = cfg_in;
-  validate(cfg);
-  if (std::none_of(cfg.methods.begin(), cfg.methods.end(), [](const MethodSpec& m) { return m.is_full(); }))
-    cfg.methods.insert(cfg.methods.begin(), parse_method_spec("fullkv"));
+              const std::function<void(const nlohmann::json&, bool)>& checkpoint, bool show_progress,
+              const std::function<bool(int64_t)>& owns_group, std::string* current) {
+  validate(cfg_in);
+  const GridConfig cfg = with_reference(cfg_in);
+  const auto owned = [&](size_t gi) { return !owns_group || owns_group(static_cast<int64_t>(gi)); };
 
   const ModelConfig& mc = model.config();
   const Tokenizer& tok = model.tokenizer();
@@ -265,8 +287,8 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
   const auto groups = groups_of(cfg);
   const auto cells = cells_of(cfg);
   int64_t pending = 0;
-  for (const auto& g : groups)
-    for (const auto& c : cells) pending += done.count(key_of(g, c.label, c.budget)) ? 0 : 1;
+  for (size_t gi = 0; gi < groups.size(); ++gi)
+    for (const auto& c : cells) pending += !owned(gi) || done.count(key_of(groups[gi], c.label, c.budget)) ? 0 : 1;
   Progress progress("eval-kv", pending, "cells", show_progress);
   int64_t n_done = 0;
 
@@ -279,11 +301,14 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
   std::map<std::string, std::vector<LongBenchRecord>> lb_records;
   std::map<std::string, std::vector<size_t>> lb_order;
 
-  for (const Group& g : groups) {
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    const Group& g = groups[gi];
+    if (!owned(gi)) continue;
     bool any = false;
     for (const auto& c : cells) any |= !done.count(key_of(g, c.label, c.budget));
     if (!any) continue;
     if (stop_requested()) break;
+    if (current) *current = "sample " + g.task + "|" + std::to_string(g.length) + "|" + std::to_string(g.sample) + "|" + g.mode;
     const auto t_group = Clock::now();
     const bool fidelity = is_fidelity_task(g.task);
 
@@ -379,6 +404,7 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
       const std::string key = key_of(g, c.label, c.budget);
       if (done.count(key)) continue;
       if (stop_requested()) break;
+      if (current) *current = "cell " + key;
       const auto t0 = Clock::now();
       const std::string& cache_name = cfg.cache_types[c.cache];
       const KvCacheType cache_type = parse_cache_spec(cache_name);

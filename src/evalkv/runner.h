@@ -75,11 +75,24 @@ struct GridConfig {
 // Total cells of the grid.
 int64_t grid_size(const GridConfig& cfg);
 
+// The grid in the order run_grid runs it: every cell's key (cell_key), and for each cell the index of
+// its group — one (task, length, sample, mode), whose prompt is prefilled once for all its cells.
+// fullkv is counted as run_grid adds it.
+struct GridOrder {
+  std::vector<std::string> keys;
+  std::vector<int64_t> group;  // [cell] group index
+  int64_t n_groups = 0;
+};
+GridOrder grid_order(const GridConfig& cfg);
+
 // Runs the cells that `results["cells"]` does not hold yet, appending each. `checkpoint` is called
 // with the whole results object whenever they should be written. Returns false when stopped early
-// (stop_requested()).
+// (stop_requested()). With `owns_group`, only the groups g (grid_order's indices) with owns_group(g)
+// run (the ranks of `mpirun tappa eval-kv` split the grid by group, so each prefill happens once);
+// `current`, if given, names what is running (a group, then each cell's key) for error reports.
 bool run_grid(const Model& model, const GridConfig& cfg, nlohmann::json& results,
-              const std::function<void(const nlohmann::json&, bool force)>& checkpoint, bool progress = true);
+              const std::function<void(const nlohmann::json&, bool force)>& checkpoint, bool progress = true,
+              const std::function<bool(int64_t group)>& owns_group = {}, std::string* current = nullptr);
 
 // The key that identifies a cell in the results ("task|length|sample|mode|method|budget").
 std::string cell_key(const nlohmann::json& cell);

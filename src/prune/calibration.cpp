@@ -122,6 +122,43 @@ std::vector<double> CalibrationState::qsim() const {
   return out;
 }
 
+void CalibrationState::add_window(const std::vector<double>& window_bi, const std::vector<double>& window_qsim,
+                                  int64_t tokens) {
+  if (window_bi.size() != static_cast<size_t>(n_layer) || window_qsim.size() != static_cast<size_t>(n_layer) ||
+      bi_sum.size() != static_cast<size_t>(n_layer) || qsim_sum.size() != static_cast<size_t>(n_layer))
+    throw Error("calibration: a window's scores do not have one value per layer");
+  for (int l = 0; l < n_layer; ++l) {
+    bi_sum[l] += window_bi[l];
+    qsim_sum[l] += window_qsim[l];
+  }
+  ++windows_done;
+  tokens_done += tokens;
+}
+
+void score_windows(const Model& model, const std::vector<std::vector<int32_t>>& texts,
+                   std::span<const WindowRef> windows, const CalibrationOptions& options,
+                   const std::function<bool(size_t)>& want,
+                   const std::function<bool(size_t, const WindowScores&)>& on_window) {
+  const ModelConfig& c = model.config();
+  EngineOptions eo;
+  eo.n_threads = options.n_threads;
+  eo.n_ctx = options.window;
+  Engine engine(model, eo);
+  CalibrationObserver obs(c, options.angular);
+  auto seq = engine.new_sequence();
+  seq->set_observer(&obs);
+  for (size_t w = 0; w < windows.size(); ++w) {
+    if (want && !want(w)) continue;
+    const WindowRef& win = windows[w];
+    const std::vector<int32_t>& toks = texts.at(win.text);
+    obs.begin_window();
+    seq->reset();
+    engine.eval(*seq, std::span<const int32_t>(toks.data() + win.start, win.length));
+    const WindowScores scores{obs.window_bi(), obs.window_qsim()};
+    if (on_window && !on_window(w, scores)) break;
+  }
+}
+
 void run_calibration(const Model& model, const std::vector<std::vector<int32_t>>& texts,
                      std::span<const WindowRef> windows, const CalibrationOptions& options, CalibrationState& state,
                      const std::function<bool(const CalibrationState&)>& after_window) {
@@ -132,28 +169,14 @@ void run_calibration(const Model& model, const std::vector<std::vector<int32_t>>
     state.qsim_sum.assign(c.n_layer, 0.0);
   }
   if (state.n_layer != c.n_layer) throw Error("calibration checkpoint is for a model with a different layer count");
-  EngineOptions eo;
-  eo.n_threads = options.n_threads;
-  eo.n_ctx = options.window;
-  Engine engine(model, eo);
-  CalibrationObserver obs(c, options.angular);
-  auto seq = engine.new_sequence();
-  seq->set_observer(&obs);
-  for (size_t w = state.windows_done; w < windows.size(); ++w) {
-    const WindowRef& win = windows[w];
-    const std::vector<int32_t>& toks = texts.at(win.text);
-    obs.begin_window();
-    seq->reset();
-    engine.eval(*seq, std::span<const int32_t>(toks.data() + win.start, win.length));
-    const std::vector<double> bi = obs.window_bi(), q = obs.window_qsim();
-    for (int l = 0; l < c.n_layer; ++l) {
-      state.bi_sum[l] += bi[l];
-      state.qsim_sum[l] += q[l];
-    }
-    ++state.windows_done;
-    state.tokens_done += win.length;
-    if (after_window && !after_window(state)) break;
-  }
+  const size_t first = static_cast<size_t>(state.windows_done);
+  if (first >= windows.size()) return;
+  score_windows(
+      model, texts, windows, options, [&](size_t w) { return w >= first; },
+      [&](size_t w, const WindowScores& s) {
+        state.add_window(s.bi, s.qsim, windows[w].length);
+        return !after_window || after_window(state);
+      });
 }
 
 }  // namespace tappa::prune

@@ -73,6 +73,14 @@ struct CalibrationState {
   std::vector<double> bi_sum, qsim_sum;  // Σ over finished windows
   std::vector<double> bi() const;        // averages over windows
   std::vector<double> qsim() const;
+  // Adds one finished window (its per-layer BI and q-sim, its token count). Windows added in window
+  // order give the very sums run_calibration forms (the same additions in the same order).
+  void add_window(const std::vector<double>& window_bi, const std::vector<double>& window_qsim, int64_t tokens);
+};
+
+// One window's per-layer scores (what CalibrationState::add_window takes).
+struct WindowScores {
+  std::vector<double> bi, qsim;
 };
 
 // Runs the windows [state.windows_done, windows.size()) and adds them to `state`. `after_window` is
@@ -80,5 +88,15 @@ struct CalibrationState {
 void run_calibration(const Model& model, const std::vector<std::vector<int32_t>>& texts,
                      std::span<const WindowRef> windows, const CalibrationOptions& options, CalibrationState& state,
                      const std::function<bool(const CalibrationState&)>& after_window);
+
+// The windows w with want(w), in window order, each scored alone (no sums): `on_window(w, scores)` is
+// called after each; return false from it to stop. The per-window scores are the same bits
+// run_calibration adds for that window (one code path: run_calibration is built on this), so a caller
+// that computes the windows in pieces — the ranks of `mpirun tappa calibrate` — and adds them with
+// add_window in window order reproduces a one-process run exactly.
+void score_windows(const Model& model, const std::vector<std::vector<int32_t>>& texts,
+                   std::span<const WindowRef> windows, const CalibrationOptions& options,
+                   const std::function<bool(size_t)>& want,
+                   const std::function<bool(size_t, const WindowScores&)>& on_window);
 
 }  // namespace tappa::prune

@@ -203,15 +203,13 @@ struct Server::Impl {
     };
     if (p.is_string()) {
       add_text(p);
+    } else if (p.is_array() && !p.empty() && p[0].is_number_integer()) {
+      add_ids(p);  // one prompt of token ids, as long as the context allows (checked with max_tokens below)
     } else if (p.is_array() && !p.empty() && p.size() <= 64) {
-      if (p[0].is_number_integer()) {
-        add_ids(p);
-      } else {
-        for (const json& x : p) {
-          if (x.is_string()) add_text(x);
-          else if (x.is_array()) add_ids(x);
-          else bad("prompt", "'prompt' must be a string, an array of strings, or token ids");
-        }
+      for (const json& x : p) {
+        if (x.is_string()) add_text(x);
+        else if (x.is_array()) add_ids(x);
+        else bad("prompt", "'prompt' must be a string, an array of strings, or token ids");
       }
     } else {
       bad("prompt", "'prompt' must be a string, an array of up to 64 strings, or token ids");
