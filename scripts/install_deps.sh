@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs what tappa needs on Debian 12 (bookworm): the compiler and build tools, the libraries it
-# links (Highway, PCRE2, nlohmann-json, CLI11, GoogleTest, Google Benchmark), and a Python virtual
-# environment under .cache/venv with numpy and gguf for the test-data scripts and the `openai` client
-# package for the server's client test (ctest server_openai_client). Safe to run again.
+# includes or links (nlohmann-json, CLI11, stb, cpp-httplib, Open MPI, GoogleTest, Google Benchmark),
+# and a Python virtual environment under .cache/venv with numpy and gguf for the test-data scripts and the
+# `openai` client package for the server's client test (ctest server_openai_client). Safe to run again.
+# Each package here is found by name in cmake/TappaDeps.cmake, which stops configure with the package's
+# name when it is missing; tests/deps_test.sh checks that for every library below.
 #
 #   scripts/install_deps.sh           # what the build and the tests need
+#   scripts/install_deps.sh --list    # print the Debian packages of that, installing nothing
 #   scripts/install_deps.sh --fuzz    # also clang with libFuzzer and llvm-symbolizer (scripts/fuzz.sh) and
 #                                     # valgrind (leak checks, docs/RELIABILITY.md); the main build never
 #                                     # needs them, and the sanitizer build (scripts/test_sanitize.sh) uses
@@ -15,15 +18,21 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-PACKAGES=(build-essential cmake pkg-config git unzip ca-certificates
-          libhwy-dev libpcre2-dev libstb-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
+# pkgconf: Debian 12's pkg-config (the package named pkg-config is a transitional name for it).
+# ca-certificates: pip reaches PyPI over HTTPS (the venv below, scripts/fetch_model.sh).
+# openmpi-bin: mpirun, for the MPI test (tests/mpi_test.sh) of the TAPPA_MPI=ON build scripts/test.sh makes.
+PACKAGES=(build-essential cmake pkgconf ca-certificates
+          nlohmann-json3-dev libcli11-dev libstb-dev libcpp-httplib-dev
+          libgtest-dev libbenchmark-dev
           libopenmpi-dev openmpi-bin
-          libcpp-httplib-dev
-          python3 python3-venv python3-pip)
+          python3 python3-venv)
 if [ "${1:-}" = "--fuzz" ]; then
   PACKAGES+=(clang libclang-rt-14-dev llvm valgrind)
+elif [ "${1:-}" = "--list" ]; then  # the packages, one per line (tests/deps_test.sh reads them)
+  printf '%s\n' "${PACKAGES[@]}"
+  exit 0
 elif [ -n "${1:-}" ]; then
-  echo "usage: scripts/install_deps.sh [--fuzz]" >&2
+  echo "usage: scripts/install_deps.sh [--fuzz | --list]" >&2
   exit 2
 fi
 missing=()

@@ -2,7 +2,7 @@
 // tappa's ops for one layer and counts the elements that are not bit-identical. A debugging aid for
 // the bit-level agreement work in docs/ORACLE.md; built by hand, not part of the test suite:
 //   g++ -std=c++20 -O2 -march=native -Iinclude -Isrc tools/op_check.cpp build/libtappa_core.a \
-//       $(pkg-config --libs libhwy libpcre2-8) -lpthread -o build/op_check
+//       -lpthread -o build/op_check
 //   build/op_check MODEL DUMP_DIR/CALL LAYER N_PAST
 #include <cmath>
 #include <cstdio>
