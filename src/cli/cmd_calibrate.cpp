@@ -166,13 +166,10 @@ void register_calibrate(CLI::App& app, int& rc) {
         world.fail("window " + std::to_string(current) + " (" + o->files[win.text] + ", tokens " + std::to_string(win.start) +
                    "-" + std::to_string(win.start + win.length) + "): " + e.what());
       }
-      shards.flush();
       progress.finish();
-      const std::vector<nlohmann::json> all = shards.gather();
-      if (!world.root()) {
-        rc = stop_requested() ? 128 + stop_signal_number() : 0;
-        return;
-      }
+      const std::optional<std::vector<nlohmann::json>> gathered = shards.flush_and_gather(rc);
+      if (!gathered) return;
+      const std::vector<nlohmann::json>& all = *gathered;
       // The leading run of finished windows, as one process would have them after a stop.
       for (size_t w = prefix; w < windows.size() && !all[w].is_null(); ++w) {
         try {

@@ -152,13 +152,10 @@ void register_eval_mc(CLI::App& app, int& rc) {
         shards.record(static_cast<int64_t>(g), v, 10);
         progress.update(shards.n_mine_done());
       }
-      shards.flush();
       progress.finish();
-      const std::vector<nlohmann::json> all = shards.gather();
-      if (!world.root()) {
-        rc = stop_requested() ? 128 + stop_signal_number() : 0;
-        return;
-      }
+      const std::optional<std::vector<nlohmann::json>> gathered = shards.flush_and_gather(rc);
+      if (!gathered) return;
+      const std::vector<nlohmann::json>& all = *gathered;
       // Each task's leading run of finished items, as one process would have them after a stop.
       for (auto& v : ll) v.clear();
       std::vector<bool> open(tasks.size(), true);

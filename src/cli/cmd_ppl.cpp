@@ -109,13 +109,10 @@ void register_ppl(CLI::App& app, int& rc) {
         shards.record(i, {d.nll_sum, d.nll2_sum, d.count});
         progress.update(shards.n_mine_done());
       }
-      shards.flush();
       progress.finish();
-      const std::vector<nlohmann::json> all = shards.gather();
-      if (!world.root()) {
-        rc = stop_requested() ? 128 + stop_signal_number() : 0;
-        return;
-      }
+      const std::optional<std::vector<nlohmann::json>> gathered = shards.flush_and_gather(rc);
+      if (!gathered) return;
+      const std::vector<nlohmann::json>& all = *gathered;
       // The leading run of finished chunks, as one process would have them after a stop.
       for (const nlohmann::json& x : all) {
         if (x.is_null()) break;

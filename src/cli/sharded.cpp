@@ -6,6 +6,7 @@
 #include "cli/common.h"
 #include "report/atomic_write.h"
 #include "tappa/error.h"
+#include "util/stop_signal.h"
 
 namespace tappa::cli {
 
@@ -94,6 +95,16 @@ std::vector<nlohmann::json> ShardedItems::gather() {
   for (const std::string& s : all)
     for (const auto& x : nlohmann::json::parse(s)) out[x.at(0).get<size_t>()] = x.at(1);
   return out;
+}
+
+std::optional<std::vector<nlohmann::json>> ShardedItems::flush_and_gather(int& rc) {
+  flush();
+  std::vector<nlohmann::json> all = gather();
+  if (!world_.root()) {
+    rc = stop_requested() ? 128 + stop_signal_number() : 0;
+    return std::nullopt;
+  }
+  return all;
 }
 
 }  // namespace tappa::cli

@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,9 @@ class ShardedItems {
   // Collective: on rank 0, every item's result in item order (null where no rank has one, e.g. after a
   // stop); an empty vector on the other ranks.
   std::vector<nlohmann::json> gather();
+  // The end of a sharded command's loop, collective: flush(), then gather(). Rank 0 gets every result;
+  // the other ranks get nothing and `rc` set to what they exit with (128 + the signal after a stop, else 0).
+  std::optional<std::vector<nlohmann::json>> flush_and_gather(int& rc);
 
   std::string rank_file(int rank) const { return ckpt_ + ".rank" + std::to_string(rank); }
   // The rank files of this checkpoint on disk (any rank count), and their removal (rank 0, once the
