@@ -55,6 +55,7 @@ unmount_all() {
   MOUNTED=()
 }
 trap unmount_all EXIT
+root_has_mounts() { grep -q " $ROOT/" /proc/mounts; }  # before any rm -rf of the root
 trap 'exit 130' INT TERM
 
 # A root left by an earlier run that was killed may still have its mounts: undo them before deleting.
@@ -62,7 +63,7 @@ if [ -d "$ROOT" ]; then
   for m in shared/data dev/pts dev proc; do
     mountpoint -q "$ROOT/$m" 2>/dev/null && { umount "$ROOT/$m" || umount -l "$ROOT/$m"; }
   done
-  if grep -q " $ROOT/" /proc/mounts; then
+  if root_has_mounts; then
     echo "[fresh-root] $ROOT still has mounts (see /proc/mounts): not deleting it" >&2
     exit 1
   fi
@@ -160,7 +161,7 @@ step_time total "$t0"
 # one is kept for a look inside. FRESH_ROOT_KEEP=1 keeps it either way.
 if [ "${FRESH_ROOT_KEEP:-0}" != 1 ]; then
   unmount_all
-  if grep -q " $ROOT/" /proc/mounts; then
+  if root_has_mounts; then
     echo "[fresh-root] $ROOT still has mounts: left in place" >&2
   else
     rm -rf --one-file-system "$ROOT"
