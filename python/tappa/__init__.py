@@ -11,7 +11,7 @@
 Errors are tappa.Error (subclasses BadInput, BadFile, ContextOverflow, OutOfMemory, Cancelled,
 InternalError) with .code, a tappa.ErrorCode. See docs/PYTHON.md.
 """
-from ._tappa import (  # noqa: F401
+from ._tappa import (  # noqa: F401  (stubs: _tappa.pyi)
     BadFile,
     BadInput,
     CancelToken,

@@ -152,3 +152,14 @@ def test_weights_not_copied(model):
     size = os.path.getsize(MODEL)
     assert m2.config["n_layer"] == 30
     assert grown < 0.25 * size, (grown, size)  # the weights stay in the mapped file
+
+
+def test_stubs_name_every_public_name():
+    import pathlib
+    stub = (pathlib.Path(tappa.__file__).parent / "_tappa.pyi").read_text()
+    for name in tappa.__all__:
+        if name not in ("generate", "compress", "score"):
+            assert f"class {name}" in stub, name
+    for meth in ("stream", "compress", "logits", "tokenize", "detokenize"):
+        assert f"def {meth}(" in stub
+    assert tappa.Engine.stream.__doc__ and tappa.Model.tokenize.__doc__
