@@ -5,6 +5,8 @@
 #   scripts/test_pip_install.sh [MODEL]     # MODEL: default models/SmolLM2-135M-Instruct.Q4_1.gguf
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install_deps.sh >/dev/null  # python3-dev, python3-venv and the C++ libraries
+[ -n "${1:-}" ] || [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ] || scripts/fetch_model.sh
 MODEL=$(realpath "${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}")
 [ -f "$MODEL" ] || { echo "test_pip_install.sh: $MODEL missing (scripts/fetch_model.sh)" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/tappa-pip.XXXXXX)
