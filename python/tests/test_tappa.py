@@ -138,7 +138,7 @@ def test_gil_released_during_compute(engine, model):
     engine.logits(ids)
     stop.set()
     th.join()
-    assert len(ticks) > 5  # the other thread ran while one C++ call computed
+    assert len(ticks) >= 3  # the other thread ran while one C++ call computed (GIL held: at most 1)
 
 
 def test_weights_not_copied(model):
