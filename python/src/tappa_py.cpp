@@ -78,13 +78,18 @@ template <class F>
 auto run_cancellable(const CancelToken* user, F&& f) {
   PyCancel c;
   RunControl rc = make_control(c, user);
+  using R = decltype(f(rc));
+  std::optional<R> r;
   try {
     py::gil_scoped_release nogil;
-    return f(rc);
+    r.emplace(f(rc));
   } catch (const Error& e) {
     if (c.interrupted && e.code() == ErrorCode::cancelled) throw py::error_already_set();
     throw;
   }
+  // The signal came after the work's last cancellation check: the call finished, the exception stands.
+  if (c.interrupted) throw py::error_already_set();
+  return std::move(*r);
 }
 
 std::vector<int32_t> prompt_tokens(const Model& model, const py::object& prompt, bool add_special,
@@ -256,6 +261,16 @@ PYBIND11_MODULE(_tappa, m) {
     }
   });
 
+  m.def("kv_presets", [] {
+    std::vector<std::pair<std::string, std::string>> v;
+    for (const KvMethodInfo& i : kv_presets()) v.push_back({i.name, i.description});
+    return v;
+  }, "The KV methods' preset names with their descriptions (as `tappa run --help` lists them)");
+  m.def("validate_kv", [](const std::string& kv, std::optional<int> budget, std::optional<double> ratio) {
+    validate_kv_options(kv_options(kv, budget, ratio));
+  }, py::arg("kv"), py::arg("budget") = py::none(), py::arg("ratio") = py::none(),
+     "Checks a KV spec and budget without a model (tappa.BadInput with the CLI's message)");
+
   py::class_<CancelToken, std::shared_ptr<CancelToken>>(m, "CancelToken",
                                                          "Set from any thread to stop a running call (tappa.Cancelled)")
       .def(py::init<>())
@@ -393,6 +408,21 @@ PYBIND11_MODULE(_tappa, m) {
            "`ratio`) and returns the compression record (the CLI's `tappa compress --json`): numpy arrays per layer "
            "(budget, kept, qsim, preference, n_tokens, active) and per [layer, kv_head] (head_budget, head_kept, "
            "head_qsim), and 'json'")
+      .def("set_skip_layers",
+           [](PyEngine& e, std::vector<int> layers) {
+             const int n = e.model->config().n_layer;
+             for (int l : layers)
+               if (l < 0 || l >= n) throw Error(ErrorCode::bad_input, "skip layer " + std::to_string(l) + " out of range [0, " + std::to_string(n) + ")");
+             e.engine->set_skip_layers(std::move(layers));
+           },
+           py::arg("layers"), "In-memory layer pruning: these layers are skipped by every later call ([] restores)")
+      .def_property_readonly("skip_layers", [](const PyEngine& e) {
+        std::vector<int> v;
+        const auto& s = e.engine->skip_layers();
+        for (size_t i = 0; i < s.size(); ++i)
+          if (s[i]) v.push_back(static_cast<int>(i));
+        return v;
+      })
       .def("logits",
            [](PyEngine& e, const std::vector<int32_t>& tokens, std::shared_ptr<CancelToken> cancel) {
              const int n_vocab = e.model->config().n_vocab;

@@ -24,10 +24,12 @@ from ._tappa import (  # noqa: F401  (stubs: _tappa.pyi)
     Model,
     OutOfMemory,
     Stream,
+    kv_presets,
+    validate_kv,
 )
 
 __all__ = ["Model", "Engine", "Stream", "CancelToken", "Error", "ErrorCode", "BadInput", "BadFile",
-           "ContextOverflow", "OutOfMemory", "Cancelled", "InternalError", "generate", "compress", "score"]
+           "ContextOverflow", "OutOfMemory", "Cancelled", "InternalError", "kv_presets", "validate_kv", "generate", "compress", "score"]
 
 
 def generate(engine, prompt, **kwargs):

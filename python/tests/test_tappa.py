@@ -158,8 +158,30 @@ def test_stubs_name_every_public_name():
     import pathlib
     stub = (pathlib.Path(tappa.__file__).parent / "_tappa.pyi").read_text()
     for name in tappa.__all__:
-        if name not in ("generate", "compress", "score"):
+        if name not in ("generate", "compress", "score", "kv_presets", "validate_kv"):
             assert f"class {name}" in stub, name
     for meth in ("stream", "compress", "logits", "tokenize", "detokenize"):
         assert f"def {meth}(" in stub
     assert tappa.Engine.stream.__doc__ and tappa.Model.tokenize.__doc__
+
+
+def test_skip_layers_equal_cli(model):
+    e = tappa.Engine(model, n_threads=2)
+    e.set_skip_layers([3, 5, 20, 21])
+    assert e.skip_layers == [3, 5, 20, 21]
+    expected = cli("run", "-p", PROMPT, "-n", "16", "-q", "--ignore-eos", "--skip-layers", "3,5,20-21")
+    assert tappa.generate(e, PROMPT, max_tokens=16, ignore_eos=True)["text"] + "\n" == expected
+    e.set_skip_layers([])
+    full = cli("run", "-p", PROMPT, "-n", "16", "-q", "--ignore-eos")
+    assert tappa.generate(e, PROMPT, max_tokens=16, ignore_eos=True)["text"] + "\n" == full != expected
+    with pytest.raises(tappa.BadInput):
+        e.set_skip_layers([30])
+
+
+def test_kv_registry():
+    names = [n for n, _ in tappa.kv_presets()]
+    assert "tappa" in names and "snapkv" in names
+    tappa.validate_kv("snapkv+tappa", budget=64)
+    with pytest.raises(tappa.BadInput) as e:
+        tappa.validate_kv("tappa")  # no budget
+    assert e.value.code == tappa.ErrorCode.bad_input
