@@ -385,29 +385,53 @@ bool group_kernel_enabled() {
   return on;
 }
 
-// One block per (list, row, query head of the group): merges its chunks.
+// One block per (list, row, query head of the group): merges its chunks. The chunks' weights
+// exp2(m_c - M) go to shared memory first (each thread loads other chunks, all at once), then each
+// thread sums its dimensions over the chunks, eight loads in flight: a loop of dependent loads over
+// 33 chunks (4K keys) was latency-bound. Sums run over the chunks in ascending order.
+constexpr int kCombineMaxChunks = 4096;  // shared memory: 2 floats a chunk
 template <int MAXL>
 __global__ void combine_kernel(const DecodeArgsT<MAXL> a, int D) {
+  extern __shared__ float cw[];  // [n_chunks] weights, then [n_chunks] l
+  __shared__ float red[32];
   const int g = blockIdx.x % a.group;
   const int r = blockIdx.x / a.group;
   const int i = r % a.max_rows, li = r / a.max_rows;
   const AttnList& L = a.lists[li];
   if (i >= L.n_rows) return;
-  const float* base = a.part + (static_cast<int64_t>(li) * a.max_rows + i) * a.n_chunks * a.group * (D + 2) +
+  const int nc = a.n_chunks;
+  const float* base = a.part + (static_cast<int64_t>(li) * a.max_rows + i) * nc * a.group * (D + 2) +
                       static_cast<int64_t>(g) * (D + 2);
   const int64_t stride = static_cast<int64_t>(a.group) * (D + 2);
+  float* cl = cw + nc;
   float M = -INFINITY;
-  for (int c = 0; c < a.n_chunks; ++c) M = fmaxf(M, base[c * stride]);
+  for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+    cw[c] = base[c * stride];
+    cl[c] = base[c * stride + 1];
+    M = fmaxf(M, cw[c]);
+  }
+  M = warp_max(M);
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = M;
+  __syncthreads();
+  M = -INFINITY;
+  for (int w = 0; w < (blockDim.x + 31) / 32; ++w) M = fmaxf(M, red[w]);
+  for (int c = threadIdx.x; c < nc; c += blockDim.x) cw[c] = cl[c] > 0.0f ? exp2f(cw[c] - M) : 0.0f;
+  __syncthreads();
+  float sum = 0.0f;
+  for (int c = 0; c < nc; ++c) sum += cl[c] * cw[c];
   const int h = L.kv_head * a.group + g;
   float* orow = a.out + static_cast<int64_t>(L.row0 + i) * a.ldo + static_cast<int64_t>(h) * D;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float sum = 0.0f, o = 0.0f;
-    for (int c = 0; c < a.n_chunks; ++c) {
-      const float* p = base + c * stride;
-      const float w = p[1] > 0.0f ? exp2f(p[0] - M) : 0.0f;
-      sum += p[1] * w;
-      o += p[2 + d] * w;
+    float o = 0.0f;
+    int c = 0;
+    for (; c + 8 <= nc; c += 8) {
+      float v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) v[u] = base[(c + u) * stride + 2 + d];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) o += v[u] * cw[c + u];
     }
+    for (; c < nc; ++c) o += base[c * stride + 2 + d] * cw[c];
     orow[d] = o / sum;
   }
 }
@@ -426,7 +450,9 @@ void launch_decode_t(const DecodeArgsT<MAXL>& a, int D, cudaStream_t s) {
   } else {
     launch(group_decode_kernel<DPL, 8, MAXL>, grid, kGroupWarps * 32, 0, s, a);
   }
-  if (a.n_chunks > 1) launch(combine_kernel<MAXL>, a.n_lists * a.max_rows * a.group, D < 128 ? D : 128, 0, s, a, D);
+  if (a.n_chunks > 1)
+    launch(combine_kernel<MAXL>, a.n_lists * a.max_rows * a.group, D < 128 ? D : 128,
+           2 * sizeof(float) * static_cast<size_t>(a.n_chunks), s, a, D);
 }
 
 template <int DPL, int MAXL>
@@ -773,6 +799,10 @@ void attention_rows(const AttnList* lists, int n_lists, const AttnShape& sh, con
     if (max_rows == 0) continue;
     const int chunk = decode_chunk();
     const int n_chunks = (max_span + chunk - 1) / chunk;
+    if (n_chunks > kCombineMaxChunks)
+      throw Error("the CUDA decode attention holds at most " + std::to_string(kCombineMaxChunks * chunk) +
+                  " keys a list (TAPPA_CUDA_DECODE_CHUNK=" + std::to_string(chunk) + "; this list: " +
+                  std::to_string(max_span) + ")");
     a.q = q, a.ldq = ldq, a.out = out, a.ldo = ldo;
     a.n_chunks = n_chunks, a.chunk = chunk, a.max_rows = max_rows;
     a.group = sh.group;
