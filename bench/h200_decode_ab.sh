@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Device call: build src S with deps, then tests + A/B benches. Logs to $OUT.
+# One H200 call (issue #17, decode attention A/B): builds the tree S (a copy of the checkout carried
+# beside build-h200deps from bench/h200_collect_deps.sh) with bench/h200_build.sh, then runs the CUDA
+# tests and the decode benches of docs/PERFORMANCE.md with each kernel choice. Logs to $OUT.
+#   OUT=... S=copy PHASES="tests ab qwen" bench/h200_decode_ab.sh
 set -uo pipefail
 S=${S:-build-cuda2src}
 R=/tmp/r; mkdir -p $R/bin $R/lib $R/bench
