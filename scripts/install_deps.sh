@@ -25,7 +25,7 @@ PACKAGES=(build-essential cmake pkgconf ca-certificates
           nlohmann-json3-dev libcli11-dev libstb-dev libcpp-httplib-dev
           libgtest-dev libbenchmark-dev
           libopenmpi-dev openmpi-bin
-          python3 python3-venv)
+          python3 python3-venv python3-dev pybind11-dev)
 if [ "${1:-}" = "--fuzz" ]; then
   PACKAGES+=(clang libclang-rt-14-dev llvm valgrind)
 elif [ "${1:-}" = "--list" ]; then  # the packages, one per line (tests/deps_test.sh reads them)
@@ -61,5 +61,10 @@ OPENAI_VERSION=3.57.0
 if ! "$VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
   echo "[install_deps] installing openai==$OPENAI_VERSION into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check "openai==$OPENAI_VERSION"
+fi
+# The Python module's tests (python/tests, ctest python_module) and docs/PYTHON.md's walkthrough (its figure).
+if ! "$VENV/bin/python" -c "import pytest, matplotlib, sys; sys.exit(pytest.__version__ != '9.2.0' or matplotlib.__version__ != '3.10.9')" 2>/dev/null; then
+  echo "[install_deps] installing pytest==9.2.0 matplotlib==3.10.9 into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "pytest==9.2.0" "matplotlib==3.10.9"
 fi
 echo "[install_deps] ok"

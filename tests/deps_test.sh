@@ -14,13 +14,14 @@ scripts/install_deps.sh >/dev/null
 mapfile -t PKGS < <(scripts/install_deps.sh --list | grep -E -- '-dev$|^pkgconf$')
 [ ${#PKGS[@]} -ge 7 ] || { echo "deps_test.sh: only ${#PKGS[@]} library packages listed" >&2; exit 1; }
 
-configure() { rm -rf /tmp/deps-build; cmake -S . -B /tmp/deps-build -DTAPPA_MPI=ON >/tmp/deps-configure.log 2>&1; }
+configure() { rm -rf /tmp/deps-build; cmake -S . -B /tmp/deps-build -DTAPPA_MPI=ON -DTAPPA_PYTHON_MODULE=ON >/tmp/deps-configure.log 2>&1; }
 configure || { cat /tmp/deps-configure.log >&2; echo "deps_test.sh: configure fails with every package installed" >&2; exit 1; }
 
 failed=0
 # What removing a package must take away: pkgconf's program is in pkgconf-bin (CMake also finds it by the
 # name pkgconf), so "pkgconf missing" means both are gone; apt-get install pkgconf brings both back.
-removed_with() { case "$1" in pkgconf) echo "pkgconf pkgconf-bin";; *) echo "$1";; esac; }
+removed_with() { case "$1" in pkgconf) echo "pkgconf pkgconf-bin";;
+  python3-dev) echo "python3-dev libpython3-dev libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')-dev";; *) echo "$1";; esac; }
 
 for p in "${PKGS[@]}"; do
   # shellcheck disable=SC2046  # word splitting of the package list is intended

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backend/cpu/dispatch.h"
 #include "cli/common.h"
 #include "evalkv/replay.h"
 #include "kv/compressor.h"
@@ -237,13 +238,14 @@ void register_bench(CLI::App& app, int& rc) {
       for (const auto& r : results)
         j.push_back({{"test", r.label()},
                      {"model_filename", o->random_shape.empty() ? o->model : "random:" + o->random_shape},
-                     {"backend", engine.backend_name()}, {"n_threads", engine.n_threads()}, {"n_prompt", r.n_prompt},
+                     {"backend", engine.backend_name()}, {"cpu_variant", cpu::cpu_variant()}, {"n_threads", engine.n_threads()}, {"n_prompt", r.n_prompt},
                      {"type_k", kv_type_name(engine.cache_format().k)}, {"type_v", kv_type_name(engine.cache_format().v)},
                      {"kv_format", kv_format_name(engine.cache_format())},
                      {"n_gen", r.n_gen}, {"n_depth", r.n_depth}, {"n_seqs", r.n_seqs}, {"kv", r.kv},
                      {"kv_bytes_held", r.kv_bytes}, {"avg_ts", r.mean()}, {"stddev_ts", r.sd()}, {"samples_ts", r.ts}});
       std::printf("%s\n", j.dump(2).c_str());
     } else {
+      std::printf("cpu kernels: %s\n\n", cpu::cpu_variant());
       std::printf("| model | threads | K/V | test | t/s |\n| --- | ---: | --- | --- | ---: |\n");
       for (const auto& r : results)
         std::printf("| %s | %d | %s | %s | %.2f ± %.2f |\n", c.name.empty() ? c.arch_name.c_str() : c.name.c_str(),

@@ -31,6 +31,7 @@
 #endif
 
 namespace tappa::cpu {
+TAPPA_ISA_BEGIN
 namespace {
 
 // Sum of 16 values in the tree order of _mm512_reduce_add_ps.
@@ -296,4 +297,5 @@ void attention_rows(const AttentionRow* rows, int count, float* const* probs, fl
 
 void attention_row(const AttentionRow& a, float* probs, float* out) { attention_rows(&a, 1, &probs, &out); }
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu

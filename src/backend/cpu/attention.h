@@ -2,6 +2,7 @@
 // it per (token, head); the summation order is this file's business (see attention.cpp), so the
 // engine stays free of arithmetic details and other backends can provide the same entry point.
 #pragma once
+#include "backend/cpu/isa.h"
 #include <cstdint>
 
 namespace tappa::cpu {
@@ -21,6 +22,7 @@ struct AttentionRow {
 
 // probs receives the softmax weights at [first, n_vis) (entries before `first` are set to 0, so
 // observers can read probs[0..n_vis)); out[head_dim] the weighted sum of V rows.
+TAPPA_ISA_BEGIN
 void attention_row(const AttentionRow& a, float* probs, float* out);
 
 // Several query heads that share one KV head (GQA) and the same K, V, first, n_vis, head_dim and
@@ -28,5 +30,6 @@ void attention_row(const AttentionRow& a, float* probs, float* out);
 // divides the memory traffic of long-context decoding by the group size. Results are bit-identical
 // to attention_row on each head.
 void attention_rows(const AttentionRow* rows, int count, float* const* probs, float* const* outs);
+TAPPA_ISA_END
 
 }  // namespace tappa::cpu

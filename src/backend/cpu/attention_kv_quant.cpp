@@ -28,6 +28,7 @@
 #endif
 
 namespace tappa::cpu {
+TAPPA_ISA_BEGIN
 namespace {
 
 constexpr int kTile = 16;  // rows decoded at a time (one 16-key score reduction)
@@ -497,4 +498,5 @@ void attention_rows_kv(const KvList& L, int first, int n, int HD, const float* c
   }
 }
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu

@@ -12,6 +12,7 @@
 // scored as (H q)·(H k) = q·k, a rotated V summed as H Σ p_j (H v_j). The result of a row does not
 // depend on the thread count or on the other rows of the call (batched decoding equals alone).
 #pragma once
+#include "backend/cpu/isa.h"
 #include <cstddef>
 #include <cstdint>
 
@@ -28,6 +29,7 @@ struct KvList {
   int k_rot = 0, v_rot = 0;  // Hadamard block of the stored rows (0: not rotated)
 };
 
+TAPPA_ISA_BEGIN
 // `count` query heads that share the list (a GQA group): q[h] (head_dim floats, RoPE applied) and
 // scale[h]. Rows [first, n_vis) are visible. probs[h][0..n_vis) receives the softmax weights (0
 // before first), outs[h][0..head_dim) the weighted sum of V.
@@ -44,6 +46,7 @@ void attention_chunk_kv(const KvList& list, int j0, int j1, int head_dim, const 
 // + h] the chunk's accumulator of head h. Writes probs (normalised, 0 before bounds[0]) and outs.
 void attention_merge_kv(const KvList& list, int head_dim, int count, int chunks, const int* bounds, const float* m,
                         const double* sum, float* const* acc, float* const* probs, float* const* outs);
+TAPPA_ISA_END
 
 // Keys per chunk when a single-token row is split over threads, and the visible length from which it
 // is: fixed numbers, so the split — and with it every rounding — depends only on the row itself, never

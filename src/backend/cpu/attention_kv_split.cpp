@@ -7,6 +7,7 @@
 #include "kv/format_kv_cache.h"
 
 namespace tappa::cpu {
+TAPPA_ISA_BEGIN
 namespace {
 
 KvList list_of(const FormatKvCache& c, int layer, int kvh) {
@@ -106,4 +107,5 @@ void KvSplitAttention::run(ThreadPool& pool, const backend::AttentionCall& c, co
   pool.run_each(merge);
 }
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu

@@ -5,6 +5,7 @@
 // Which rows split, and where, depends only on the row (kv_row_splits), so results do not depend on
 // the thread count or on the batch. CpuBackend::attention hands these rows here and does the others.
 #pragma once
+#include "backend/cpu/isa.h"
 #include <span>
 #include <vector>
 
@@ -16,6 +17,7 @@ class FormatKvCache;
 }
 
 namespace tappa::cpu {
+TAPPA_ISA_BEGIN
 
 class KvSplitAttention {
  public:
@@ -39,4 +41,5 @@ class KvSplitAttention {
   std::vector<const FormatKvCache*> formatted_;
 };
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu

@@ -24,6 +24,7 @@
 #include "tappa/error.h"
 
 namespace tappa::backend {
+TAPPA_ISA_BEGIN
 namespace {
 
 // Query heads per KV head the attention op handles at once (the engine checks the model against it).
@@ -268,4 +269,5 @@ void CpuBackend::attention(const AttentionCall& c, const Mat& q, Mat out) {
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
 
+TAPPA_ISA_END
 }  // namespace tappa::backend

@@ -9,6 +9,7 @@
 // bit-identical values, which is what lets tappa's logits match llama.cpp's (docs/ORACLE.md).
 // The maximum error of the approximation is about 1.5 ulp, far below what softmax needs.
 #pragma once
+#include "backend/cpu/isa.h"
 #include <cmath>
 #include <cstdint>
 
@@ -17,6 +18,7 @@
 #endif
 
 namespace tappa::cpu {
+TAPPA_ISA_BEGIN
 
 namespace exp_approx_detail {
 constexpr float kShift = 0x1.8p23f;      // adding it rounds to an integer in the low mantissa bits
@@ -61,4 +63,5 @@ inline __m512 exp_approx16(__m512 x) {
 }
 #endif
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu

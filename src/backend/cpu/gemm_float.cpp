@@ -8,6 +8,7 @@
 #include "quant/quant.h"
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 namespace {
 
@@ -140,4 +141,5 @@ void gemm_float_run(const float* panel, int nrows, int64_t cols, const float* x,
 #endif
 }
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail

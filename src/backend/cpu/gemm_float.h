@@ -9,12 +9,14 @@
 // row-dot tile, 330-344 with these panels, llama.cpp 282-309 (docs/PERFORMANCE.md has the quiet
 // comparison). The row-dot tile (gemm_float_tile) stays as the fallback without AVX-512.
 #pragma once
+#include "backend/cpu/isa.h"
 #include <cstddef>
 #include <cstdint>
 
 #include "tappa/tensor_type.h"
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 constexpr int kFloatPanelRows = 48;
 
@@ -32,4 +34,5 @@ void gemm_float_repack(TensorType type, const uint8_t* w, size_t row_stride, int
 void gemm_float_run(const float* panel, int nrows, int64_t cols, const float* x, int64_t ldx, int64_t m, float* y,
                     int64_t ldy);
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail

@@ -17,6 +17,7 @@
 #include "quant/blocks.h"
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 using quant::BlockQ4_K;
 using quant::BlockQ6_K;
@@ -355,4 +356,5 @@ void q6k_row_tokens(const uint8_t* w, const ActRow* a, int nt, int64_t cols, flo
 
 #endif
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail

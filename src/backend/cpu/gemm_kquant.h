@@ -34,12 +34,14 @@
 //
 // All integer parts are exact, so only the float steps above have to be reproduced.
 #pragma once
+#include "backend/cpu/isa.h"
 #include <cstddef>
 #include <cstdint>
 
 #include "backend/cpu/quantize_act.h"
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 constexpr int kKqPanelRows = 16;
 
@@ -63,4 +65,5 @@ void q6k_panel_tokens(const uint8_t* panel, int nrows, int64_t cols, const ActRo
 // Q6_K, one row against nt <= 4 tokens: out[t] for a[t].
 void q6k_row_tokens(const uint8_t* w, const ActRow* a, int nt, int64_t cols, float* out);
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail

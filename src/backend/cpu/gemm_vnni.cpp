@@ -7,6 +7,7 @@
 #include "quant/blocks.h"
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 namespace {
 
@@ -354,4 +355,5 @@ void gemm_run_panel(TensorType t, const uint8_t* panel, int nrows, int64_t cols,
 #endif
 }
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail

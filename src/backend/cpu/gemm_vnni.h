@@ -12,6 +12,7 @@
 //   y += mn[r] * s[t]                                   (Q4_1, Q5_K: s = da * sum a)
 // Q4_K and Q6_K do not come here: gemm_kquant.cpp computes them in llama.cpp's order.
 #pragma once
+#include "backend/cpu/isa.h"
 #include <cstddef>
 #include <cstdint>
 
@@ -19,6 +20,7 @@
 #include "tappa/tensor_type.h"
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 constexpr int kPanelRows = 16;
 
@@ -44,4 +46,5 @@ void gemm_quantize_token(TensorType t, const float* x_t, int64_t cols, int64_t t
 void gemm_run_panel(TensorType t, const uint8_t* panel, int nrows, int64_t cols, const uint8_t* act, int64_t m,
                     int group, float* y, int64_t ldy);
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail

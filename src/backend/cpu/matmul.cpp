@@ -18,6 +18,7 @@
 #include "tappa/error.h"
 
 namespace tappa::cpu {
+TAPPA_ISA_BEGIN
 
 using namespace detail;
 
@@ -314,27 +315,6 @@ void matmul_kquant(const WeightView& w, size_t stride, const float* x, int64_t m
 
 }  // namespace
 
-uint8_t* Scratch::get(size_t bytes) {
-  if (buf_.size() < bytes + 64) buf_.resize(bytes + 64);
-  const auto p = reinterpret_cast<uintptr_t>(buf_.data());
-  return reinterpret_cast<uint8_t*>((p + 63) & ~uintptr_t{63});
-}
-
-bool matmul_supports(TensorType t) {
-  switch (t) {
-    case TensorType::F32:
-    case TensorType::F16:
-    case TensorType::BF16:
-    case TensorType::Q4_0:
-    case TensorType::Q4_1:
-    case TensorType::Q8_0:
-    case TensorType::Q4_K:
-    case TensorType::Q5_K:
-    case TensorType::Q6_K: return true;
-    default: return false;
-  }
-}
-
 void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, ThreadPool& pool,
             Scratch& scratch, MatmulOrder order) {
   if (!matmul_supports(w.type)) {
@@ -354,4 +334,5 @@ void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* 
   }
 }
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu

@@ -8,6 +8,7 @@
 // as llama.cpp does, and the dot products run on integers. The work is split over the pool's
 // threads by output rows; nothing is allocated when scratch is already large enough.
 #pragma once
+#include "backend/cpu/isa.h"
 #include <cstdint>
 #include <vector>
 
@@ -34,10 +35,12 @@ class Scratch {
 // decoding of several sequences, whose results must not depend on what else is in the batch.
 enum class MatmulOrder { Batch, PerToken };
 
+TAPPA_ISA_BEGIN
 void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, Scratch& scratch, MatmulOrder order = MatmulOrder::Batch);
+TAPPA_ISA_END
 
-// True if matmul can handle this weight type.
+// True if matmul can handle this weight type (the same for every variant).
 bool matmul_supports(TensorType t);
 
 }  // namespace tappa::cpu

@@ -6,6 +6,7 @@
 #include "backend/cpu/vec.h"
 
 namespace tappa::cpu {
+TAPPA_ISA_BEGIN
 
 void rms_norm_row(const float* x, const float* w, float* out, int64_t n, float eps) {
   // As ggml_rms_norm: each square rounded to float, the sum accumulated in double.
@@ -83,4 +84,5 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu

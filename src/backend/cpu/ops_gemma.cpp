@@ -7,6 +7,7 @@
 #include "quant/quant.h"
 
 namespace tappa::cpu {
+TAPPA_ISA_BEGIN
 
 namespace {
 
@@ -54,4 +55,5 @@ void softcap_inplace(float* x, int64_t n, float cap) {
   for (int64_t i = 0; i < n; ++i) x[i] = std::tanh(x[i] * inv) * cap;
 }
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu

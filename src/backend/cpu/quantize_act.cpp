@@ -16,6 +16,7 @@
 #endif
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 namespace {
 
@@ -275,4 +276,5 @@ void quantize_activation_k256_group(const float* x, int64_t cols, uint8_t* recor
   quantize_k256(x, cols, out_of(record, cols), true);
 }
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail

@@ -16,6 +16,7 @@
 //                        tappa's Q4_1 logits on llama.cpp's to rounding level)
 // Records are padded to 64 bytes.
 #pragma once
+#include "backend/cpu/isa.h"
 #include <cstddef>
 #include <cstdint>
 
@@ -65,6 +66,7 @@ class ActBuffer {
   size_t stride_ = 0;
 };
 
+TAPPA_ISA_BEGIN
 // Quantizes one token's activations x[0..cols) into `record` (ActBuffer::record_bytes(cols) bytes).
 // cols must be a multiple of 32 (B32) or 256 (K256).
 void quantize_activation(ActKind kind, const float* x, int64_t cols, uint8_t* record);
@@ -74,5 +76,6 @@ void quantize_activation(ActKind kind, const float* x, int64_t cols, uint8_t* re
 // +amax and -amax both occur in a super-block, where the positive value decides the sign of the
 // scale (the row quantizer takes whichever comes first).
 void quantize_activation_k256_group(const float* x, int64_t cols, uint8_t* record);
+TAPPA_ISA_END
 
 }  // namespace tappa::cpu::detail

@@ -5,6 +5,7 @@
 //   TAPPA_X86_GEMM512 AVX512 F/BW/VL/VNNI: the repacked 16-row GEMM kernel for prompt processing
 // Without AVX2 everything falls back to portable scalar code.
 #pragma once
+#include "backend/cpu/isa.h"
 #include <cstdint>
 
 // GCC 12 reports false -W(maybe-)uninitialized warnings from inside the AVX-512 intrinsic headers
@@ -29,6 +30,7 @@
 #endif
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 inline uint32_t load_u32(const void* p) {
   uint32_t v;
@@ -85,4 +87,5 @@ inline float half_to_float_fast(uint16_t h) { return quant::half_to_float(h); }
 
 #endif
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail

@@ -2,6 +2,7 @@
 // intrinsics where the compiler targets them (GCC does not vectorize float reductions without
 // -ffast-math, which would also change results elsewhere), with a scalar fallback.
 #pragma once
+#include "backend/cpu/isa.h"
 #include <cstdint>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -9,6 +10,7 @@
 #endif
 
 namespace tappa::cpu {
+TAPPA_ISA_BEGIN
 
 inline float dot_f32(const float* a, const float* b, int64_t n) {
   int64_t i = 0;
@@ -53,4 +55,5 @@ inline void axpy_f32(float a, const float* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu

@@ -2,12 +2,14 @@
 // activation row. Quantized weights take the activation quantized by quantize_act (B32 for Q4_0,
 // Q4_1, Q8_0; K256 for the K-quants); float weights take fp32 activations.
 #pragma once
+#include "backend/cpu/isa.h"
 #include <cstdint>
 
 #include "backend/cpu/quantize_act.h"
 #include "tappa/tensor_type.h"
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 float vec_dot_q4_0(const uint8_t* w, const ActRow& a, int64_t cols);
 float vec_dot_q4_1(const uint8_t* w, const ActRow& a, int64_t cols);
@@ -37,4 +39,5 @@ float vec_dot_bf16(const uint8_t* w, const float* x, int64_t cols);
 void gemm_float_tile(TensorType type, const uint8_t* w, size_t row_stride, int nr, const float* x, int64_t ldx,
                      int nt, int64_t cols, float* y, int64_t ldy);
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail

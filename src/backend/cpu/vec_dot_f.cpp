@@ -6,6 +6,7 @@
 #include "quant/quant.h"
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 namespace {
 
@@ -178,4 +179,5 @@ void gemm_float_tile(TensorType type, const uint8_t* w, size_t row_stride, int n
   }
 }
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail

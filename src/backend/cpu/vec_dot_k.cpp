@@ -16,6 +16,7 @@
 #include "quant/blocks.h"
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 using quant::BlockQ4_K;
 using quant::BlockQ5_K;
@@ -262,4 +263,5 @@ float vec_dot_q6_k(const uint8_t* w, const ActRow& a, int64_t cols) {
   return out;
 }
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail

@@ -14,6 +14,7 @@
 #include "quant/blocks.h"
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 using quant::BlockQ4_0;
 using quant::BlockQ4_1;
@@ -404,4 +405,5 @@ void vec_dot4_q8_0(const uint8_t* w, size_t row_stride, const ActRow& a, int64_t
 
 #endif
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail

@@ -11,6 +11,7 @@
 #include "quant/blocks.h"
 
 namespace tappa::cpu::detail {
+TAPPA_ISA_BEGIN
 
 using quant::BlockQ4_1;
 using quant::BlockQ8_0;
@@ -322,4 +323,5 @@ void vec_dot4_tokens_q8_0(const uint8_t* w, size_t row_stride, const ActRow* a, 
 
 #endif
 
+TAPPA_ISA_END
 }  // namespace tappa::cpu::detail
