@@ -240,7 +240,7 @@ TEST(CudaBackend, Matmul) {
 // Caches of several sequences with different (ragged) list lengths; new rows appended through
 // kv_append; attention of each sequence's new rows against the reference.
 void attention_case(Backend& cu, Backend& ref, int HD, int n_head_kv, int group, int window,
-                    const std::vector<int>& new_rows, bool taps) {
+                    const std::vector<int>& new_rows, bool taps, int extra_before = 0) {
   Rng r;
   r.g.seed(HD * 131 + window * 7 + new_rows.size());
   const int H = n_head_kv * group, L = 2;
@@ -259,7 +259,8 @@ void attention_case(Backend& cu, Backend& ref, int HD, int n_head_kv, int group,
     cc.push_back(cu.new_cache(L, n_head_kv, HD));
     rc.push_back(ref.new_cache(L, n_head_kv, HD));
     for (int h = 0; h < n_head_kv; ++h) {
-      const int before = static_cast<int>((s * 977 + h * 331) % 300);  // ragged: every list its own length
+      // Ragged: every list its own length (extra_before: long lists, many decode chunks).
+      const int before = static_cast<int>((s * 977 + h * 331) % 300) + extra_before;
       std::vector<float> kk = r.vec(static_cast<size_t>(before) * HD), vv = r.vec(static_cast<size_t>(before) * HD);
       for (float& f : kk) f = bf16_round(f);
       for (float& f : vv) f = bf16_round(f);
@@ -324,6 +325,12 @@ TEST(CudaBackend, AttentionDecodeRagged) {
   attention_case(*cu, *ref, 64, 3, 3, 0, std::vector<int>(20, 1), false);  // many sequences
   attention_case(*cu, *ref, 128, 2, 4, 9, {1, 5, 1}, true);                 // sliding window
   attention_case(*cu, *ref, 256, 1, 4, 16, {24, 1}, false);                 // gemma-like, short prompt
+  // Every group size the chunk kernels are instantiated for (1, 2, ≤4, ≤8), one past it (the
+  // one-warp-per-head kernel), and lists of thousands of keys (tens of chunks, idle warps at ends).
+  for (int group : {1, 2, 3, 7, 9}) attention_case(*cu, *ref, 128, 2, group, 0, {1, 2, 1}, false, 40 * group);
+  attention_case(*cu, *ref, 64, 2, 7, 0, {1, 1}, false, 3000);                // qwen2.5-like
+  attention_case(*cu, *ref, 128, 8, 4, 0, {1}, false, 4100);                  // llama-3.1-8b-like
+  attention_case(*cu, *ref, 256, 1, 4, 512, {1, 3}, false, 1500);             // long list, window
 }
 
 TEST(CudaBackend, AttentionPrefillRagged) {

@@ -2,9 +2,17 @@
 //
 // attention_rows (decoding and short chunks): flash-decoding. The visible keys of every query row
 // are split into chunks so that even one sequence fills the GPU; a block takes one chunk of one
-// (list, row) and each of its warps one query head of the KV head's group (the group's warps read
-// the same keys, so the cache is read from memory once per group, not once per query head). Queries
-// stay fp32; a combine pass merges the chunks' (max, sum, output) triples.
+// (list, row) and a combine pass merges the chunks' (max, sum, output) triples. Queries stay fp32.
+// Two kernels do a chunk:
+//  - group_decode_kernel (the default for groups of up to 8 query heads): the block's four warps
+//    split the chunk's keys, 32 at a time, and each warp scores its keys against every query head
+//    of the group. Each key and value is read from memory once, by one warp, and a warp issues the
+//    loads of its values before it computes the scores (they do not depend on them), so a lane has
+//    a whole key row and up to 32 value pieces in flight: decoding reads the cache at a fraction of
+//    the memory bandwidth otherwise (the kernel below ran at ~0.44 TB/s on the H200). The warps'
+//    partial softmax states are merged in shared memory in warp order.
+//  - decode_kernel (larger groups, or TAPPA_CUDA_DECODE_KERNEL=head): each warp takes one query
+//    head over the whole chunk; the group's warps read the same keys, through the L1 cache.
 //
 // attention_flash (prefill): FlashAttention-2 on the tensor cores (mma.sync m16n8k16, fp16 inputs,
 // fp32 accumulators). A block holds 64 query rows of one head, four warps of 16 rows, and walks the
@@ -12,6 +20,7 @@
 // tiles wholly visible skip the mask. Grouped heads index their KV head's list (no repeat).
 #include <cmath>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/kernels.cuh"
@@ -187,37 +196,263 @@ __global__ void __launch_bounds__(128) decode_kernel(const DecodeArgsT<MAXL> a) 
   }
 }
 
-// One block per (list, row, query head of the group): merges its chunks.
+// DPL consecutive fp16 values of a row, raw: loaded first, converted when used.
+template <int DPL>
+struct KvPiece;
+template <>
+struct KvPiece<1> { using T = unsigned short; };
+template <>
+struct KvPiece<2> { using T = uint32_t; };
+template <>
+struct KvPiece<4> { using T = uint2; };
+template <>
+struct KvPiece<8> { using T = uint4; };
+
+template <int DPL>
+__device__ __forceinline__ void unpack_kv(const typename KvPiece<DPL>::T& u, float* f) {
+  if constexpr (DPL == 1) {
+    f[0] = __half2float(__ushort_as_half(u));
+  } else if constexpr (DPL == 2) {
+    f[0] = lo(u), f[1] = hi(u);
+  } else if constexpr (DPL == 4) {
+    f[0] = lo(u.x), f[1] = hi(u.x), f[2] = lo(u.y), f[3] = hi(u.y);
+  } else {
+    f[0] = lo(u.x), f[1] = hi(u.x), f[2] = lo(u.y), f[3] = hi(u.y);
+    f[4] = lo(u.z), f[5] = hi(u.z), f[6] = lo(u.w), f[7] = hi(u.w);
+  }
+}
+
+constexpr int kGroupWarps = 4;
+
+// One chunk of one (list, row) for all G (<= MAXG) query heads of the list's KV head; see the
+// file head. Warp w takes the keys c0 + 32 (w + 4 t) .. + 31, t = 0, 1, …; lane j of a tile holds
+// key j0 + j (its scores for every head) and dimensions [lane·DPL, lane·DPL + DPL) of the outputs.
+// Sums run in a fixed order that depends on the list's own length only (never on the batch).
+template <int DPL, int MAXG, int MAXL>
+__global__ void __launch_bounds__(kGroupWarps * 32) group_decode_kernel(const DecodeArgsT<MAXL> a) {
+  constexpr int D = DPL * 32;
+  constexpr int kPieces = D / 8, kBatch = kPieces < 16 ? kPieces : 16;
+  // Value rows whose loads go out with the keys (registers: VPF · DPL / 2 words).
+  constexpr int VPF = DPL >= 8 ? 8 : 32;
+  using VT = typename KvPiece<DPL>::T;
+  __shared__ __align__(16) float qs[MAXG][D];
+  __shared__ float sm_m[kGroupWarps][MAXG], sm_l[kGroupWarps][MAXG];
+  __shared__ __align__(16) float sm_o[kGroupWarps][MAXG][D];
+  const AttnList L = a.lists[blockIdx.y];
+  const int ci = blockIdx.x % a.n_chunks, i = blockIdx.x / a.n_chunks;
+  if (i >= L.n_rows) return;  // the whole block: before any barrier
+  const int G = a.group;
+  const int n_vis = a.lens[blockIdx.y] - L.n_rows + i + 1;
+  const int first = a.window > 0 ? max(0, n_vis - a.window) : 0;
+  const int c0 = first + ci * a.chunk, c1 = min(n_vis, c0 + a.chunk);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  {
+    const float* qrow = a.q + static_cast<int64_t>(L.row0 + i) * a.ldq + static_cast<int64_t>(L.kv_head * G) * D;
+    for (int t = threadIdx.x; t < G * D; t += blockDim.x) qs[t / D][t % D] = qrow[t] * a.scale_log2;
+  }
+  __syncthreads();
+  float m[MAXG], l[MAXG], o[MAXG][DPL];
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    m[g] = -INFINITY, l[g] = 0.0f;
+#pragma unroll
+    for (int d = 0; d < DPL; ++d) o[g][d] = 0.0f;
+  }
+  for (int j0 = c0 + 32 * warp; j0 < c1; j0 += 32 * kGroupWarps) {
+    const int j = j0 + lane;
+    const bool valid = j < c1;
+    const kv_t* kr = L.k + static_cast<int64_t>(valid ? j : c0) * D;
+    const kv_t* vbase = L.v + lane * DPL;
+    VT vp[VPF];
+#pragma unroll
+    for (int u = 0; u < VPF; ++u) {
+      const int row = j0 + u;
+      vp[u] = *reinterpret_cast<const VT*>(vbase + static_cast<int64_t>(row < c1 ? row : c0) * D);
+    }
+    float acc[MAXG];
+#pragma unroll
+    for (int g = 0; g < MAXG; ++g) acc[g] = 0.0f;
+#pragma unroll
+    for (int p0 = 0; p0 < kPieces; p0 += kBatch) {
+      uint4 kv[kBatch];
+#pragma unroll
+      for (int p = 0; p < kBatch; ++p) kv[p] = *reinterpret_cast<const uint4*>(kr + (p0 + p) * 8);
+#pragma unroll
+      for (int p = 0; p < kBatch; ++p) {
+#pragma unroll
+        for (int g = 0; g < MAXG; ++g) {
+          if (g < G) {
+            const float4 q0 = *reinterpret_cast<const float4*>(&qs[g][(p0 + p) * 8]);
+            const float4 q1 = *reinterpret_cast<const float4*>(&qs[g][(p0 + p) * 8 + 4]);
+            acc[g] = dot8(kv[p], q0, q1, acc[g]);
+          }
+        }
+      }
+    }
+    float p[MAXG];
+#pragma unroll
+    for (int g = 0; g < MAXG; ++g) {
+      if (g < G) {
+        const float sc = valid ? acc[g] : -INFINITY;
+        const float m_new = fmaxf(m[g], warp_max(sc));  // finite: lane 0's key is visible
+        const float alpha = exp2f(m[g] - m_new);
+        p[g] = valid ? exp2f(sc - m_new) : 0.0f;
+        l[g] = l[g] * alpha + p[g];
+#pragma unroll
+        for (int d = 0; d < DPL; ++d) o[g][d] *= alpha;
+        m[g] = m_new;
+      }
+    }
+    // Values: rows past the chunk weigh 0 (their address was clamped to a valid row).
+#pragma unroll
+    for (int u = 0; u < VPF; ++u) {
+      float v[DPL];
+      unpack_kv<DPL>(vp[u], v);
+#pragma unroll
+      for (int g = 0; g < MAXG; ++g) {
+        if (g < G) {
+          const float pt = __shfl_sync(0xffffffffu, p[g], u);
+#pragma unroll
+          for (int d = 0; d < DPL; ++d) o[g][d] = __fmaf_rn(pt, v[d], o[g][d]);
+        }
+      }
+    }
+#pragma unroll
+    for (int u0 = VPF; u0 < 32; u0 += VPF) {
+#pragma unroll
+      for (int u = 0; u < VPF; ++u) {
+        const int row = j0 + u0 + u;
+        vp[u] = *reinterpret_cast<const VT*>(vbase + static_cast<int64_t>(row < c1 ? row : c0) * D);
+      }
+#pragma unroll
+      for (int u = 0; u < VPF; ++u) {
+        float v[DPL];
+        unpack_kv<DPL>(vp[u], v);
+#pragma unroll
+        for (int g = 0; g < MAXG; ++g) {
+          if (g < G) {
+            const float pt = __shfl_sync(0xffffffffu, p[g], u0 + u);
+#pragma unroll
+            for (int d = 0; d < DPL; ++d) o[g][d] = __fmaf_rn(pt, v[d], o[g][d]);
+          }
+        }
+      }
+    }
+  }
+  // The warp's state to shared memory (a warp that had no keys leaves m = -inf, l = 0, o = 0).
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    if (g < G) {
+      const float lw = warp_sum(l[g]);
+      if (lane == 0) sm_m[warp][g] = m[g], sm_l[warp][g] = lw;
+#pragma unroll
+      for (int d = 0; d < DPL; ++d) sm_o[warp][g][lane * DPL + d] = o[g][d];
+    }
+  }
+  __syncthreads();
+  // Merge the warps in warp order: thread t takes (head, dimension) pairs t, t + 128, …
+  for (int t = threadIdx.x; t < G * D; t += blockDim.x) {
+    const int g = t / D, d = t % D;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kGroupWarps; ++w) M = fmaxf(M, sm_m[w][g]);
+    float sum = 0.0f, acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGroupWarps; ++w) {
+      const float wt = sm_l[w][g] > 0.0f ? exp2f(sm_m[w][g] - M) : 0.0f;
+      sum += sm_l[w][g] * wt;
+      acc += sm_o[w][g][d] * wt;
+    }
+    const int h = L.kv_head * G + g;
+    if (a.n_chunks == 1) {
+      a.out[static_cast<int64_t>(L.row0 + i) * a.ldo + static_cast<int64_t>(h) * D + d] = acc / sum;
+    } else {
+      float* pp = a.part + ((static_cast<int64_t>(blockIdx.y) * a.max_rows + i) * a.n_chunks + ci) * G * (D + 2) +
+                  static_cast<int64_t>(g) * (D + 2);
+      if (d == 0) pp[0] = M, pp[1] = sum;
+      pp[2 + d] = acc;
+    }
+  }
+}
+
+// Which chunk kernel attention_rows launches: TAPPA_CUDA_DECODE_KERNEL=head picks the one-warp-per-
+// query-head kernel for every group (for measurements; both are tested against the reference).
+bool group_kernel_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("TAPPA_CUDA_DECODE_KERNEL");
+    return !(v && std::string(v) == "head");
+  }();
+  return on;
+}
+
+// One block per (list, row, query head of the group): merges its chunks. The chunks' weights
+// exp2(m_c - M) go to shared memory first (each thread loads other chunks, all at once), then each
+// thread sums its dimensions over the chunks, eight loads in flight: a loop of dependent loads over
+// 33 chunks (4K keys) was latency-bound. Sums run over the chunks in ascending order.
+constexpr int kCombineMaxChunks = 4096;  // shared memory: 2 floats a chunk
 template <int MAXL>
 __global__ void combine_kernel(const DecodeArgsT<MAXL> a, int D) {
+  extern __shared__ float cw[];  // [n_chunks] weights, then [n_chunks] l
+  __shared__ float red[32];
   const int g = blockIdx.x % a.group;
   const int r = blockIdx.x / a.group;
   const int i = r % a.max_rows, li = r / a.max_rows;
   const AttnList& L = a.lists[li];
   if (i >= L.n_rows) return;
-  const float* base = a.part + (static_cast<int64_t>(li) * a.max_rows + i) * a.n_chunks * a.group * (D + 2) +
+  const int nc = a.n_chunks;
+  const float* base = a.part + (static_cast<int64_t>(li) * a.max_rows + i) * nc * a.group * (D + 2) +
                       static_cast<int64_t>(g) * (D + 2);
   const int64_t stride = static_cast<int64_t>(a.group) * (D + 2);
+  float* cl = cw + nc;
   float M = -INFINITY;
-  for (int c = 0; c < a.n_chunks; ++c) M = fmaxf(M, base[c * stride]);
+  for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+    cw[c] = base[c * stride];
+    cl[c] = base[c * stride + 1];
+    M = fmaxf(M, cw[c]);
+  }
+  M = warp_max(M);
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = M;
+  __syncthreads();
+  M = -INFINITY;
+  for (int w = 0; w < (blockDim.x + 31) / 32; ++w) M = fmaxf(M, red[w]);
+  for (int c = threadIdx.x; c < nc; c += blockDim.x) cw[c] = cl[c] > 0.0f ? exp2f(cw[c] - M) : 0.0f;
+  __syncthreads();
+  float sum = 0.0f;
+  for (int c = 0; c < nc; ++c) sum += cl[c] * cw[c];
   const int h = L.kv_head * a.group + g;
   float* orow = a.out + static_cast<int64_t>(L.row0 + i) * a.ldo + static_cast<int64_t>(h) * D;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float sum = 0.0f, o = 0.0f;
-    for (int c = 0; c < a.n_chunks; ++c) {
-      const float* p = base + c * stride;
-      const float w = p[1] > 0.0f ? exp2f(p[0] - M) : 0.0f;
-      sum += p[1] * w;
-      o += p[2 + d] * w;
+    float o = 0.0f;
+    int c = 0;
+    for (; c + 8 <= nc; c += 8) {
+      float v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) v[u] = base[(c + u) * stride + 2 + d];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) o += v[u] * cw[c + u];
     }
+    for (; c < nc; ++c) o += base[c * stride + 2 + d] * cw[c];
     orow[d] = o / sum;
   }
 }
 
 template <int DPL, int MAXL>
 void launch_decode_t(const DecodeArgsT<MAXL>& a, int D, cudaStream_t s) {
-  launch(decode_kernel<DPL, MAXL>, dim3(a.n_chunks * a.max_rows, a.n_lists), 128, 0, s, a);
-  if (a.n_chunks > 1) launch(combine_kernel<MAXL>, a.n_lists * a.max_rows * a.group, D < 128 ? D : 128, 0, s, a, D);
+  const dim3 grid(a.n_chunks * a.max_rows, a.n_lists);
+  if (!group_kernel_enabled() || a.group > 8) {
+    launch(decode_kernel<DPL, MAXL>, grid, 128, 0, s, a);
+  } else if (a.group == 1) {
+    launch(group_decode_kernel<DPL, 1, MAXL>, grid, kGroupWarps * 32, 0, s, a);
+  } else if (a.group == 2) {
+    launch(group_decode_kernel<DPL, 2, MAXL>, grid, kGroupWarps * 32, 0, s, a);
+  } else if (a.group <= 4) {
+    launch(group_decode_kernel<DPL, 4, MAXL>, grid, kGroupWarps * 32, 0, s, a);
+  } else {
+    launch(group_decode_kernel<DPL, 8, MAXL>, grid, kGroupWarps * 32, 0, s, a);
+  }
+  if (a.n_chunks > 1)
+    launch(combine_kernel<MAXL>, a.n_lists * a.max_rows * a.group, D < 128 ? D : 128,
+           2 * sizeof(float) * static_cast<size_t>(a.n_chunks), s, a, D);
 }
 
 template <int DPL, int MAXL>
@@ -564,6 +799,10 @@ void attention_rows(const AttnList* lists, int n_lists, const AttnShape& sh, con
     if (max_rows == 0) continue;
     const int chunk = decode_chunk();
     const int n_chunks = (max_span + chunk - 1) / chunk;
+    if (n_chunks > kCombineMaxChunks)
+      throw Error("the CUDA decode attention holds at most " + std::to_string(kCombineMaxChunks * chunk) +
+                  " keys a list (TAPPA_CUDA_DECODE_CHUNK=" + std::to_string(chunk) + "; this list: " +
+                  std::to_string(max_span) + ")");
     a.q = q, a.ldq = ldq, a.out = out, a.ldo = ldo;
     a.n_chunks = n_chunks, a.chunk = chunk, a.max_rows = max_rows;
     a.group = sh.group;

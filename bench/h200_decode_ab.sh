@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One H200 call (issue #17, decode attention A/B): builds the tree S (a copy of the checkout carried
+# beside build-h200deps from bench/h200_collect_deps.sh) with bench/h200_build.sh, then runs the CUDA
+# tests and the decode benches of docs/PERFORMANCE.md with each kernel choice. Logs to $OUT.
+#   OUT=... S=copy PHASES="tests ab qwen" bench/h200_decode_ab.sh
+set -uo pipefail
+S=${S:-build-cuda2src}
+R=/tmp/r; mkdir -p $R/bin $R/lib $R/bench
+if [ ! -x /tmp/b/tappa ] || [ "${REBUILD:-1}" = 1 ]; then
+  bash $S/bench/h200_build.sh build-h200deps $S /tmp/b -DTAPPA_CUDA=ON -DTAPPA_BUILD_BENCH=OFF -DTAPPA_NATIVE=ON > $OUT/build.txt 2>&1
+  echo "build rc $?"; tail -5 $OUT/build.txt
+fi
+cp /tmp/b/tappa /tmp/b/tappa_tests $R/bin/ && cp $S/bench/*.sh $S/bench/*.py $R/bench/ && cp -aL build-h200deps/rt/* $R/lib/ 2>/dev/null
+cd $R
+export OUT
+source <(sed -n '/^OUT=/,/^}/p' bench/cuda_h200.sh | sed '1,2d')  # LD paths + run()
+B=bin/tappa; R8=(--backend cuda --random-weights llama-3.1-8b)
+for ph in ${PHASES:-tests ab}; do
+case $ph in
+tests) run tests 300 bin/tappa_tests --gtest_filter='CudaBackend*:CudaEngine*' --gtest_color=no ;;
+ab)
+  run tg4k_new 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
+  TAPPA_CUDA_DECODE_KERNEL=head run tg4k_head 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
+  TAPPA_CUDA_DECODE_CHUNK=256 run tg4k_c256 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+  TAPPA_CUDA_DECODE_CHUNK=64 run tg4k_c64 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+  TAPPA_CUDA_PROFILE=1 TAPPA_CUDA_GRAPHS=0 run prof_tg1 120 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 2 --share-depth --batch 1
+  grep "cuda profile" $OUT/prof_tg1.log | head -45 ;;
+qwen) run tg4k_qwen 150 $B bench --backend cuda --random-weights qwen2.5-7b -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16 ;;
+esac
+done
