@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "eval/mc_tasks.h"
+#include "tappa/eval.h"
 #include "tappa/error.h"
 
 namespace {

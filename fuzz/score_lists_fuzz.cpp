@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "prune/layer_list.h"
+#include "tappa/prune.h"
 #include "tappa/error.h"
 
 namespace {

@@ -11,8 +11,9 @@
 #include "analysis/analyzer.h"
 #include "analysis/capture.h"
 #include "one_sequence.h"
-#include "tappa/error.h"
+#include "tappa/analysis.h"
 #include "tappa/engine.h"
+#include "tappa/error.h"
 #include "test_util.h"
 
 namespace tappa {
@@ -44,7 +45,7 @@ class Analyze : public ::testing::Test {
 std::shared_ptr<Model> Analyze::model_;
 
 TEST_F(Analyze, ReportIsCompleteAndConsistent) {
-  analysis::AnalyzeOptions o;
+  AnalysisOptions o;
   o.input_name = "prose_lighthouse";
   o.max_tokens = 200;
   o.rows = 24;
@@ -54,7 +55,6 @@ TEST_F(Analyze, ReportIsCompleteAndConsistent) {
   o.grid = 32;
   o.gallery = 4;
   o.n_threads = 2;
-  o.progress = false;
   const auto j = analysis::analyze(*model_, text(), o, dir_.string());
   const ModelConfig& c = model_->config();
 
@@ -102,7 +102,7 @@ TEST_F(Analyze, ReportIsCompleteAndConsistent) {
 }
 
 TEST_F(Analyze, ChannelSwapInterventionComparesWithBaseline) {
-  analysis::AnalyzeOptions o;
+  AnalysisOptions o;
   o.max_tokens = 96;
   o.rows = 16;
   o.last_window = 16;
@@ -111,7 +111,6 @@ TEST_F(Analyze, ChannelSwapInterventionComparesWithBaseline) {
   o.grid = 16;
   o.gallery = 2;
   o.n_threads = 2;
-  o.progress = false;
   o.channel_swap = std::make_pair(30, 2);
   const auto j = analysis::analyze(*model_, text(), o, dir_.string());
   ASSERT_FALSE(j["intervention"].is_null());
@@ -129,7 +128,7 @@ TEST_F(Analyze, ChannelSwapInterventionComparesWithBaseline) {
 // Queries produced during generation are analysed like prompt queries: the measured rows then end
 // at the last generated position.
 TEST_F(Analyze, GeneratedTokensAreAnalysed) {
-  analysis::AnalyzeOptions o;
+  AnalysisOptions o;
   o.max_tokens = 64;
   o.generate = 6;
   o.rows = 8;
@@ -139,7 +138,6 @@ TEST_F(Analyze, GeneratedTokensAreAnalysed) {
   o.grid = 16;
   o.gallery = 1;
   o.n_threads = 2;
-  o.progress = false;
   const auto j = analysis::analyze(*model_, text(), o, dir_.string());
   EXPECT_EQ(j["input"]["n_prompt_tokens"].get<int>(), 64);
   EXPECT_EQ(j["input"]["n_generated"].get<int>(), 6);
@@ -147,9 +145,80 @@ TEST_F(Analyze, GeneratedTokensAreAnalysed) {
   EXPECT_FALSE(j["input"]["generated_text"].get<std::string>().empty());
 }
 
+// The public API's in-memory result (include/tappa/analysis.h) is the report's data: every head's
+// q-similarity variants, label and channels equal report.json's, analysing writes nothing, and the
+// report is written only when asked.
+TEST_F(Analyze, InMemoryResultMatchesTheReport) {
+  AnalysisOptions o;
+  o.max_tokens = 96;
+  o.rows = 16;
+  o.last_window = 16;
+  o.sliding_window = 64;
+  o.sliding_stride = 32;
+  o.grid = 16;
+  o.gallery = 2;
+  o.n_threads = 2;
+  std::vector<std::string> passes;
+  std::vector<std::pair<int64_t, int64_t>> progress;
+  o.on_pass = [&](const std::string& p) { passes.push_back(p); };
+  RunControl rc;
+  rc.on_progress = [&](int64_t done, int64_t total) { progress.emplace_back(done, total); };
+  const AnalysisResult r = analyze_text(*model_, text(), o, rc);
+  EXPECT_FALSE(fs::exists(dir_));
+  EXPECT_EQ(passes, std::vector<std::string>{"analyze"});
+  ASSERT_FALSE(progress.empty());
+  EXPECT_EQ(progress.front(), std::make_pair(int64_t{0}, r.n_tokens));
+  EXPECT_EQ(progress.back(), std::make_pair(r.n_tokens, r.n_tokens));
+  const ModelConfig& c = model_->config();
+  ASSERT_EQ(r.heads.size(), static_cast<size_t>(c.n_layer) * c.n_head);
+  ASSERT_EQ(r.layers.size(), static_cast<size_t>(c.n_layer));
+  const nlohmann::json written = write_analysis_report(r, dir_.string());
+  EXPECT_TRUE(fs::exists(dir_ / "report.json"));
+  EXPECT_TRUE(fs::exists(dir_ / "report.html"));
+  for (size_t i = 0; i < r.heads.size(); ++i) {
+    const HeadAnalysis& h = r.heads[i];
+    const nlohmann::json& jh = written["heads"][i];
+    EXPECT_EQ(h.layer, jh["layer"].get<int>());
+    EXPECT_EQ(h.head, jh["head"].get<int>());
+    EXPECT_EQ(h.qsim_pre_last, jh["qsim_pre_last"].get<double>());
+    EXPECT_EQ(h.qsim_post_last, jh["qsim_post_last"].get<double>());
+    EXPECT_EQ(h.qsim_pre_sliding, jh["qsim_pre_sliding"].get<double>());
+    EXPECT_EQ(h.qsim_post_sliding, jh["qsim_post_sliding"].get<double>());
+    EXPECT_EQ(h.ksim_lag1, jh["ksim_lag1"].get<double>());
+    EXPECT_EQ(h.topk_predictability, jh["metrics"]["topk_predictability"].get<double>());
+    EXPECT_EQ(h.label, jh["label"].get<std::string>());
+    EXPECT_EQ(h.predicted_label, jh["predicted_label"].get<std::string>());
+    EXPECT_EQ(h.dominant_channel, jh["rope"]["dominant_channel"].get<int>());
+    EXPECT_EQ(h.channel_energy.size(), static_cast<size_t>(c.n_rot / 2));
+    EXPECT_GE(h.qsim_pre_last, -1.0);
+    EXPECT_LE(h.qsim_pre_last, 1.0 + 1e-9);
+  }
+  for (int l = 0; l < c.n_layer; ++l) {
+    double mean = 0;
+    for (int h = 0; h < c.n_head; ++h) mean += r.heads[static_cast<size_t>(l) * c.n_head + h].qsim_pre_last;
+    EXPECT_NEAR(r.layers[l].qsim_pre_last, mean / c.n_head, 1e-12);
+  }
+}
+
+// A cancelled token stops the forward pass with ErrorCode::cancelled (what the CLI's SIGINT sets).
+TEST_F(Analyze, CancelledTokenStopsWithCancelled) {
+  AnalysisOptions o;
+  o.max_tokens = 64;
+  o.n_threads = 2;
+  CancelToken token;
+  token.cancel();
+  RunControl rc;
+  rc.cancel = &token;
+  try {
+    analyze_text(*model_, text(), o, rc);
+    FAIL() << "a cancelled analysis returned";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::cancelled) << e.what();
+  }
+}
+
 TEST_F(Analyze, BadOptionsAreErrors) {
-  analysis::AnalyzeOptions o;
-  o.progress = false;
+  AnalysisOptions o;
   EXPECT_THROW(analysis::analyze(*model_, "too short", o, dir_.string()), Error);
   o.channel_swap = std::make_pair(3, 3);
   EXPECT_THROW(analysis::analyze(*model_, text(), o, dir_.string()), Error);

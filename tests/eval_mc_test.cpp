@@ -8,9 +8,9 @@
 #include <sstream>
 
 #include "eval/loglik.h"
-#include "eval/multiple_choice.h"
 #include "one_sequence.h"
 #include "tappa/engine.h"
+#include "tappa/eval.h"
 #include "tappa/model.h"
 #include "test_util.h"
 

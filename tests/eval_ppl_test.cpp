@@ -4,10 +4,10 @@
 
 #include <cmath>
 
-#include "eval/perplexity.h"
 #include "one_sequence.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
+#include "tappa/eval.h"
 #include "tappa/model.h"
 #include "test_util.h"
 

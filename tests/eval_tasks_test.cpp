@@ -5,8 +5,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "eval/mc_tasks.h"
 #include "tappa/error.h"
+#include "tappa/eval.h"
 #include "test_util.h"
 
 namespace {

@@ -24,10 +24,10 @@
 #include "evalkv/longbench.h"
 #include "evalkv/runner.h"
 #include "kv/compressor.h"
-#include "prune/layer_list.h"
 #include "one_sequence.h"
 #include "tappa/error.h"
 #include "tappa/model.h"
+#include "tappa/prune.h"
 #include "tappa/tokenizer.h"
 #include "test_util.h"
 
@@ -62,7 +62,7 @@ nlohmann::json run(const Model& model, evalkv::GridConfig cfg) {
   cfg.model_path = test::default_model();
   cfg.threads = 1;  // the thread pool spins: one thread is the cheapest on a loaded machine
   nlohmann::json results;
-  EXPECT_TRUE(evalkv::run_grid(model, cfg, results, [](const nlohmann::json&, bool) {}, false));
+  EXPECT_TRUE(evalkv::run_grid(model, cfg, results, [](const nlohmann::json&, bool) {}));
   return results;
 }
 
@@ -93,7 +93,7 @@ TEST_F(EvalKvProtocol, DecodeEvictionBoundsTheCacheDuringGeneration) {
   cfg.longbench_max_new = 16;
   cfg.modes = {"query-aware", "query-agnostic"};
   for (const char* m : {"fullkv", "cake", "cake:decode-evict=0", "tappa", "snapkv:decode-evict=1"})
-    cfg.methods.push_back(evalkv::parse_method_spec(m));
+    cfg.methods.push_back(m);
   const nlohmann::json res = run(*model_, cfg);
   int checked = 0;
   for (const auto& c : res["cells"]) {
@@ -172,7 +172,7 @@ TEST_F(EvalKvProtocol, RunnerSkipsTheChatTemplateWhereLongBenchDoes) {
     cfg.samples = 1;
     cfg.longbench_max_new = 4;
     cfg.modes = {"query-aware"};
-    cfg.methods = {evalkv::parse_method_spec("fullkv")};
+    cfg.methods = {"fullkv"};
     const nlohmann::json res = run(*model_, cfg);
     ASSERT_EQ(res["cells"].size(), 1u);
     const auto recs = evalkv::read_longbench_file(file);

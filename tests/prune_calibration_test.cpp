@@ -6,8 +6,8 @@
 #include <cmath>
 
 #include "analysis/qsim.h"
-#include "prune/calibration.h"
 #include "one_sequence.h"
+#include "prune/calibration.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 #include "tappa/model.h"

@@ -8,11 +8,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "prune/gguf_prune.h"
 #include "one_sequence.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 #include "tappa/model.h"
+#include "tappa/prune.h"
 #include "test_util.h"
 
 namespace {

@@ -7,9 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "prune/layer_list.h"
-#include "prune/orders.h"
 #include "tappa/error.h"
+#include "tappa/prune.h"
 #include "test_util.h"
 
 namespace {

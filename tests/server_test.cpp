@@ -10,10 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "server/server.h"
 #include "tappa/engine.h"
 #include "tappa/generate.h"
 #include "tappa/model.h"
+#include "tappa/server.h"
 #include "test_util.h"
 
 namespace tappa {

@@ -28,6 +28,11 @@ namespace tappa {
 namespace kv {
 class KvCompressor;
 }
+namespace evalkv {
+struct Prefilled;
+}
+class Engine;
+class Sequence;
 
 struct KvOptions {
   std::string method = "fullkv";  // a spec string (above)
@@ -40,8 +45,14 @@ struct KvOptions {
   std::vector<int> skip_layers;
 };
 
+// What a spec resolves to, known without a model.
+struct KvMethodSummary {
+  std::string method;            // the preset or pairing name ("tappa", "snapkv+tappa", "fullkv")
+  bool compresses = false;       // false for fullkv: no policy needed at all
+  bool decode_eviction = false;  // it also evicts while decoding (the method's default or the spec's)
+};
 // Checks a spec and budget without a model (one clear error line, ErrorCode::bad_input).
-void validate_kv_options(const KvOptions& options);
+KvMethodSummary validate_kv_options(const KvOptions& options);
 
 // What a compression did, per layer and KV head (bytes are bytes really held).
 struct KvHeadRecord {
@@ -125,6 +136,27 @@ class KvCompressor final : public KvPolicy {
 
  private:
   std::unique_ptr<kv::KvCompressor> impl_;
+};
+
+// A prompt prefilled once and replayed into many sequences: each restored sequence starts in the state
+// right after the prompt (its uncompressed cache), and a KvCompressor given to restore() compresses
+// it exactly as a real prefill would (the same hooks in the same order, the captured query rows) — so
+// many methods, or many sequences, get the same long context without recomputing it (eval-kv's grid,
+// `tappa bench -d N --kv`).
+class PrefillSnapshot {
+ public:
+  // Runs `tokens` from position 0 in a new sequence of `engine`, keeping the last `query_rows` query
+  // rows of every layer (0: all; KvCompressor::prefill_query_rows() says how many a method reads).
+  PrefillSnapshot(Engine& engine, std::vector<int32_t> tokens, int query_rows = 0);
+  ~PrefillSnapshot();
+  PrefillSnapshot(PrefillSnapshot&&) noexcept;
+  PrefillSnapshot& operator=(PrefillSnapshot&&) noexcept;
+  // A new sequence of `engine` after the prompt; compressed by `compressor` when given (which is not
+  // attached to it: set_policy it for decode eviction).
+  std::unique_ptr<Sequence> restore(Engine& engine, KvCompressor* compressor = nullptr) const;
+
+ private:
+  std::unique_ptr<evalkv::Prefilled> impl_;
 };
 
 // The registry, for listings and --help.

@@ -10,6 +10,7 @@
 #include "analysis/capture.h"
 #include "analysis/labels.h"
 #include "analysis/patterns.h"
+#include "analysis/qsim.h"
 #include "analysis/rope_channels.h"
 #include "analysis/stats.h"
 #include "backend/cpu/ops.h"
@@ -18,8 +19,6 @@
 #include "report/png.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
-#include "util/progress.h"
-#include "util/stop_signal.h"
 
 namespace tappa::analysis {
 
@@ -57,8 +56,9 @@ cpu::RopeParams rope_params(const Model& model, const std::vector<float>& overri
 }
 
 // Every head's numbers from one forward pass over `tokens` (+ generation).
-PassResult run_pass(const Model& model, const std::vector<int32_t>& tokens, const AnalyzeOptions& o,
-                    const std::vector<float>& freq_override, const std::vector<float>& theta, const std::string& label) {
+PassResult run_pass(const Model& model, const std::vector<int32_t>& tokens, const AnalysisOptions& o,
+                    const QsimOptions& qsim, const std::vector<float>& freq_override, const std::vector<float>& theta,
+                    const std::string& label, const RunControl& control) {
   const ModelConfig& c = model.config();
   const int T_total = static_cast<int>(tokens.size()) + o.generate;
   PassResult res;
@@ -96,25 +96,23 @@ PassResult run_pass(const Model& model, const std::vector<int32_t>& tokens, cons
   seq->set_observer(&cap);
 
   const auto t0 = Clock::now();
-  {
-    Progress bar(label, T_total, "tok", o.progress);
-    for (size_t b = 0; b < tokens.size(); b += 512) {
-      const size_t n = std::min<size_t>(512, tokens.size() - b);
-      auto logits = engine.eval(*seq, std::span(tokens.data() + b, n));
-      bar.update(static_cast<int64_t>(b + n));
-      // SIGINT/SIGTERM (cmd_analyze's StopSignalScope): stop after this chunk; nothing is written.
-      if (stop_requested()) throw Error("stopped by a signal during the forward pass");
-      if (b + n == tokens.size()) {
-        for (int g = 0; g < o.generate; ++g) {
-          const int32_t next = argmax(logits);
-          res.generated.push_back(next);
-          const int32_t one[1] = {next};
-          logits = engine.eval(*seq, one);
-          bar.update(static_cast<int64_t>(tokens.size()) + g + 1);
-        }
+  if (o.on_pass) o.on_pass(label);
+  control.progress(0, T_total);
+  for (size_t b = 0; b < tokens.size(); b += 512) {
+    const size_t n = std::min<size_t>(512, tokens.size() - b);
+    auto logits = engine.eval(*seq, std::span(tokens.data() + b, n));
+    control.progress(static_cast<int64_t>(b + n), T_total);
+    // Cancelled (the CLI's SIGINT/SIGTERM): stop after this chunk; nothing is written.
+    if (control.cancelled()) throw Error(ErrorCode::cancelled, "the analysis was cancelled during the forward pass");
+    if (b + n == tokens.size()) {
+      for (int g = 0; g < o.generate; ++g) {
+        const int32_t next = argmax(logits);
+        res.generated.push_back(next);
+        const int32_t one[1] = {next};
+        logits = engine.eval(*seq, one);
+        control.progress(static_cast<int64_t>(tokens.size()) + g + 1, T_total);
       }
     }
-    bar.finish();
   }
   res.pass_s = since(t0);
   res.n_tokens = T_total;
@@ -146,10 +144,10 @@ PassResult run_pass(const Model& model, const std::vector<int32_t>& tokens, cons
       const HeadRows q_pre = head_rows(qp, T, H, D, h);
       const HeadRows q_post = head_rows(post.data(), T, H, D, h);
       const HeadRows k_pre = head_rows(kp, T, HK, D, hr.kv_head);
-      hr.qsim_pre_last = qsim_head(q_pre.slice(T - W, W), o.qsim);
-      hr.qsim_post_last = qsim_head(q_post.slice(T - W, W), o.qsim);
-      hr.qsim_pre_sliding = mean_over_windows(qsim_windows_head(q_pre, ws, o.qsim));
-      hr.qsim_post_sliding = mean_over_windows(qsim_windows_head(q_post, ws, o.qsim));
+      hr.qsim_pre_last = qsim_head(q_pre.slice(T - W, W), qsim);
+      hr.qsim_post_last = qsim_head(q_post.slice(T - W, W), qsim);
+      hr.qsim_pre_sliding = mean_over_windows(qsim_windows_head(q_pre, ws, qsim));
+      hr.qsim_post_sliding = mean_over_windows(qsim_windows_head(q_post, ws, qsim));
       QsimOptions cosine;
       hr.qsim_lag1 = qsim_lag_head(q_pre, 1, cosine);
       hr.ksim_lag1 = qsim_lag_head(k_pre, 1, cosine);
@@ -255,10 +253,57 @@ std::vector<nlohmann::json> layer_json(const ModelConfig& c, const std::vector<H
   return out;
 }
 
+HeadAnalysis public_head(const HeadResult& h) {
+  HeadAnalysis a;
+  a.layer = h.layer;
+  a.head = h.head;
+  a.kv_head = h.kv_head;
+  a.window = h.window;
+  a.qsim_post_last = h.qsim_post_last;
+  a.qsim_pre_last = h.qsim_pre_last;
+  a.qsim_pre_sliding = h.qsim_pre_sliding;
+  a.qsim_post_sliding = h.qsim_post_sliding;
+  a.qsim_lag1 = h.qsim_lag1;
+  a.ksim_lag1 = h.ksim_lag1;
+  a.topk_stability = h.metrics.topk_stability;
+  a.topk_predictability = h.metrics.topk_predictability;
+  a.sink_mass = h.metrics.sink_mass;
+  a.sink4_mass = h.metrics.sink4_mass;
+  a.reaccess_mass = h.metrics.reaccess_mass;
+  a.diag_mass = h.metrics.local_mass;
+  a.best_offset = h.metrics.best_offset;
+  a.best_offset_mass = h.metrics.best_offset_mass;
+  a.period = h.metrics.period;
+  a.period_strength = h.metrics.period_strength;
+  a.period_excess = h.metrics.period_excess;
+  a.label = std::string(label_name(h.cls.label));
+  a.evidence = h.cls.reason;
+  for (const auto& ch : h.rope.channels) a.channel_energy.push_back(ch.energy);
+  a.dominant_channel = h.rope.dominant;
+  a.dominance = h.rope.dominance_ratio;
+  a.wavelength = h.rope.dominant >= 0 ? h.rope.channels[h.rope.dominant].wavelength : 0.0;
+  a.predicted_spacing = h.rope.predicted_spacing;
+  a.frequency_class = std::string(frequency_class_name(h.rope.dominant_class));
+  a.predicted_label = std::string(label_name(h.pred.label));
+  a.prediction_reason = h.pred.reason;
+  a.prediction_confident = h.pred.confident;
+  a.prediction_agrees = agrees(h.cls.label, h.pred.label);
+  return a;
+}
+
 }  // namespace
 
-nlohmann::json analyze(const Model& model, const std::string& text, const AnalyzeOptions& o, const std::string& out_dir) {
+}  // namespace tappa::analysis
+
+namespace tappa {
+
+using namespace analysis;
+
+AnalysisResult analyze_text(const Model& model, const std::string& text, const AnalysisOptions& o, const RunControl& control) {
   const ModelConfig& c = model.config();
+  QsimOptions qsim;
+  qsim.mode = parse_mode(o.qsim_mode);
+  qsim.pearson_official_scaling = o.pearson_official_scaling;
   if (o.max_tokens < 8) throw Error("--max-tokens must be at least 8");
   if (o.rows < 2) throw Error("--rows must be at least 2");
   if (o.generate < 0) throw Error("--generate must not be negative");
@@ -270,7 +315,7 @@ nlohmann::json analyze(const Model& model, const std::string& text, const Analyz
   if (T_total > c.n_ctx_train)
     throw Error(std::to_string(T_total) + " tokens exceed the model's context of " + std::to_string(c.n_ctx_train) +
                 " (lower --max-tokens or --generate)");
-  AnalyzeOptions opt = o;
+  AnalysisOptions opt = o;
   opt.rows = static_cast<int>(std::min<int64_t>(o.rows, T_total - 1));
 
   // Frequencies: the model's own, or the intervention's.
@@ -298,12 +343,10 @@ nlohmann::json analyze(const Model& model, const std::string& text, const Analyz
   }
   const std::vector<float>& used_theta = override_freq.empty() ? theta : override_freq;
 
-  std::filesystem::create_directories(std::filesystem::path(out_dir) / "maps");
-
   std::optional<PassResult> baseline;
-  if (!intervention_kind.empty()) baseline = run_pass(model, tokens, opt, {}, theta, "analyze (baseline)");
-  PassResult res = run_pass(model, tokens, opt, override_freq, used_theta,
-                            intervention_kind.empty() ? "analyze" : "analyze (intervention)");
+  if (!intervention_kind.empty()) baseline = run_pass(model, tokens, opt, qsim, {}, theta, "analyze (baseline)", control);
+  PassResult res = run_pass(model, tokens, opt, qsim, override_freq, used_theta,
+                            intervention_kind.empty() ? "analyze" : "analyze (intervention)", control);
 
   std::optional<double> plain_prefill_s;
   if (o.time_plain_prefill) {
@@ -327,7 +370,7 @@ nlohmann::json analyze(const Model& model, const std::string& text, const Analyz
                 {"n_local_layers", std::count(c.swa_layers.begin(), c.swa_layers.end(), uint8_t{1})}};
   j["input"] = {{"path", o.input_name}, {"n_tokens", T_total}, {"n_prompt_tokens", tokens.size()},
                 {"n_generated", o.generate}, {"generated_text", model.tokenizer().decode(res.generated)}};
-  j["settings"] = {{"qsim_mode", mode_name(o.qsim.mode)}, {"last_window", std::min<int64_t>(o.last_window, T_total)},
+  j["settings"] = {{"qsim_mode", mode_name(qsim.mode)}, {"last_window", std::min<int64_t>(o.last_window, T_total)},
                    {"sliding_window", std::min<int64_t>(o.sliding_window, T_total)}, {"sliding_stride", o.sliding_stride},
                    {"rows", opt.rows}, {"topk", PatternParams{}.top_k}, {"grid", res.capture->grid_size()},
                    {"rope_base_override", o.rope_base ? nlohmann::json(*o.rope_base) : nlohmann::json(nullptr)},
@@ -420,37 +463,19 @@ nlohmann::json analyze(const Model& model, const std::string& text, const Analyz
     pick(order[order.size() - 1 - k], "low q-sim");
   }
 
-  // Pictures: the gallery heads' downsampled maps and zoomed crops (every head's with all_maps).
-  const auto t_pics = Clock::now();
-  const AttentionCapture& cap = *res.capture;
-  report::HeatmapOptions hm;
-  hm.cmap = report::Colormap::Magma;
-  hm.log_scale = true;
-  hm.log_floor = 1e-4f;
-  hm.vmin = 1e-4f;
-  hm.vmax = 1.0f;
-  const int G = cap.grid_size(), Z = cap.zoom_size();
-  hm.scale = std::max(1, 256 / G);
-  report::HeatmapOptions hz = hm;
-  hz.scale = std::max(1, 256 / std::max(1, Z));
-  for (size_t i = 0; i < res.heads.size(); ++i) {
-    if (!o.all_maps && std::find(chosen.begin(), chosen.end(), static_cast<int>(i)) == chosen.end()) continue;
-    const HeadResult& h = res.heads[i];
-    report::write_heatmap_png((std::filesystem::path(out_dir) / map_name(h.layer, h.head, false)).string(),
-                              cap.grid(h.layer, h.head), G, G, hm);
-    report::write_heatmap_png((std::filesystem::path(out_dir) / map_name(h.layer, h.head, true)).string(),
-                              cap.zoom_map(h.layer, h.head), Z, Z, hz);
-  }
-  const double pics_s = since(t_pics);
+  // The heads whose maps the report draws; the others' map fields are null.
+  auto maps = std::make_shared<ReportMaps>();
+  for (size_t i = 0; i < res.heads.size(); ++i)
+    if (o.all_maps || std::find(chosen.begin(), chosen.end(), static_cast<int>(i)) != chosen.end())
+      maps->heads.push_back(static_cast<int>(i));
   if (!o.all_maps)
     for (size_t i = 0; i < res.heads.size(); ++i)
       if (std::find(chosen.begin(), chosen.end(), static_cast<int>(i)) == chosen.end()) {
         j["heads"][i]["map"] = nullptr;
         j["heads"][i]["map_zoom"] = nullptr;
       }
-  j["timing"]["analysis_s"] = res.post_s + pics_s;
-  j["timing"]["total_s"] = res.pass_s + res.post_s + pics_s;
-
+  maps->analysis_s = res.post_s;
+  maps->pass_s = res.pass_s;
 
   // Intervention: what moved relative to the unmodified model.
   j["intervention"] = nullptr;
@@ -476,9 +501,68 @@ nlohmann::json analyze(const Model& model, const std::string& text, const Analyz
     j["intervention"] = {{"kind", intervention_kind}, {"baseline", base}, {"changed", changed}};
   }
 
+
+  AnalysisResult out;
+  out.n_tokens = T_total;
+  for (const HeadResult& h : res.heads) out.heads.push_back(public_head(h));
+  for (int l = 0; l < c.n_layer; ++l) {
+    LayerAnalysis la;
+    la.layer = l;
+    la.window = c.window(l);
+    const nlohmann::json& jl = j["layers"][l];
+    la.qsim_post_last = jl["qsim_post_last"].get<double>();
+    la.qsim_pre_last = jl["qsim_pre_last"].get<double>();
+    la.qsim_pre_sliding = jl["qsim_pre_sliding"].get<double>();
+    la.qsim_post_sliding = jl["qsim_post_sliding"].get<double>();
+    la.qsim_lag1 = jl["qsim_lag1"].get<double>();
+    la.ksim_lag1 = jl["ksim_lag1"].get<double>();
+    out.layers.push_back(la);
+  }
+  maps->capture = std::move(res.capture);
+  out.maps = std::move(maps);
+  out.report = std::move(j);
+  return out;
+}
+
+nlohmann::json write_analysis_report(const AnalysisResult& result, const std::string& out_dir) {
+  if (!result.maps || !result.maps->capture) throw Error(ErrorCode::bad_input, "write_analysis_report: the result holds no analysis");
+  std::filesystem::create_directories(std::filesystem::path(out_dir) / "maps");
+  nlohmann::json j = result.report;
+  // Pictures: the chosen heads' downsampled maps and zoomed crops.
+  const auto t_pics = Clock::now();
+  const AttentionCapture& cap = *result.maps->capture;
+  report::HeatmapOptions hm;
+  hm.cmap = report::Colormap::Magma;
+  hm.log_scale = true;
+  hm.log_floor = 1e-4f;
+  hm.vmin = 1e-4f;
+  hm.vmax = 1.0f;
+  const int G = cap.grid_size(), Z = cap.zoom_size();
+  hm.scale = std::max(1, 256 / G);
+  report::HeatmapOptions hz = hm;
+  hz.scale = std::max(1, 256 / std::max(1, Z));
+  for (int i : result.maps->heads) {
+    const HeadAnalysis& h = result.heads[i];
+    report::write_heatmap_png((std::filesystem::path(out_dir) / map_name(h.layer, h.head, false)).string(),
+                              cap.grid(h.layer, h.head), G, G, hm);
+    report::write_heatmap_png((std::filesystem::path(out_dir) / map_name(h.layer, h.head, true)).string(),
+                              cap.zoom_map(h.layer, h.head), Z, Z, hz);
+  }
+  const double pics_s = since(t_pics);
+  j["timing"]["analysis_s"] = result.maps->analysis_s + pics_s;
+  j["timing"]["total_s"] = result.maps->pass_s + result.maps->analysis_s + pics_s;
   report::write_report_json(j, out_dir);
   report::write_report(j, out_dir);
   return j;
+}
+
+}  // namespace tappa
+
+namespace tappa::analysis {
+
+nlohmann::json analyze(const Model& model, const std::string& text, const AnalysisOptions& options,
+                       const std::string& out_dir) {
+  return write_analysis_report(analyze_text(model, text, options), out_dir);
 }
 
 }  // namespace tappa::analysis

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "evalkv/replay.h"
 #include "kv/compressor.h"
 #include "kv/methods.h"
 #include "kv/spec.h"
@@ -21,7 +22,11 @@ kv::CompressorOptions options_of(const KvOptions& o) {
 
 }  // namespace
 
-void validate_kv_options(const KvOptions& o) { options_of(o); }
+KvMethodSummary validate_kv_options(const KvOptions& o) {
+  const kv::CompressorOptions c = options_of(o);
+  const kv::Method& m = kv::find_method(c.method);
+  return {c.method, !m.is_none(), c.opts.decode_eviction};
+}
 
 nlohmann::json record_to_json(const KvRecord& r, bool heads) {
   nlohmann::json j;
@@ -98,6 +103,16 @@ void KvCompressor::on_prefill_done(KvCache& cache) { impl_->on_prefill_done(cach
 bool KvCompressor::wants_decode_attention() const { return impl_->wants_decode_attention(); }
 void KvCompressor::on_decode_layer(int layer, const std::vector<const float*>& probs, KvCache& cache) {
   impl_->on_decode_layer(layer, probs, cache);
+}
+
+PrefillSnapshot::PrefillSnapshot(Engine& engine, std::vector<int32_t> tokens, int query_rows)
+    : impl_(std::make_unique<evalkv::Prefilled>(evalkv::prefill_capture(engine, std::move(tokens), query_rows))) {}
+PrefillSnapshot::~PrefillSnapshot() = default;
+PrefillSnapshot::PrefillSnapshot(PrefillSnapshot&&) noexcept = default;
+PrefillSnapshot& PrefillSnapshot::operator=(PrefillSnapshot&&) noexcept = default;
+
+std::unique_ptr<Sequence> PrefillSnapshot::restore(Engine& engine, KvCompressor* compressor) const {
+  return evalkv::restore_prefill(engine, *impl_, compressor ? &compressor->impl() : nullptr);
 }
 
 std::vector<KvMethodInfo> kv_presets() {

@@ -2,10 +2,11 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "analysis/analyzer.h"
 #include "cli/common.h"
+#include "cli/progress.h"
+#include "cli/stop_signal.h"
+#include "tappa/analysis.h"
 #include "tappa/error.h"
-#include "util/stop_signal.h"
 
 namespace tappa::cli {
 
@@ -79,12 +80,12 @@ void register_analyze(CLI::App& app, int& rc) {
     const std::string text = inline_text ? o->prompt : read_file(o->file);
     if (text.empty()) throw Error(inline_text ? "the text given with -p is empty" : o->file + ": the text is empty");
     const auto model = Model::load(o->model);
-    analysis::AnalyzeOptions ao;
+    AnalysisOptions ao;
     ao.input_name = inline_text ? "(inline text)" : o->file;
     ao.max_tokens = o->max_tokens;
     ao.generate = o->generate;
-    ao.qsim.mode = analysis::parse_mode(o->mode);
-    ao.qsim.pearson_official_scaling = o->pearson_official;
+    ao.qsim_mode = o->mode;
+    ao.pearson_official_scaling = o->pearson_official;
     ao.last_window = o->last_window;
     ao.sliding_window = o->window;
     ao.sliding_stride = o->stride;
@@ -94,16 +95,21 @@ void register_analyze(CLI::App& app, int& rc) {
     if (o->rope_base != 0) ao.rope_base = o->rope_base;
     if (!o->swap.empty()) ao.channel_swap = std::make_pair(o->swap[0], o->swap[1]);
     ao.n_threads = o->threads;
-    ao.progress = !o->no_progress;
     ao.time_plain_prefill = o->time_prefill;
     ao.all_maps = o->all_maps;
     // The forward pass over a long text takes minutes: the first SIGINT/SIGTERM asks the analyzer to
     // stop between chunks instead of killing the process mid-write.
     const StopSignalScope stop_scope;
+    // One bar per forward pass (an intervention runs the baseline first), ended as its pass ends.
+    ProgressSink bars("analyze", "tok", !o->no_progress, /*finish_at_total=*/true);
+    ao.on_pass = [&bars](const std::string& pass) { bars.restart(pass); };
+    // The folder first: a path that cannot be a folder fails before minutes of work.
+    std::filesystem::create_directories(std::filesystem::path(o->out) / "maps");
     nlohmann::json j;
     try {
-      j = analysis::analyze(*model, text, ao, o->out);
+      j = write_analysis_report(analyze_text(*model, text, ao, bars.control(&stop_token())), o->out);
     } catch (const Error&) {
+      bars.finish();  // the interrupted pass's last line, before the message
       if (!stop_requested()) throw;
       std::fflush(stdout);
       std::fprintf(stderr, "tappa: analyze stopped by signal %d before the report was complete; nothing written to %s\n",

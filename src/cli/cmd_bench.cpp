@@ -15,18 +15,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend/cpu/dispatch.h"
 #include "cli/common.h"
-#include "evalkv/replay.h"
-#include "kv/compressor.h"
+#include "tappa/cpu.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
+#include "tappa/kv.h"
 
 namespace tappa::cli {
-
-// Shared KV-compression flags (defined in cmd_run.cpp, as for `tappa compress`).
-std::string kv_methods_help();
-void add_kv_flags(CLI::App& cmd, kv::CompressorFlags& f);
 
 namespace {
 
@@ -82,7 +77,7 @@ void register_bench(CLI::App& app, int& rc) {
     int threads = 0, n_prompt = 512, n_gen = 128, reps = 5, depth = 0, batch = 512;
     bool share_depth = false;
     std::vector<int> n_seqs{1};
-    kv::CompressorFlags kv;
+    KvFlags kv;
     CacheTypeFlags cache;
   };
   auto o = std::make_shared<Opts>();
@@ -107,13 +102,14 @@ void register_bench(CLI::App& app, int& rc) {
   add_kv_flags(*cmd, o->kv);
   add_cache_type_flags(*cmd, o->cache);
   cmd->callback([o, &rc] {
-    const kv::CompressorOptions kv_opts = kv::make_compressor_options(o->kv);
-    const bool use_kv = kv_opts.method != "fullkv";
+    const KvOptions kv_opts = o->kv.options();
+    const KvMethodSummary kv_method = validate_kv_options(kv_opts);
+    const bool use_kv = kv_method.compresses;
     if (use_kv && o->depth <= 0) throw Error("--kv compresses the depth context: give it with -d N (e.g. -d 4096)");
     if (use_kv && o->n_prompt > 0)
       throw Error("--kv measures generation on the compressed depth context only: add -p 0");
     if (o->n_seqs.empty()) throw Error("--batch needs at least one sequence count");
-    if (use_kv && o->share_depth && kv_opts.opts.decode_eviction)
+    if (use_kv && o->share_depth && kv_method.decode_eviction)
       throw Error("--share-depth gives the sequences copies without a KV policy: add --no-decode-evict");
     const std::shared_ptr<Model> model = o->random_shape.empty()
                                              ? Model::load(o->model)
@@ -131,43 +127,43 @@ void register_bench(CLI::App& app, int& rc) {
     const std::vector<int32_t> depth_tokens = random_tokens(o->depth, c.n_vocab, rng);
     int capacity = 0;
     if (use_kv) {
-      kv::KvCompressor probe(*model, kv_opts);
+      KvCompressor probe(*model, kv_opts);
       probe.check(o->depth);
       capacity = probe.capacity_for(o->depth);
     }
     // The depth context is computed once (uncompressed, with the query rows a method reads) and every
     // sequence of every repetition starts from that state (Sequence::restore), compressed by its own
-    // compressor exactly as a prefill would compress it (evalkv/replay.h): the same cache as filling
+    // compressor exactly as a prefill would compress it (PrefillSnapshot, include/tappa/kv.h): the same cache as filling
     // each sequence for real, without re-running thousands of prompt tokens per sequence.
-    std::optional<evalkv::Prefilled> depth;
-    std::unique_ptr<kv::KvCompressor> shared_comp;
+    std::optional<PrefillSnapshot> depth;
+    std::unique_ptr<KvCompressor> shared_comp;
     std::unique_ptr<Sequence> shared;
     if (o->share_depth && o->depth >= 2) {
       shared = engine.new_sequence();
       if (use_kv) {
-        shared_comp = std::make_unique<kv::KvCompressor>(*model, kv_opts);
+        shared_comp = std::make_unique<KvCompressor>(*model, kv_opts);
         shared->set_policy(shared_comp.get());
       }
       engine.eval(*shared, depth_tokens);
       shared->set_policy(nullptr);
       shared->cache().shrink_to_fit();
     } else if (o->depth >= 2) {
-      const int rows = use_kv ? kv::KvCompressor(*model, kv_opts).prefill_query_rows() : 0;
-      depth = evalkv::prefill_capture(engine, depth_tokens, rows);
+      const int rows = use_kv ? KvCompressor(*model, kv_opts).prefill_query_rows() : 0;
+      depth.emplace(engine, depth_tokens, rows);
     }
     struct Seqs {
-      std::vector<std::unique_ptr<kv::KvCompressor>> comps;
+      std::vector<std::unique_ptr<KvCompressor>> comps;
       std::vector<std::unique_ptr<Sequence>> seqs;
     };
     auto fill = [&](int n) {
       Seqs s;
       for (int i = 0; i < n; ++i) {
-        if (use_kv) s.comps.push_back(std::make_unique<kv::KvCompressor>(*model, kv_opts));
-        kv::KvCompressor* comp = use_kv ? s.comps.back().get() : nullptr;
+        if (use_kv) s.comps.push_back(std::make_unique<KvCompressor>(*model, kv_opts));
+        KvCompressor* comp = use_kv ? s.comps.back().get() : nullptr;
         if (shared) {
           s.seqs.push_back(shared->fork());
         } else if (depth) {
-          s.seqs.push_back(evalkv::restore_prefill(engine, *depth, comp));
+          s.seqs.push_back(depth->restore(engine, comp));
         } else {
           s.seqs.push_back(engine.new_sequence());
           if (o->depth == 1) engine.eval(*s.seqs.back(), depth_tokens);
@@ -238,14 +234,14 @@ void register_bench(CLI::App& app, int& rc) {
       for (const auto& r : results)
         j.push_back({{"test", r.label()},
                      {"model_filename", o->random_shape.empty() ? o->model : "random:" + o->random_shape},
-                     {"backend", engine.backend_name()}, {"cpu_variant", cpu::cpu_variant()}, {"n_threads", engine.n_threads()}, {"n_prompt", r.n_prompt},
+                     {"backend", engine.backend_name()}, {"cpu_variant", cpu_kernel_variant()}, {"n_threads", engine.n_threads()}, {"n_prompt", r.n_prompt},
                      {"type_k", kv_type_name(engine.cache_format().k)}, {"type_v", kv_type_name(engine.cache_format().v)},
                      {"kv_format", kv_format_name(engine.cache_format())},
                      {"n_gen", r.n_gen}, {"n_depth", r.n_depth}, {"n_seqs", r.n_seqs}, {"kv", r.kv},
                      {"kv_bytes_held", r.kv_bytes}, {"avg_ts", r.mean()}, {"stddev_ts", r.sd()}, {"samples_ts", r.ts}});
       std::printf("%s\n", j.dump(2).c_str());
     } else {
-      std::printf("cpu kernels: %s\n\n", cpu::cpu_variant());
+      std::printf("cpu kernels: %s\n\n", cpu_kernel_variant());
       std::printf("| model | threads | K/V | test | t/s |\n| --- | ---: | --- | --- | ---: |\n");
       for (const auto& r : results)
         std::printf("| %s | %d | %s | %s | %.2f ± %.2f |\n", c.name.empty() ? c.arch_name.c_str() : c.name.c_str(),

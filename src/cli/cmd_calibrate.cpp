@@ -7,16 +7,13 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/progress.h"
 #include "cli/sharded.h"
+#include "cli/stop_signal.h"
 #include "cli/world.h"
-#include "prune/calibration.h"
-#include "prune/layer_list.h"
-#include "prune/orders.h"
-#include "report/atomic_write.h"
-#include "report/svg.h"
 #include "tappa/error.h"
-#include "util/progress.h"
-#include "util/stop_signal.h"
+#include "tappa/files.h"
+#include "tappa/prune.h"
 
 namespace tappa::cli {
 
@@ -114,7 +111,7 @@ void register_calibrate(CLI::App& app, int& rc) {
                    world.size() > 1 ? (", " + std::to_string(world.size()) + " ranks").c_str() : "");
     StopSignalScope stop_scope;
     const auto save_checkpoint = [&](const prune::CalibrationState& s) {
-      report::atomic_write(ckpt, nlohmann::json{{"settings", settings}, {"n_layer", s.n_layer}, {"windows_done", s.windows_done},
+      atomic_write(ckpt, nlohmann::json{{"settings", settings}, {"n_layer", s.n_layer}, {"windows_done", s.windows_done},
                                                 {"tokens_done", s.tokens_done}, {"bi_sum", s.bi_sum},
                                                 {"qsim_sum", s.qsim_sum}}.dump());
     };
@@ -216,32 +213,18 @@ void register_calibrate(CLI::App& app, int& rc) {
     bi_json["angular"] = o->cal.angular;
     q_json["max_new_tokens"] = 1;
     nlohmann::json combined = {{"bi", bi_json}, {"qsim", q_json}, {"metadata", meta}};
-    report::atomic_write(o->out, combined.dump(2) + "\n");
+    atomic_write(o->out, combined.dump(2) + "\n");
     nlohmann::json b = bi_json, q = q_json;
     b["metadata"] = meta;
     q["metadata"] = meta;
-    report::atomic_write(sibling(o->out, "bi"), b.dump(2) + "\n");
-    report::atomic_write(sibling(o->out, "qsim"), q.dump(2) + "\n");
+    atomic_write(sibling(o->out, "bi"), b.dump(2) + "\n");
+    atomic_write(sibling(o->out, "qsim"), q.dump(2) + "\n");
     if (!o->plot.empty()) {
-      std::vector<report::svg::Series> series(2);
-      series[0].name = o->cal.angular ? "Block Influence (angular)" : "Block Influence (1 - cos)";
-      series[1].name = "q-similarity (pre-RoPE)";
-      for (int l = 0; l < c.n_layer; ++l) {
-        series[0].x.push_back(l);
-        series[0].y.push_back(bi[l]);
-        series[1].x.push_back(l);
-        series[1].y.push_back(qsim[l]);
-      }
-      report::svg::ChartOptions co;
-      co.width = 720;
-      co.title = "Per-layer Block Influence and q-similarity — " + (c.name.empty() ? o->model : c.name);
-      co.annotation = std::to_string(state.windows_done) + " windows of " + std::to_string(o->cal.window) + " tokens (stride " +
-                      std::to_string(o->cal.stride) + "), " + std::to_string(state.tokens_done) + " tokens";
-      co.x_label = "layer";
-      co.y_label = "score";
-      co.x_integer = true;
-      co.y_min = 0.0;
-      report::atomic_write(o->plot, report::svg::line_chart(series, co) + "\n");
+      const std::string title = "Per-layer Block Influence and q-similarity — " + (c.name.empty() ? o->model : c.name);
+      const std::string annotation = std::to_string(state.windows_done) + " windows of " + std::to_string(o->cal.window) +
+                                     " tokens (stride " + std::to_string(o->cal.stride) + "), " +
+                                     std::to_string(state.tokens_done) + " tokens";
+      atomic_write(o->plot, prune::calibration_chart_svg(bi, qsim, o->cal.angular, title, annotation) + "\n");
     }
     std::printf("layer        BI     q-sim\n");
     for (int l = 0; l < c.n_layer; ++l) std::printf("%5d  %8.4f  %8.4f\n", l, bi[l], qsim[l]);

@@ -10,15 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
-#include "kv/compressor.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 
 namespace tappa::cli {
-
-// Defined in cmd_run.cpp (shared KV flags).
-std::string kv_methods_help();
-void add_kv_flags(CLI::App& cmd, kv::CompressorFlags& f);
 
 namespace {
 
@@ -34,56 +29,10 @@ double median(std::vector<double> v) {
 
 constexpr double kMiB = 1048576.0;
 
-nlohmann::json record_json(const kv::CompressionRecord& r, bool heads) {
-  nlohmann::json j;
-  j["method"] = r.method;
-  j["scorer"] = r.scorer;
-  j["allocator"] = r.allocator;
-  j["n_prompt"] = r.n_prompt;
-  j["capacity"] = r.capacity;
-  j["window"] = r.window;
-  j["ratio"] = r.ratio;
-  j["compressed"] = r.compressed;
-  j["cascading"] = r.cascading;
-  j["decode_eviction"] = r.decode_eviction;
-  if (!r.skipped_reason.empty()) j["skipped_reason"] = r.skipped_reason;
-  j["bytes_held_before"] = r.bytes_held_before;
-  j["bytes_held_after"] = r.bytes_held_after;
-  j["bytes_held_peak"] = r.bytes_held_peak;
-  j["bytes_peak_layerwise"] = r.bytes_peak_layerwise;
-  j["bytes_expected"] = r.bytes_expected;
-  j["t_score_s"] = r.t_score;
-  j["t_evict_s"] = r.t_evict;
-  j["t_observe_s"] = r.t_observe;
-  j["h2o_from_engine_rows"] = r.h2o_from_engine_rows;
-  j["decode_steps"] = r.decode_steps;
-  j["decode_evicted"] = r.decode_evicted;
-  j["t_decode_evict_s"] = r.t_decode;
-  auto& layers = j["layers"] = nlohmann::json::array();
-  for (const kv::LayerRecord& l : r.layers) {
-    nlohmann::json jl{{"layer", l.layer},           {"active", l.active},       {"n_tokens", l.n_tokens},
-                      {"budget", l.budget},         {"kept", l.kept},           {"qsim", l.qsim},
-                      {"preference", l.preference}, {"re_evictions", l.re_evictions},
-                      {"bytes_before", l.bytes_before}, {"bytes_after", l.bytes_after}};
-    if (heads) {
-      auto& jh = jl["heads"] = nlohmann::json::array();
-      for (size_t h = 0; h < l.heads.size(); ++h) {
-        const kv::HeadRecord& hr = l.heads[h];
-        jh.push_back({{"kv_head", h},
-                      {"budget", hr.budget},
-                      {"kept", hr.kept},
-                      {"qsim", hr.qsim},
-                      {"preference", hr.preference},
-                      {"bytes_before", hr.bytes_before},
-                      {"bytes_after", hr.bytes_after}});
-      }
-    }
-    layers.push_back(std::move(jl));
-  }
-  return j;
-}
+// The record as the library writes it (include/tappa/kv.h), as a JSON value to embed.
+nlohmann::json record_json(const KvRecord& r, bool heads) { return nlohmann::json::parse(to_json(r, heads)); }
 
-void print_table(std::FILE* out, const kv::CompressionRecord& r, const ModelConfig& c, bool heads, const KvCacheFormat& f) {
+void print_table(std::FILE* out, const KvRecord& r, const ModelConfig& c, bool heads, const KvCacheFormat& f) {
   std::fprintf(out, "method %s (scorer %s, allocator %s%s%s), %d prompt tokens, budget C = %d tokens/layer "
                     "(ratio %.4f), window W = %d%s\n",
                r.method.c_str(), r.scorer.c_str(), r.allocator.c_str(), r.cascading ? ", cascading" : "",
@@ -92,7 +41,7 @@ void print_table(std::FILE* out, const kv::CompressionRecord& r, const ModelConf
   if (!r.skipped_reason.empty()) std::fprintf(out, "not compressed: %s\n", r.skipped_reason.c_str());
   std::fprintf(out, "%5s %4s %7s %7s %8s %9s %12s %12s\n", "layer", "kv", "budget", "kept", "q-sim", "pref",
                "bytes before", "bytes after");
-  for (const kv::LayerRecord& l : r.layers) {
+  for (const KvLayerRecord& l : r.layers) {
     if (!l.active) {
       std::fprintf(out, "%5d %4s %7s\n", l.layer, "*", "skipped");
       continue;
@@ -101,14 +50,14 @@ void print_table(std::FILE* out, const kv::CompressionRecord& r, const ModelConf
                  l.bytes_before, l.bytes_after);
     if (!heads) continue;
     for (size_t h = 0; h < l.heads.size(); ++h) {
-      const kv::HeadRecord& hr = l.heads[h];
+      const KvHeadRecord& hr = l.heads[h];
       std::fprintf(out, "%5d %4zu %7d %7d %8.4f %9.5f %12zu %12zu\n", l.layer, h, hr.budget, hr.kept, hr.qsim,
                    hr.preference, hr.bytes_before, hr.bytes_after);
     }
   }
   size_t before = 0, after = 0;
   int64_t kept = 0;
-  for (const kv::LayerRecord& l : r.layers) {
+  for (const KvLayerRecord& l : r.layers) {
     before += l.bytes_before;
     after += l.bytes_after;
     kept += l.kept;
@@ -148,7 +97,7 @@ void register_compress(CLI::App& app, int& rc) {
     std::string model, prompt, file, json;
     int max_tokens = 0, threads = 0, ctx = 0, batch = 512, decode = 0, repeat = 1;
     bool no_bos = false, no_heads = false, show_text = false;
-    kv::CompressorFlags kv;
+    KvFlags kv;
     CacheTypeFlags cache;
   };
   auto o = std::make_shared<Opts>();
@@ -174,7 +123,8 @@ void register_compress(CLI::App& app, int& rc) {
   add_cache_type_flags(*cmd, o->cache);
 
   cmd->callback([o, &rc] {
-    const kv::CompressorOptions kv_opts = kv::make_compressor_options(o->kv);
+    const KvOptions kv_opts = o->kv.options();
+    validate_kv_options(kv_opts);
     const std::string text = read_prompt(o->prompt, o->file);
     const auto model = Model::load(o->model);
     const ModelConfig& c = model->config();
@@ -192,7 +142,7 @@ void register_compress(CLI::App& app, int& rc) {
       throw Error("prompt (" + std::to_string(N) + " tokens) plus " + std::to_string(o->decode) +
                   " to decode exceeds the context of " + std::to_string(eo.n_ctx) + " tokens (raise -c/--ctx-size)");
 
-    kv::KvCompressor compressor(*model, kv_opts);
+    KvCompressor compressor(*model, kv_opts);
     compressor.check(N);
     Engine engine(model, eo);
     Observer* row_observer = compressor.observer();  // h2o: reuse the engine's attention rows
@@ -213,7 +163,7 @@ void register_compress(CLI::App& app, int& rc) {
       const double t = seconds_since(t0);
       return o->decode > 1 ? (o->decode - 1) / t : 0.0;
     };
-    kv::CompressionRecord rec;
+    KvRecord rec;
     size_t full_bytes_after_decode = 0, comp_bytes_after_decode = 0, full_bytes_after_prefill = 0;
     for (int r = 0; r < o->repeat; ++r) {
       auto run_compressed = [&] {

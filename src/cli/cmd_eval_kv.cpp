@@ -9,19 +9,17 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/progress.h"
 #include "cli/sharded.h"
+#include "cli/stop_signal.h"
 #include "cli/world.h"
-#include "evalkv/runner.h"
-#include "evalkv/summary.h"
-#include "evalkv/tasks.h"
-#include "report/atomic_write.h"
 #include "tappa/error.h"
+#include "tappa/eval.h"
+#include "tappa/files.h"
 #include "tappa/model.h"
-#include "util/stop_signal.h"
 
 namespace tappa::cli {
 
-std::string kv_methods_help();  // cmd_run.cpp
 
 namespace {
 
@@ -144,14 +142,16 @@ int run_sharded(World& world, const Model& model, const evalkv::GridConfig& cfg,
   const auto save = [&](const nlohmann::json& r, bool force_write) {
     const auto now = std::chrono::steady_clock::now();
     if (!force_write && now - last_write < std::chrono::seconds(1)) return;
-    report::atomic_write(rank_path, dump_results(nlohmann::json{{"settings", config}, {"cells", r.at("cells")}}));
+    atomic_write(rank_path, dump_results(nlohmann::json{{"settings", config}, {"cells", r.at("cells")}}));
     last_write = now;
   };
   std::string current = "setup";
   bool finished = false;
   try {
-    finished = evalkv::run_grid(model, cfg, mine, save, show_progress && world.root(),
+    ProgressSink bar("eval-kv", "cells", show_progress && world.root());
+    finished = evalkv::run_grid(model, cfg, mine, save, bar.control(&stop_token()),
                                 [&](int64_t g) { return world.owns(g); }, &current);
+    bar.finish();
   } catch (const std::exception& e) {
     try {
       save(mine, true);  // keep what this rank did: --resume continues after a fix
@@ -178,7 +178,7 @@ int run_sharded(World& world, const Model& model, const evalkv::GridConfig& cfg,
   const bool complete = results["cells"].size() == order.keys.size();
   results["model_name"] = model.config().name;
   results["complete"] = complete;
-  report::atomic_write(results_path, dump_results(results));
+  atomic_write(results_path, dump_results(results));
   evalkv::write_summary(results, out);
   const size_t ran = results["cells"].size() - n_known;
   if (!complete) {
@@ -287,7 +287,10 @@ void register_eval_kv(CLI::App& app, int& rc) {
     evalkv::GridConfig cfg;
     cfg.model_path = o->model;
     cfg.data_dir = o->data;
-    for (const auto& m : evalkv::split_list(o->methods)) cfg.methods.push_back(evalkv::parse_method_spec(m));
+    for (const auto& m : evalkv::split_list(o->methods)) {
+      evalkv::check_method_spec(m);
+      cfg.methods.push_back(m);
+    }
     cfg.budgets = parse_ints("--budgets", o->budgets);
     cfg.tasks = evalkv::split_list(o->tasks);
     cfg.lengths = parse_ints("--lengths", o->lengths);
@@ -339,20 +342,22 @@ void register_eval_kv(CLI::App& app, int& rc) {
       const auto now = std::chrono::steady_clock::now();
       // At most once a second (the file grows to a few MB; a kill loses at most a second of cells).
       if (!force && now - last_write < std::chrono::seconds(1)) return;
-      report::atomic_write(results_path, dump(r));
+      atomic_write(results_path, dump(r));
       last_write = now;
     };
     const size_t before = results["cells"].size();
     bool finished = false;
     try {
-      finished = evalkv::run_grid(*model, cfg, results, checkpoint, !o->no_progress);
+      ProgressSink bar("eval-kv", "cells", !o->no_progress);
+      finished = evalkv::run_grid(*model, cfg, results, checkpoint, bar.control(&stop_token()));
+      bar.finish();
     } catch (const Error&) {
       // Keep the cells done so far (the checkpoint is throttled): --resume continues after a fix.
-      if (results["cells"].size() > before) report::atomic_write(results_path, dump(results));
+      if (results["cells"].size() > before) atomic_write(results_path, dump(results));
       throw;
     }
     results["complete"] = finished;
-    report::atomic_write(results_path, dump(results));
+    atomic_write(results_path, dump(results));
     evalkv::write_summary(results, o->out);
     const size_t ran = results["cells"].size() - before;
     if (!finished) {

@@ -9,15 +9,15 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/progress.h"
 #include "cli/sharded.h"
+#include "cli/stop_signal.h"
 #include "cli/world.h"
-#include "eval/multiple_choice.h"
-#include "prune/layer_list.h"
-#include "report/atomic_write.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
-#include "util/progress.h"
-#include "util/stop_signal.h"
+#include "tappa/eval.h"
+#include "tappa/files.h"
+#include "tappa/prune.h"
 
 namespace tappa::cli {
 
@@ -112,7 +112,7 @@ void register_eval_mc(CLI::App& app, int& rc) {
     }
     const auto save_checkpoint = [&] {
       if (ckpt.empty()) return;
-      report::atomic_write(ckpt, nlohmann::json{{"settings", settings}, {"loglik", ll}}.dump());
+      atomic_write(ckpt, nlohmann::json{{"settings", settings}, {"loglik", ll}}.dump());
     };
 
     EngineOptions eo;
@@ -205,7 +205,7 @@ void register_eval_mc(CLI::App& app, int& rc) {
     std::printf("%-14s %6s %8.4f   (mean of the paper metrics)\n", "average", "", avg);
     j["average"] = avg;
     j["complete"] = complete;
-    if (!o->out.empty()) report::atomic_write(o->out, j.dump(1) + "\n");
+    if (!o->out.empty()) atomic_write(o->out, j.dump(1) + "\n");
     if (!complete) {
       std::fprintf(stderr, "tappa eval-mc: stopped early (rerun with --resume to continue)\n");
       rc = 128 + stop_signal_number();

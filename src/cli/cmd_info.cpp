@@ -4,9 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend/cpu/dispatch.h"
 #include "cli/common.h"
-#include "kv/host_kv_cache.h"
+#include "tappa/cpu.h"
 #include "tappa/model.h"
 
 namespace tappa::cli {
@@ -49,8 +48,8 @@ void register_info(CLI::App& app, int& rc) {
     j["n_embd"] = c.n_embd;
     j["n_head"] = c.n_head;
     j["n_head_kv"] = c.n_head_kv;
-    j["cpu_variant"] = cpu::cpu_variant();
-    j["cpu_variants_supported"] = cpu::cpu_variants_supported();
+    j["cpu_variant"] = cpu_kernel_variant();
+    j["cpu_variants_supported"] = cpu_kernel_variants_supported();
     j["head_dim"] = c.head_dim;
     j["n_ff"] = c.n_ff;
     j["n_vocab"] = c.n_vocab;
@@ -77,8 +76,8 @@ void register_info(CLI::App& app, int& rc) {
       return;
     }
     std::printf("file           %s (GGUF v%u)\n", o->model.c_str(), model->file().version());
-    std::printf("cpu kernels    %s (this CPU runs: %s; TAPPA_CPU_VARIANT pins one)\n", cpu::cpu_variant(),
-                cpu::cpu_variants_supported().c_str());
+    std::printf("cpu kernels    %s (this CPU runs: %s; TAPPA_CPU_VARIANT pins one)\n", cpu_kernel_variant(),
+                cpu_kernel_variants_supported().c_str());
     std::printf("architecture   %s%s%s\n", c.arch_name.c_str(), c.name.empty() ? "" : "  — ", c.name.c_str());
     std::printf("parameters     %.1f M in %.1f MiB\n", n_params / 1e6, total_bytes / 1048576.0);
     std::printf("layers         %d, d_model %d, ffn %d, vocab %d, trained context %d\n", c.n_layer, c.n_embd, c.n_ff,

@@ -7,15 +7,15 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "cli/progress.h"
 #include "cli/sharded.h"
+#include "cli/stop_signal.h"
 #include "cli/world.h"
-#include "eval/perplexity.h"
-#include "prune/layer_list.h"
-#include "report/atomic_write.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
-#include "util/progress.h"
-#include "util/stop_signal.h"
+#include "tappa/eval.h"
+#include "tappa/files.h"
+#include "tappa/prune.h"
 
 namespace tappa::cli {
 
@@ -127,7 +127,7 @@ void register_ppl(CLI::App& app, int& rc) {
         if (ckpt.empty()) return;
         nlohmann::json c = {{"settings", settings}, {"chunks", nlohmann::json::array()}};
         for (const auto& d : done) c["chunks"].push_back({d.nll_sum, d.nll2_sum, d.count});
-        report::atomic_write(ckpt, c.dump());
+        atomic_write(ckpt, c.dump());
       };
       Progress progress("ppl", n_chunks, "chunks", !o->quiet);
       progress.update(static_cast<int64_t>(done.size()));
@@ -146,7 +146,7 @@ void register_ppl(CLI::App& app, int& rc) {
       nlohmann::json j = {{"ppl", s.ppl}, {"ppl_stderr", s.ppl_stderr}, {"mean_nll", s.mean_nll},
                           {"n_chunks", s.n_chunks}, {"n_chunks_planned", n_chunks}, {"n_scored", s.n_scored},
                           {"complete", complete}, {"settings", settings}};
-      report::atomic_write(o->out, j.dump(2) + "\n");
+      atomic_write(o->out, j.dump(2) + "\n");
     }
     if (!complete) {
       std::fprintf(stderr, "tappa ppl: stopped after %d of %d chunks (rerun with --resume to continue)\n", s.n_chunks, n_chunks);

@@ -3,11 +3,9 @@
 #include <memory>
 
 #include "cli/common.h"
-#include "prune/gguf_prune.h"
-#include "prune/layer_list.h"
-#include "prune/orders.h"
 #include "tappa/error.h"
 #include "tappa/gguf.h"
+#include "tappa/prune.h"
 
 namespace tappa::cli {
 

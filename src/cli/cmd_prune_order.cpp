@@ -6,10 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
-#include "prune/layer_list.h"
-#include "prune/orders.h"
-#include "report/atomic_write.h"
 #include "tappa/error.h"
+#include "tappa/files.h"
+#include "tappa/prune.h"
 
 namespace tappa::cli {
 
@@ -73,7 +72,7 @@ void register_prune_order(CLI::App& app, int& rc) {
         j["qsim_file"] = q_file;
       }
       if (!depths.empty()) j["removed"] = removed;
-      report::atomic_write(o->out, j.dump(2) + "\n");
+      atomic_write(o->out, j.dump(2) + "\n");
     }
     rc = 0;
   });

@@ -5,10 +5,9 @@
 #include <memory>
 
 #include "cli/common.h"
-#include "kv/compressor.h"
-#include "prune/layer_list.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
+#include "tappa/prune.h"
 
 namespace tappa::cli {
 
@@ -18,65 +17,98 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
-// KV-compression flags, shared with `tappa compress` (cmd_compress.cpp declares these two).
+// The presets (the library's registry) and the budget units, for run, compress, bench and eval-kv --help.
 std::string kv_methods_help() {
   std::string s = "KV-cache compression methods (--kv):\n";
-  for (const kv::Method& m : kv::all_methods()) {
-    std::string name(m.name);
+  for (const KvMethodInfo& m : kv_presets()) {
+    std::string name = m.name;
     name.resize(std::max<size_t>(name.size(), 19), ' ');
-    s += "  " + name + " " + std::string(m.description) + "\n";
+    s += "  " + name + " " + m.description + "\n";
   }
   s += "Budget: --budget C = tokens kept per layer on average, the window W included (the papers' unit);\n"
        "--ratio R = fraction of the prompt removed (kvpress's unit). C >= prompt length evicts nothing.\n";
   return s;
 }
 
-void add_kv_flags(CLI::App& cmd, kv::CompressorFlags& f) {
+namespace {
+// A double as the spec string carries it: the shortest text that reads back as the same value.
+std::string exact(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+}  // namespace
+
+KvOptions KvFlags::options() const {
+  KvOptions o;
+  o.method = method;
+  for (const auto& [key, value] : knobs) {
+    if (value.find(':') != std::string::npos)
+      throw Error("the value of the KV knob " + key + " must not contain ':', got '" + value + "'");
+    o.method += ":" + key + "=" + value;
+  }
+  o.budget = budget;
+  o.ratio = ratio;
+  return o;
+}
+
+void add_kv_flags(CLI::App& cmd, KvFlags& f) {
+  const auto knob = [&f](const char* key) {
+    return [&f, key](const std::string& v) { f.knobs.emplace_back(key, v); };
+  };
+  const auto int_knob = [&f](const char* key) {
+    return [&f, key](const int& v) { f.knobs.emplace_back(key, std::to_string(v)); };
+  };
+  const auto real_knob = [&f](const char* key) {
+    return [&f, key](const double& v) { f.knobs.emplace_back(key, exact(v)); };
+  };
+  const auto bool_knob = [&f](const char* key) {
+    return [&f, key](int64_t n) { f.knobs.emplace_back(key, n > 0 ? "1" : "0"); };
+  };
   cmd.add_option("--kv", f.method, "KV-cache compression method (see the list below)")->capture_default_str();
   cmd.add_option_function<int>("--budget", [&f](const int& v) { f.budget = v; },
                                "KV budget: tokens kept per layer on average, window included");
   cmd.add_option_function<double>("--ratio", [&f](const double& v) { f.ratio = v; },
                                   "KV budget as a compression ratio: fraction of the prompt removed, in [0, 1)");
-  cmd.add_option_function<int>("--kv-window", [&f](const int& v) { f.window = v; },
-                               "Observation / protected window W (default 32)");
-  cmd.add_option_function<std::string>("--alpha", [&f](const std::string& v) { f.alpha = v; },
+  cmd.add_option_function<int>("--kv-window", int_knob("window"), "Observation / protected window W (default 32)");
+  cmd.add_option_function<std::string>("--alpha", knob("alpha"),
                                        "tappa: 'inf' (preference 1 - q-sim, default) or a number a (CAKE + a*(1 - q-sim))");
-  cmd.add_option_function<double>("--gamma", [&f](const double& v) { f.gamma = v; },
-                                  "cake/tappa token score mean + gamma*variance (default 200)");
-  cmd.add_option_function<std::string>("--pool", [&f](const std::string& v) { f.pool = v; },
+  cmd.add_option_function<double>("--gamma", real_knob("gamma"), "cake/tappa token score mean + gamma*variance (default 200)");
+  cmd.add_option_function<std::string>("--pool", knob("pool"),
                                        "Token-score pooling: none, avgK or maxK (default avg5; TAPPA's harness: max7)");
-  cmd.add_flag_function("--cascading,!--no-cascading", [&f](int64_t n) { f.cascading = n > 0; },
+  cmd.add_flag_function("--cascading,!--no-cascading", bool_knob("cascading"),
                         "cake/tappa/tappa-head: re-allocate after every layer during prefill (default on)");
-  cmd.add_flag_function("--decode-evict,!--no-decode-evict", [&f](int64_t n) { f.decode_evict = n > 0; },
+  cmd.add_flag_function("--decode-evict,!--no-decode-evict", bool_knob("decode-evict"),
                         "Evict while decoding (CAKE's rule: keep b_l + W per layer; default on for cake/tappa/tappa-head)");
-  cmd.add_option_function<int>("--decode-evict-every", [&f](const int& v) { f.decode_evict_every = v; },
+  cmd.add_option_function<int>("--decode-evict-every", int_knob("decode-evict-every"),
                                "Decode eviction in batches: let a list grow to b + W + K - 1 rows, then cut it to "
                                "b + W (default 1: CAKE's one row per step)");
-  cmd.add_option_function<int>("--n-sink", [&f](const int& v) { f.n_sink = v; },
+  cmd.add_option_function<int>("--n-sink", int_knob("n-sink"),
                                "streamingllm / expected-attention: attention sinks kept (default 4)");
-  cmd.add_flag("--streaming-first", f.streaming_keep_first,
-               "streamingllm: keep the first C - W tokens (KVCache-Factory's baseline) instead of sinks + recent");
-  cmd.add_option_function<int>("--h2o-rows", [&f](const int& v) { f.h2o_rows = v; },
+  cmd.add_flag_function("--streaming-first", bool_knob("streaming-first"),
+                        "streamingllm: keep the first C - W tokens (KVCache-Factory's baseline) instead of sinks + recent");
+  cmd.add_option_function<int>("--h2o-rows", int_knob("h2o-rows"),
                                "h2o: last prompt queries whose attention is summed (default 512)");
-  cmd.add_flag("--h2o-official-mask", f.h2o_official_mask, "h2o: mask only the W x W corner (the official code's quirk)");
-  cmd.add_option_function<int>("--pyramid-beta", [&f](const int& v) { f.pyramid_beta = v; },
-                               "pyramidkv: beta of the budget schedule (default 20)");
-  cmd.add_option_function<std::string>("--tau", [&f](const std::string& v) { f.tau = v; },
+  cmd.add_flag_function("--h2o-official-mask", bool_knob("h2o-official-mask"),
+                        "h2o: mask only the W x W corner (the official code's quirk)");
+  cmd.add_option_function<int>("--pyramid-beta", int_knob("pyramid-beta"), "pyramidkv: beta of the budget schedule (default 20)");
+  cmd.add_option_function<std::string>("--tau", knob("tau"),
                                        "cake: preference exponents tau1,tau2 (default: the official table, else 1,1)");
-  cmd.add_option_function<uint64_t>("--kv-seed", [&f](const uint64_t& v) { f.seed = v; }, "random: seed (default 0)");
-  cmd.add_option_function<double>("--min-head-frac", [&f](const double& v) { f.min_head_frac = v; },
+  cmd.add_option_function<uint64_t>("--kv-seed", [&f](const uint64_t& v) { f.knobs.emplace_back("seed", std::to_string(v)); },
+                                    "random: seed (default 0)");
+  cmd.add_option_function<double>("--min-head-frac", real_knob("min-head-frac"),
                                   "tappa-head: each KV head keeps at least this fraction of the layer budget (default 0.2)");
-  cmd.add_flag("--snapkv-mean", f.snapkv_mean, "snapkv/pyramidkv: mean over the window rows (kvpress) instead of the sum");
-  cmd.add_option_function<int>("--ea-stat-rows", [&f](const int& v) { f.ea_stat_rows = v; },
+  cmd.add_flag_function("--snapkv-mean", bool_knob("snapkv-mean"),
+                        "snapkv/pyramidkv: mean over the window rows (kvpress) instead of the sum");
+  cmd.add_option_function<int>("--ea-stat-rows", int_knob("ea-stat-rows"),
                                "expected-attention: last prompt queries used for the statistics (0: all, as kvpress)");
-  cmd.add_option_function<int>("--ea-n-future", [&f](const int& v) { f.ea_n_future = v; },
+  cmd.add_option_function<int>("--ea-n-future", int_knob("ea-n-future"),
                                "expected-attention: future positions the query rotation is averaged over (default 512)");
-  cmd.add_flag_function("--ea-covariance,!--no-ea-covariance", [&f](int64_t n) { f.ea_covariance = n > 0; },
+  cmd.add_flag_function("--ea-covariance,!--no-ea-covariance", bool_knob("ea-covariance"),
                         "expected-attention: the covariance term k'Sk/(2d) (default on)");
-  cmd.add_flag_function("--ea-vnorm,!--no-ea-vnorm", [&f](int64_t n) { f.ea_vnorm = n > 0; },
+  cmd.add_flag_function("--ea-vnorm,!--no-ea-vnorm", bool_knob("ea-vnorm"),
                         "expected-attention: multiply the scores by |v| (default on)");
-  cmd.add_option_function<double>("--ea-epsilon", [&f](const double& v) { f.ea_epsilon = v; },
-                                  "expected-attention: (score + epsilon) * |v| (default 0)");
+  cmd.add_option_function<double>("--ea-epsilon", real_knob("ea-epsilon"), "expected-attention: (score + epsilon) * |v| (default 0)");
 }
 
 void add_cache_type_flags(CLI::App& cmd, CacheTypeFlags& f) {
@@ -136,7 +168,7 @@ void register_run(CLI::App& app, int& rc) {
     bool parse_special = false;
     bool quiet = false;
     bool ignore_eos = false;
-    kv::CompressorFlags kv;
+    KvFlags kv;
     CacheTypeFlags cache;
     std::string skip_layers;
   };
@@ -165,7 +197,8 @@ void register_run(CLI::App& app, int& rc) {
   add_kv_flags(*cmd, o->kv);
   add_cache_type_flags(*cmd, o->cache);
   cmd->callback([o, &rc] {
-    const kv::CompressorOptions kv_opts = kv::make_compressor_options(o->kv);
+    const KvOptions kv_opts = o->kv.options();
+    validate_kv_options(kv_opts);
     std::string text = read_prompt(o->prompt, o->file);
     const auto model = Model::load(o->model);
     const Tokenizer& tok = model->tokenizer();
@@ -196,9 +229,10 @@ void register_run(CLI::App& app, int& rc) {
       std::fprintf(stderr, "tappa: warning: context %d is longer than the model was trained on (%d)\n", engine.n_ctx(),
                    model->config().n_ctx_train);
 
-    std::unique_ptr<kv::KvCompressor> compressor;
-    if (kv_opts.method != "fullkv") {
-      compressor = std::make_unique<kv::KvCompressor>(*model, kv_opts);
+    std::unique_ptr<KvCompressor> compressor = std::make_unique<KvCompressor>(*model, kv_opts);
+    if (!compressor->active()) {
+      compressor.reset();  // fullkv: no policy at all
+    } else {
       compressor->check(static_cast<int>(tokens.size()));
       seq->set_policy(compressor.get());
       if (Observer* ob = compressor->observer()) {  // h2o: reuse the engine's attention rows
@@ -215,7 +249,7 @@ void register_run(CLI::App& app, int& rc) {
     std::span<const float> logits = engine.eval(*seq, tokens);
     const double t_prompt = seconds_since(t0);
     if (compressor && !o->quiet) {
-      const kv::CompressionRecord& r = compressor->record();
+      const KvRecord& r = compressor->record();
       const double mib = 1048576.0;
       std::fprintf(stderr,
                    "[kv %s: budget %d tokens/layer (ratio %.3f) over %d prompt tokens%s | KV bytes held before %.2f MiB, "

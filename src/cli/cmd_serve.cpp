@@ -6,10 +6,10 @@
 #include <memory>
 
 #include "cli/common.h"
-#include "server/server.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 #include "tappa/model.h"
+#include "tappa/server.h"
 
 namespace tappa::cli {
 

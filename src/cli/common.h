@@ -1,11 +1,14 @@
 // Pieces shared by the subcommands: the default model path, reading prompt text, formatting.
 #pragma once
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "tappa/kv.h"
 #include "tappa/kv_cache.h"
 
 namespace tappa::cli {
@@ -28,6 +31,22 @@ std::string read_file(const std::string& path);
 // A --resume checkpoint of a long command: parses `path` and checks it was written with `settings`.
 // Throws tappa::Error naming the file, and `which` (the flags that make up the settings) on a mismatch.
 nlohmann::json read_checkpoint(const std::string& path, const nlohmann::json& settings, const std::string& which);
+
+// KV-compression flags (run, compress, bench): --kv METHOD (a preset, a SCORER+ALLOCATOR pairing or a
+// whole spec string), --budget / --ratio, and one flag per spec knob (--kv-window is the spec's
+// window, --alpha its alpha, …). The knob flags become the spec's key=value parts, so a flag and the
+// spec key of the same name are one setting, parsed and checked once, by the library (include/tappa/kv.h).
+struct KvFlags {
+  std::string method = "fullkv";
+  std::optional<int> budget;
+  std::optional<double> ratio;
+  std::vector<std::pair<std::string, std::string>> knobs;  // (spec key, value), in the order given
+  // The spec "METHOD:key=value:…" with the budget. Throws tappa::Error on a value holding ':' (it
+  // would split the spec).
+  KvOptions options() const;
+};
+void add_kv_flags(CLI::App& cmd, KvFlags& f);
+std::string kv_methods_help();
 
 // K/V cache storage flags (cmd_run.cpp; run, compress, bench, eval-kv): --cache-type-k / -ctk,
 // --cache-type-v / -ctv (f32, f16, bf16, q8_0, q4_0, as llama.cpp's) and --kv-rotation auto|on|off.

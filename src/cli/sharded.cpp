@@ -4,9 +4,9 @@
 #include <filesystem>
 
 #include "cli/common.h"
-#include "report/atomic_write.h"
+#include "cli/stop_signal.h"
 #include "tappa/error.h"
-#include "util/stop_signal.h"
+#include "tappa/files.h"
 
 namespace tappa::cli {
 
@@ -82,7 +82,7 @@ void ShardedItems::flush() {
   nlohmann::json items = nlohmann::json::array();
   for (const auto& [i, v] : results_)
     if (mine(i)) items.push_back({i, v});
-  report::atomic_write(rank_file(world_.rank()), nlohmann::json{{"settings", settings_}, {"items", items}}.dump());
+  atomic_write(rank_file(world_.rank()), nlohmann::json{{"settings", settings_}, {"items", items}}.dump());
 }
 
 std::vector<nlohmann::json> ShardedItems::gather() {

@@ -1,4 +1,4 @@
-#include "eval/mc_tasks.h"
+#include "tappa/eval.h"
 
 #include <nlohmann/json.hpp>
 

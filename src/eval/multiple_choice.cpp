@@ -1,4 +1,4 @@
-#include "eval/multiple_choice.h"
+#include "tappa/eval.h"
 
 #include <cmath>
 

@@ -1,4 +1,4 @@
-#include "eval/perplexity.h"
+#include "tappa/eval.h"
 
 #include <cmath>
 #include <string>

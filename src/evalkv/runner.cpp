@@ -15,12 +15,10 @@
 #include "evalkv/tasks.h"
 #include "kv/host_kv_cache.h"
 #include "kv/spec.h"
-#include "tappa/kv_policy.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
+#include "tappa/kv_policy.h"
 #include "tappa/model.h"
-#include "util/progress.h"
-#include "util/stop_signal.h"
 
 namespace tappa::evalkv {
 namespace {
@@ -52,7 +50,7 @@ std::vector<Group> groups_of(const GridConfig& cfg) {
 }
 
 struct CellSpec {
-  const MethodSpec* method;
+  MethodSpec method;
   int budget;  // 0: full cache
   int cache;   // index into cfg.cache_types
   std::string label;  // method label, "@TYPE" appended for a type other than f32
@@ -64,11 +62,13 @@ std::vector<CellSpec> cells_of(const GridConfig& cfg) {
   for (int t = 0; t < static_cast<int>(cfg.cache_types.size()); ++t) {
     const std::string& ct = cfg.cache_types[t];
     const auto label = [&](const MethodSpec& m) { return ct == "f32" ? m.label : m.label + "@" + ct; };
-    for (const auto& m : cfg.methods)
-      if (m.is_full()) c.push_back({&m, 0, t, label(m)});
-    for (const auto& m : cfg.methods) {
+    std::vector<MethodSpec> methods;
+    for (const auto& spec : cfg.methods) methods.push_back(parse_method_spec(spec));
+    for (const auto& m : methods)
+      if (m.is_full()) c.push_back({m, 0, t, label(m)});
+    for (const auto& m : methods) {
       if (m.is_full()) continue;
-      for (int b : cfg.budgets) c.push_back({&m, b, t, label(m)});
+      for (int b : cfg.budgets) c.push_back({m, b, t, label(m)});
     }
   }
   return c;
@@ -95,7 +95,7 @@ void validate(const GridConfig& cfg) {
   if (cfg.lengths.empty()) throw Error("no lengths given");
   if (cfg.samples < 1) throw Error("--samples must be ≥ 1");
   bool any_compressing = false;
-  for (const auto& m : cfg.methods) any_compressing |= !m.is_full();
+  for (const auto& m : cfg.methods) any_compressing |= !parse_method_spec(m).is_full();
   if (any_compressing && cfg.budgets.empty()) throw Error("no budgets given");
   for (int b : cfg.budgets)
     if (b <= 0) throw Error("budgets must be positive token counts, got " + std::to_string(b));
@@ -115,7 +115,7 @@ void validate(const GridConfig& cfg) {
   if (cfg.fidelity_tokens < 2 || cfg.greedy_tokens < 1) throw Error("fidelity/greedy token counts must be ≥ 2 / ≥ 1");
   std::set<std::string> labels;
   for (const auto& m : cfg.methods)
-    if (!labels.insert(m.label).second) throw Error("method '" + m.label + "' is listed twice");
+    if (!labels.insert(m).second) throw Error("method '" + m + "' is listed twice");
   if (cfg.cache_types.empty()) throw Error("no cache types given");
   std::set<std::string> types;
   for (const auto& t : cfg.cache_types) {
@@ -127,8 +127,9 @@ void validate(const GridConfig& cfg) {
 // The grid as run: fullkv (the reference) first if the methods do not list it.
 GridConfig with_reference(const GridConfig& cfg_in) {
   GridConfig cfg = cfg_in;
-  if (std::none_of(cfg.methods.begin(), cfg.methods.end(), [](const MethodSpec& m) { return m.is_full(); }))
-    cfg.methods.insert(cfg.methods.begin(), parse_method_spec("fullkv"));
+  if (std::none_of(cfg.methods.begin(), cfg.methods.end(),
+                   [](const std::string& m) { return parse_method_spec(m).is_full(); }))
+    cfg.methods.insert(cfg.methods.begin(), "fullkv");
   return cfg;
 }
 
@@ -190,6 +191,8 @@ MethodSpec parse_method_spec(std::string_view spec) {
   return m;
 }
 
+void check_method_spec(std::string_view spec) { kv::parse_spec(spec); }
+
 KvCacheType parse_cache_spec(std::string_view spec) {
   const auto parts = split_list(spec, ':');
   if (parts.empty()) throw Error("empty cache type");
@@ -220,9 +223,7 @@ KvCacheType parse_cache_spec(std::string_view spec) {
 nlohmann::json GridConfig::to_json() const {
   nlohmann::json j;
   j["model"] = model_path;
-  std::vector<std::string> ms;
-  for (const auto& m : methods) ms.push_back(m.label);
-  j["methods"] = ms;
+  j["methods"] = methods;
   j["budgets"] = budgets;
   j["tasks"] = tasks;
   j["lengths"] = lengths;
@@ -262,7 +263,7 @@ GridOrder grid_order(const GridConfig& cfg_in) {
 }
 
 bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& results,
-              const std::function<void(const nlohmann::json&, bool)>& checkpoint, bool show_progress,
+              const std::function<void(const nlohmann::json&, bool)>& checkpoint, const RunControl& control,
               const std::function<bool(int64_t)>& owns_group, std::string* current) {
   validate(cfg_in);
   const GridConfig cfg = with_reference(cfg_in);
@@ -289,7 +290,7 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
   int64_t pending = 0;
   for (size_t gi = 0; gi < groups.size(); ++gi)
     for (const auto& c : cells) pending += !owned(gi) || done.count(key_of(groups[gi], c.label, c.budget)) ? 0 : 1;
-  Progress progress("eval-kv", pending, "cells", show_progress);
+  control.progress(0, pending);
   int64_t n_done = 0;
 
   // Data that only depends on the task (loaded lazily).
@@ -307,7 +308,7 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
     bool any = false;
     for (const auto& c : cells) any |= !done.count(key_of(g, c.label, c.budget));
     if (!any) continue;
-    if (stop_requested()) break;
+    if (control.cancelled()) break;
     if (current) *current = "sample " + g.task + "|" + std::to_string(g.length) + "|" + std::to_string(g.sample) + "|" + g.mode;
     const auto t_group = Clock::now();
     const bool fidelity = is_fidelity_task(g.task);
@@ -403,7 +404,7 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
     for (const CellSpec& c : cells) {
       const std::string key = key_of(g, c.label, c.budget);
       if (done.count(key)) continue;
-      if (stop_requested()) break;
+      if (control.cancelled()) break;
       if (current) *current = "cell " + key;
       const auto t0 = Clock::now();
       const std::string& cache_name = cfg.cache_types[c.cache];
@@ -422,13 +423,13 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
       cell["method"] = c.label;
       cell["budget"] = c.budget;
       if (cache_name != "f32") {
-        cell["base_method"] = c.method->label;
+        cell["base_method"] = c.method.label;
         cell["cache"] = cache_name;
       }
 
       std::unique_ptr<kv::KvCompressor> comp;
-      if (!c.method->is_full()) {
-        kv::CompressorFlags f = c.method->flags;
+      if (!c.method.is_full()) {
+        kv::CompressorFlags f = c.method.flags;
         f.budget = c.budget;
         comp = std::make_unique<kv::KvCompressor>(model, kv::make_compressor_options(f));
       }
@@ -500,23 +501,22 @@ bool run_grid(const Model& model, const GridConfig& cfg_in, nlohmann::json& resu
         cell["score"] = score_prediction(sample.metric, dataset, pred, sample.outputs, sample.all_classes);
         cell["metric"] = sample.metric;
         cell["prediction"] = pred;
-        if (c.method->is_full()) cell["gold"] = sample.outputs.size() > 4 && sample.metric == "rouge"
+        if (c.method.is_full()) cell["gold"] = sample.outputs.size() > 4 && sample.metric == "rouge"
                                                    ? nlohmann::json(std::vector<std::string>{sample.outputs[0]})
                                                    : nlohmann::json(sample.outputs);
         if (sample.depth >= 0) cell["depth"] = sample.depth;
       }
       cell["seconds"] = seconds_since(t0);
-      if (c.method->is_full()) cell["prefill_seconds"] = prefill_s;
+      if (c.method.is_full()) cell["prefill_seconds"] = prefill_s;
       results["cells"].push_back(std::move(cell));
       done.insert(key);
       ++n_done;
-      progress.update(n_done);
+      control.progress(n_done, pending);
       checkpoint(results, false);
     }
     checkpoint(results, true);
   }
-  progress.finish();
-  return !stop_requested();
+  return !control.cancelled();
 }
 
 }  // namespace tappa::evalkv

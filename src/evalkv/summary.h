@@ -3,14 +3,13 @@
 // budget per method; the per-layer budgets the allocators chose, side by side).
 #pragma once
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
-namespace tappa::evalkv {
+#include "tappa/eval.h"
 
-// Writes results.csv, table.md and plots/*.svg under `dir` (atomically, file by file). Returns the
-// markdown text.
-std::string write_summary(const nlohmann::json& results, const std::string& dir);
+namespace tappa::evalkv {
 
 // The CSV text of the cells (one row per cell; prediction text quoted).
 std::string cells_csv(const nlohmann::json& results);

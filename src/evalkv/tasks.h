@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tappa/eval.h"
+
 namespace tappa::evalkv {
 
 // Tokens of a text as the model counts them (no BOS). Tests pass a stub (e.g. whitespace words).
@@ -54,8 +56,7 @@ struct Haystacks {
   static Haystacks from_text(std::string text);
 };
 
-// The generated task names, in their canonical order.
-const std::vector<std::string>& ruler_task_names();
+// ruler_task_names(): include/tappa/eval.h.
 bool is_ruler_task(std::string_view name);
 // fidelity_wikitext, fidelity_essays.
 bool is_fidelity_task(std::string_view name);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "report/svg.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
 
@@ -177,6 +178,30 @@ void run_calibration(const Model& model, const std::vector<std::vector<int32_t>>
         state.add_window(s.bi, s.qsim, windows[w].length);
         return !after_window || after_window(state);
       });
+}
+
+std::string calibration_chart_svg(std::span<const double> bi, std::span<const double> qsim, bool angular,
+                                  const std::string& title, const std::string& annotation) {
+  std::vector<report::svg::Series> series(2);
+  series[0].name = angular ? "Block Influence (angular)" : "Block Influence (1 - cos)";
+  series[1].name = "q-similarity (pre-RoPE)";
+  for (size_t l = 0; l < bi.size(); ++l) {
+    series[0].x.push_back(static_cast<double>(l));
+    series[0].y.push_back(bi[l]);
+  }
+  for (size_t l = 0; l < qsim.size(); ++l) {
+    series[1].x.push_back(static_cast<double>(l));
+    series[1].y.push_back(qsim[l]);
+  }
+  report::svg::ChartOptions co;
+  co.width = 720;
+  co.title = title;
+  co.annotation = annotation;
+  co.x_label = "layer";
+  co.y_label = "score";
+  co.x_integer = true;
+  co.y_min = 0.0;
+  return report::svg::line_chart(series, co);
 }
 
 }  // namespace tappa::prune

@@ -1,4 +1,4 @@
-#include "prune/gguf_prune.h"
+#include "tappa/prune.h"
 
 #include <charconv>
 #include <set>

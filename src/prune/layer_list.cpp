@@ -1,4 +1,4 @@
-#include "prune/layer_list.h"
+#include "tappa/prune.h"
 
 #include <algorithm>
 #include <charconv>
@@ -8,7 +8,6 @@
 #include <nlohmann/json.hpp>
 
 #include "io/text.h"  // quoted(): echoed input stays on one line (control bytes escaped)
-#include "prune/orders.h"
 #include "tappa/error.h"
 
 namespace tappa::prune {

@@ -1,4 +1,4 @@
-#include "prune/orders.h"
+#include "tappa/prune.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "report/atomic_write.h"
+#include "tappa/files.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 
 #include "tappa/error.h"
 
-namespace tappa::report {
+namespace tappa {
 namespace {
 
 std::string errno_text(int err) { return std::strerror(err); }
@@ -57,4 +57,4 @@ void atomic_write(const std::string& path, std::span<const uint8_t> data) {
   atomic_write(path, std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
 }
 
-}  // namespace tappa::report
+}  // namespace tappa

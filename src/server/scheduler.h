@@ -22,6 +22,7 @@
 #include "tappa/engine.h"
 #include "tappa/error.h"
 #include "tappa/generate.h"
+#include "tappa/server.h"
 
 namespace tappa::server {
 
@@ -54,13 +55,7 @@ struct Job {
   std::atomic<bool> cancel{false};  // set by the handler when the client is gone
 };
 
-struct SchedulerOptions {
-  size_t kv_cap_bytes = size_t(2048) << 20;  // the global KV memory cap
-  int max_running = 64;         // jobs stepped together at most
-  int max_queue = 256;          // jobs waiting at most (beyond: 503 at once)
-  double queue_timeout_s = 60;  // a job waiting longer gets 503
-  int step_prompt_tokens = 1024;  // prompt tokens per step beside the decodes (at least one chunk)
-};
+// SchedulerOptions: include/tappa/server.h.
 
 // Counters for /metrics (a consistent snapshot).
 struct SchedulerStats {

@@ -1,4 +1,4 @@
-#include "server/server.h"
+#include "tappa/server.h"
 
 #include <httplib.h>
 
@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "server/scheduler.h"
 #include "tappa/error.h"
 #include "tappa/kv.h"
 #include "tappa/tokenizer.h"

@@ -1,4 +1,4 @@
-#include "util/stop_signal.h"
+#include "cli/stop_signal.h"
 
 #include <csignal>
 
@@ -6,6 +6,7 @@ namespace tappa {
 namespace {
 
 volatile std::sig_atomic_t g_signal = 0;
+CancelToken g_token;  // a lock-free atomic flag: safe to set from the handler
 struct sigaction g_old_int, g_old_term;
 
 extern "C" void on_stop_signal(int sig) {
@@ -15,12 +16,14 @@ extern "C" void on_stop_signal(int sig) {
     return;
   }
   g_signal = sig;
+  g_token.cancel();
 }
 
 }  // namespace
 
 StopSignalScope::StopSignalScope() {
   g_signal = 0;
+  g_token.reset();
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
@@ -35,6 +38,7 @@ StopSignalScope::~StopSignalScope() {
 }
 
 bool stop_requested() { return g_signal != 0; }
+const CancelToken& stop_token() { return g_token; }
 int stop_signal_number() { return static_cast<int>(g_signal); }
 
 }  // namespace tappa

@@ -4,15 +4,26 @@
 // events with "stream": true), /tokenize, /detokenize. Every request becomes Scheduler jobs, stepped
 // together in one decode loop (scheduler.h); a bad request is answered 4xx with an OpenAI-style error
 // object and never reaches the engine.
+//
+// The entry point of `tappa serve`, public so that a program can embed the server over its own engine.
 #pragma once
+#include <cstddef>
 #include <memory>
 #include <string>
 
-#include "server/scheduler.h"
 #include "tappa/engine.h"
 #include "tappa/model.h"
 
 namespace tappa::server {
+
+// Admission and batching of the one decode loop (src/server/scheduler.h).
+struct SchedulerOptions {
+  size_t kv_cap_bytes = size_t(2048) << 20;  // the global KV memory cap
+  int max_running = 64;         // jobs stepped together at most
+  int max_queue = 256;          // jobs waiting at most (beyond: 503 at once)
+  double queue_timeout_s = 60;  // a job waiting longer gets 503
+  int step_prompt_tokens = 1024;  // prompt tokens per step beside the decodes (at least one chunk)
+};
 
 struct ServerOptions {
   std::string host = "127.0.0.1";

@@ -1,4 +1,4 @@
-#include "util/progress.h"
+#include "cli/progress.h"
 
 #include <unistd.h>
 
@@ -51,6 +51,35 @@ void Progress::draw(bool final) {
                100.0 * done_ / total_, rate, unit_.c_str(), final ? "took" : "left", final ? secs : left,
                (tty_ && !final) ? "" : "\n");
   std::fflush(stderr);
+}
+
+ProgressSink::ProgressSink(std::string label, std::string unit, bool enabled, bool finish_at_total)
+    : label_(std::move(label)), unit_(std::move(unit)), enabled_(enabled), finish_at_total_(finish_at_total) {}
+
+RunControl ProgressSink::control(const CancelToken* cancel) {
+  RunControl c;
+  c.cancel = cancel;
+  c.on_progress = [this](int64_t done, int64_t total) { report(done, total); };
+  return c;
+}
+
+void ProgressSink::report(int64_t done, int64_t total) {
+  if (!bar_) {
+    bar_ = std::make_unique<Progress>(label_, total, unit_, enabled_);
+    if (done == 0) return;  // the start: nothing drawn until work is done
+  }
+  bar_->update(done);
+  if (finish_at_total_ && done >= total) finish();
+}
+
+void ProgressSink::restart(std::string label) {
+  finish();
+  label_ = std::move(label);
+}
+
+void ProgressSink::finish() {
+  if (bar_) bar_->finish();
+  bar_.reset();
 }
 
 }  // namespace tappa
