@@ -1,5 +1,5 @@
 // tappa calibrate — per-layer Block Influence and pre-RoPE q-similarity over calibration texts
-// (src/prune/calibration.h), written in the official raw-score layout plus tappa's metadata.
+// (include/tappa/prune.h), written in the official raw-score layout plus tappa's metadata.
 #include <cstdio>
 #include <filesystem>
 #include <memory>

@@ -1,5 +1,5 @@
 // tappa eval-mc — zero-shot multiple-choice accuracy (PIQA, ARC-Easy/Challenge, WinoGrande,
-// HellaSwag) by log-likelihood, lm-evaluation-harness style (src/eval/mc_tasks.h), optionally with
+// HellaSwag) by log-likelihood, lm-evaluation-harness style (include/tappa/eval.h), optionally with
 // layers skipped. Checkpoints after every item; --resume continues an interrupted run.
 #include <cstdio>
 #include <cstdlib>

@@ -1,5 +1,5 @@
 // tappa ppl — perplexity of a text, computed the way llama-perplexity computes it (see
-// src/eval/perplexity.h), optionally with layers skipped (in-memory pruning).
+// include/tappa/eval.h), optionally with layers skipped (in-memory pruning).
 #include <cstdio>
 #include <filesystem>
 #include <memory>

@@ -1,4 +1,4 @@
-// tappa prune — write a GGUF with transformer blocks removed (src/prune/gguf_prune.h).
+// tappa prune — write a GGUF with transformer blocks removed (include/tappa/prune.h).
 #include <cstdio>
 #include <memory>
 

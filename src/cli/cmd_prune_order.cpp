@@ -1,5 +1,5 @@
 // tappa prune-order — which layers to remove first: ShortGPT (ascending BI) or TAPPA
-// (ascending BI' = BI_norm + beta(1 - qsim_norm)), from calibration scores (src/prune/orders.h).
+// (ascending BI' = BI_norm + beta(1 - qsim_norm)), from calibration scores (include/tappa/prune.h).
 #include <cstdio>
 #include <memory>
 

@@ -1,4 +1,4 @@
-// tappa serve — an OpenAI-compatible HTTP server (src/server/server.h) over one engine: every request
+// tappa serve — an OpenAI-compatible HTTP server (include/tappa/server.h) over one engine: every request
 // stepped together in one decode loop, each with its own KV method and budget.
 #include <csignal>
 #include <cstdio>
