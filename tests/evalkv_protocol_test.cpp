@@ -213,6 +213,8 @@ TEST(EvalKvMethodSpec, EveryKnobHasAKeyThatReachesTheOptions) {
   EXPECT_TRUE(ea_default.opts.ea.use_vnorm);
   EXPECT_EQ(opts("cake:decode-evict-every=4").decode_evict_every, 4);
   EXPECT_EQ(opts("random:seed=7").opts.seed, 7u);
+  // `--kv-seed` takes any 64-bit seed and reaches the method through this key.
+  EXPECT_EQ(opts("random:seed=18446744073709551615").opts.seed, 18446744073709551615ull);
   EXPECT_FALSE(opts("cake:decode-evict=0").opts.decode_eviction);
   EXPECT_TRUE(opts("snapkv:decode-evict=1").opts.decode_eviction);
   // The paper's rows as specs (KVCache-Factory's StreamingLLM, the official H2O prefill variant).
@@ -222,7 +224,8 @@ TEST(EvalKvMethodSpec, EveryKnobHasAKeyThatReachesTheOptions) {
 
   // Unknown keys and bad values stay one-line errors naming the problem.
   for (const char* bad : {"snapkv:bogus=1", "h2o:h2o-rows=-3", "h2o:h2o-rows=2.5", "expected-attention:ea-n-future=0",
-                          "expected-attention:ea-epsilon=-1", "streamingllm:streaming-first=yes", "cake:decode-evict-every=0"}) {
+                          "expected-attention:ea-epsilon=-1", "streamingllm:streaming-first=yes", "cake:decode-evict-every=0",
+                          "random:seed=-1", "random:seed=1.5", "random:seed=18446744073709551616"}) {
     try {
       opts(bad);
       ADD_FAILURE() << bad << " was accepted";

@@ -685,6 +685,27 @@ TEST_F(KvCompress, CliListsMethodsAndReports) {
 
   ASSERT_EQ(sh("run " + model + "-f " + text.string() + " -n 4 --kv snapkv --budget 64", out, err), 0) << err;
   EXPECT_NE(err.find("KV bytes held before"), std::string::npos) << err;
+
+  // The knob flags are spec keys (cli/common.h: KvFlags): flags and the same spec give the same
+  // compression, and a spec string works in --kv.
+  const std::string base = "compress " + model + "-f " + text.string() + " --max-tokens 200 --budget 64 --json ";
+  ASSERT_EQ(sh(base + (dir / "flags.json").string() + " --kv tappa --kv-window 16 --gamma 50 --pool max7 --no-cascading",
+               out, err), 0) << err;
+  ASSERT_EQ(sh(base + (dir / "spec.json").string() + " --kv tappa:window=16:gamma=50:pool=max7:cascading=0", out, err), 0)
+      << err;
+  auto kept = [](const nlohmann::json& r) {
+    std::vector<int> v;
+    for (const auto& l : r["record"]["layers"]) v.push_back(l["kept"].get<int>());
+    return v;
+  };
+  const auto jf = nlohmann::json::parse(slurp(dir / "flags.json"));
+  const auto js = nlohmann::json::parse(slurp(dir / "spec.json"));
+  EXPECT_EQ(jf["record"]["window"].get<int>(), 16);
+  EXPECT_FALSE(jf["record"]["cascading"].get<bool>());
+  EXPECT_EQ(js["record"]["window"].get<int>(), 16);
+  EXPECT_FALSE(js["record"]["cascading"].get<bool>());
+  EXPECT_EQ(kept(jf), kept(js));
+  EXPECT_EQ(jf["record"]["bytes_held_after"], js["record"]["bytes_held_after"]);
   fs::remove_all(dir);
 }
 

@@ -188,71 +188,7 @@ std::string map_name(int l, int h, bool zoom) {
   return buf;
 }
 
-nlohmann::json head_json(const HeadResult& h) {
-  nlohmann::json energy = nlohmann::json::array();
-  for (const auto& ch : h.rope.channels) energy.push_back(ch.energy);
-  return {{"layer", h.layer},
-          {"head", h.head},
-          {"kv_head", h.kv_head},
-          {"qsim_post_last", h.qsim_post_last},
-          {"qsim_pre_last", h.qsim_pre_last},
-          {"qsim_pre_sliding", h.qsim_pre_sliding},
-          {"qsim_post_sliding", h.qsim_post_sliding},
-          {"qsim_lag1", h.qsim_lag1},
-          {"ksim_lag1", h.ksim_lag1},
-          {"metrics",
-           {{"topk_stability", h.metrics.topk_stability},
-            {"topk_predictability", h.metrics.topk_predictability},
-            {"sink_mass", h.metrics.sink_mass},
-            {"sink4_mass", h.metrics.sink4_mass},
-            {"reaccess_mass", h.metrics.reaccess_mass},
-            {"diag_mass", h.metrics.local_mass},
-            {"best_offset", h.metrics.best_offset},
-            {"best_offset_mass", h.metrics.best_offset_mass},
-            {"period", h.metrics.period},
-            {"period_strength", h.metrics.period_strength},
-            {"period_excess", h.metrics.period_excess}}},
-          {"label", label_name(h.cls.label)},
-          {"evidence", h.cls.reason},
-          {"rope",
-           {{"dominant_channel", h.rope.dominant},
-            {"dominance", h.rope.dominance_ratio},
-            {"wavelength", h.rope.dominant >= 0 ? h.rope.channels[h.rope.dominant].wavelength : 0.0},
-            {"predicted_spacing", h.rope.predicted_spacing},
-            {"frequency_class", frequency_class_name(h.rope.dominant_class)},
-            {"channel_energy", energy}}},
-          {"predicted_label", label_name(h.pred.label)},
-          {"prediction_reason", h.pred.reason},
-          {"prediction_confident", h.pred.confident},
-          {"prediction_agrees", agrees(h.cls.label, h.pred.label)},
-          {"attention", h.window > 0 ? "local" : "global"},
-          {"window", h.window},
-          {"map", map_name(h.layer, h.head, false)},
-          {"map_zoom", map_name(h.layer, h.head, true)}};
-}
-
-std::vector<nlohmann::json> layer_json(const ModelConfig& c, const std::vector<HeadResult>& heads) {
-  std::vector<nlohmann::json> out;
-  for (int l = 0; l < c.n_layer; ++l) {
-    double a = 0, b = 0, d = 0, e = 0, f = 0, g = 0;
-    for (int h = 0; h < c.n_head; ++h) {
-      const HeadResult& r = heads[static_cast<size_t>(l) * c.n_head + h];
-      a += r.qsim_post_last;
-      b += r.qsim_pre_last;
-      d += r.qsim_pre_sliding;
-      e += r.qsim_post_sliding;
-      f += r.qsim_lag1;
-      g += r.ksim_lag1;
-    }
-    const double n = c.n_head;
-    out.push_back({{"layer", l}, {"qsim_post_last", a / n}, {"qsim_pre_last", b / n}, {"qsim_pre_sliding", d / n},
-                   {"qsim_post_sliding", e / n}, {"qsim_lag1", f / n}, {"ksim_lag1", g / n},
-                   {"label_counts", label_counts(heads, l)}, {"attention", c.is_local(l) ? "local" : "global"},
-                   {"window", c.window(l)}});
-  }
-  return out;
-}
-
+// The public result of one head (include/tappa/analysis.h).
 HeadAnalysis public_head(const HeadResult& h) {
   HeadAnalysis a;
   a.layer = h.layer;
@@ -290,6 +226,71 @@ HeadAnalysis public_head(const HeadResult& h) {
   a.prediction_agrees = agrees(h.cls.label, h.pred.label);
   return a;
 }
+
+// A head's report entry: the public result's fields (public_head) under the report's names.
+nlohmann::json head_json(const HeadAnalysis& h) {
+  return {{"layer", h.layer},
+          {"head", h.head},
+          {"kv_head", h.kv_head},
+          {"qsim_post_last", h.qsim_post_last},
+          {"qsim_pre_last", h.qsim_pre_last},
+          {"qsim_pre_sliding", h.qsim_pre_sliding},
+          {"qsim_post_sliding", h.qsim_post_sliding},
+          {"qsim_lag1", h.qsim_lag1},
+          {"ksim_lag1", h.ksim_lag1},
+          {"metrics",
+           {{"topk_stability", h.topk_stability},
+            {"topk_predictability", h.topk_predictability},
+            {"sink_mass", h.sink_mass},
+            {"sink4_mass", h.sink4_mass},
+            {"reaccess_mass", h.reaccess_mass},
+            {"diag_mass", h.diag_mass},
+            {"best_offset", h.best_offset},
+            {"best_offset_mass", h.best_offset_mass},
+            {"period", h.period},
+            {"period_strength", h.period_strength},
+            {"period_excess", h.period_excess}}},
+          {"label", h.label},
+          {"evidence", h.evidence},
+          {"rope",
+           {{"dominant_channel", h.dominant_channel},
+            {"dominance", h.dominance},
+            {"wavelength", h.wavelength},
+            {"predicted_spacing", h.predicted_spacing},
+            {"frequency_class", h.frequency_class},
+            {"channel_energy", h.channel_energy}}},
+          {"predicted_label", h.predicted_label},
+          {"prediction_reason", h.prediction_reason},
+          {"prediction_confident", h.prediction_confident},
+          {"prediction_agrees", h.prediction_agrees},
+          {"attention", h.window > 0 ? "local" : "global"},
+          {"window", h.window},
+          {"map", map_name(h.layer, h.head, false)},
+          {"map_zoom", map_name(h.layer, h.head, true)}};
+}
+
+std::vector<nlohmann::json> layer_json(const ModelConfig& c, const std::vector<HeadResult>& heads) {
+  std::vector<nlohmann::json> out;
+  for (int l = 0; l < c.n_layer; ++l) {
+    double a = 0, b = 0, d = 0, e = 0, f = 0, g = 0;
+    for (int h = 0; h < c.n_head; ++h) {
+      const HeadResult& r = heads[static_cast<size_t>(l) * c.n_head + h];
+      a += r.qsim_post_last;
+      b += r.qsim_pre_last;
+      d += r.qsim_pre_sliding;
+      e += r.qsim_post_sliding;
+      f += r.qsim_lag1;
+      g += r.ksim_lag1;
+    }
+    const double n = c.n_head;
+    out.push_back({{"layer", l}, {"qsim_post_last", a / n}, {"qsim_pre_last", b / n}, {"qsim_pre_sliding", d / n},
+                   {"qsim_post_sliding", e / n}, {"qsim_lag1", f / n}, {"ksim_lag1", g / n},
+                   {"label_counts", label_counts(heads, l)}, {"attention", c.is_local(l) ? "local" : "global"},
+                   {"window", c.window(l)}});
+  }
+  return out;
+}
+
 
 }  // namespace
 
@@ -381,7 +382,9 @@ AnalysisResult analyze_text(const Model& model, const std::string& text, const A
   j["map_style"] = {{"colormap", "magma"}, {"log_scale", true}, {"vmin", 1e-4}, {"vmax", 1.0}, {"log_floor", 1e-4}};
   j["layers"] = layer_json(c, res.heads);
   j["heads"] = nlohmann::json::array();
-  for (const auto& h : res.heads) j["heads"].push_back(head_json(h));
+  std::vector<HeadAnalysis> heads;
+  for (const HeadResult& h : res.heads) heads.push_back(public_head(h));
+  for (const HeadAnalysis& h : heads) j["heads"].push_back(head_json(h));
   j["label_counts"] = label_counts(res.heads);
 
   // Agreement between measured and predicted labels.
@@ -504,7 +507,7 @@ AnalysisResult analyze_text(const Model& model, const std::string& text, const A
 
   AnalysisResult out;
   out.n_tokens = T_total;
-  for (const HeadResult& h : res.heads) out.heads.push_back(public_head(h));
+  out.heads = std::move(heads);
   for (int l = 0; l < c.n_layer; ++l) {
     LayerAnalysis la;
     la.layer = l;

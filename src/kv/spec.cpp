@@ -1,5 +1,6 @@
 #include "kv/spec.h"
 
+#include <charconv>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -91,7 +92,14 @@ CompressorFlags parse_spec(std::string_view spec) {
     else if (k == "ea-epsilon") f.ea_epsilon = num(k, v);
     else if (k == "ea-stat-rows") f.ea_stat_rows = count(k, v);
     else if (k == "decode-evict-every") f.decode_evict_every = count(k, v);
-    else if (k == "seed") f.seed = static_cast<uint64_t>(count(k, v));
+    else if (k == "seed") {
+      // Any 64-bit seed (what `--kv-seed` takes), read exactly rather than through a double.
+      uint64_t seed = 0;
+      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), seed);
+      if (ec != std::errc() || end != v.data() + v.size() || v.empty())
+        throw Error(where + k + " needs a whole number >= 0, got '" + v + "'");
+      f.seed = seed;
+    }
     else {
       // A knob of the pairing's own scorer or allocator (methods registered beyond the built-ins).
       bool known = false;
