@@ -12,12 +12,16 @@
 #include <string>
 #include <vector>
 
+#include "tappa/analysis.h"
 #include "tappa/control.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
+#include "tappa/eval.h"
 #include "tappa/generate.h"
+#include "tappa/gguf.h"
 #include "tappa/kv.h"
 #include "tappa/model.h"
+#include "tappa/prune.h"
 #include "tappa/tokenizer.h"
 
 namespace py = pybind11;
@@ -214,6 +218,36 @@ py::dict result_dict(const GenerateResult& r) {
   d["kv"] = r.kv ? py::object(record_dict(*r.kv)) : py::object(py::none());
   return d;
 }
+
+// nlohmann::json to Python objects through the json module (results, reports: nested, not hot).
+py::object json_to_py(const nlohmann::json& j) {
+  return py::module_::import("json").attr("loads")(to_str(j.dump()));
+}
+nlohmann::json py_to_json(const py::object& o) {
+  return nlohmann::json::parse(py::module_::import("json").attr("dumps")(o).cast<std::string>());
+}
+
+// One per-head field of an analysis as a [n_layer, n_head] array.
+template <class T, class F>
+py::array_t<T> head_field(const AnalysisResult& r, int n_layer, int n_head, F get) {
+  std::vector<T> v(static_cast<size_t>(n_layer) * n_head);
+  for (const HeadAnalysis& h : r.heads) v[static_cast<size_t>(h.layer) * n_head + h.head] = static_cast<T>(get(h));
+  return to_array2(v, n_layer, n_head);
+}
+template <class F>
+py::list head_strings(const AnalysisResult& r, int n_layer, int n_head, F get) {
+  std::vector<std::vector<std::string>> v(n_layer, std::vector<std::string>(n_head));
+  for (const HeadAnalysis& h : r.heads) v[h.layer][h.head] = get(h);
+  py::list out;
+  for (auto& row : v) out.append(py::cast(row));
+  return out;
+}
+
+// An analysis result held for Python: its numbers as numpy arrays, the report on request.
+struct PyAnalysis {
+  std::shared_ptr<const AnalysisResult> r;
+  int n_layer = 0, n_head = 0;
+};
 
 }  // namespace
 
@@ -437,4 +471,230 @@ PYBIND11_MODULE(_tappa, m) {
              return out;
            },
            py::arg("tokens"), py::arg("cancel") = nullptr, "Logits of every token, numpy float32 [n, n_vocab]");
+
+  // ---- Analysis (include/tappa/analysis.h) ------------------------------------------------------
+  py::class_<PyAnalysis>(m, "Analysis",
+                         "TAPPA's analysis of a text: per-head q-similarity variants, pattern labels, RoPE channels "
+                         "and predictions as numpy arrays [n_layer, n_head]; write_report() draws the HTML report")
+      .def_property_readonly("n_tokens", [](const PyAnalysis& a) { return a.r->n_tokens; })
+      .def_property_readonly("n_layer", [](const PyAnalysis& a) { return a.n_layer; })
+      .def_property_readonly("n_head", [](const PyAnalysis& a) { return a.n_head; })
+#define TAPPA_HEAD_F(name) \
+      .def_property_readonly(#name, [](const PyAnalysis& a) { \
+        return head_field<double>(*a.r, a.n_layer, a.n_head, [](const HeadAnalysis& h) { return h.name; }); })
+      TAPPA_HEAD_F(qsim_post_last) TAPPA_HEAD_F(qsim_pre_last) TAPPA_HEAD_F(qsim_pre_sliding)
+      TAPPA_HEAD_F(qsim_post_sliding) TAPPA_HEAD_F(qsim_lag1) TAPPA_HEAD_F(ksim_lag1)
+      TAPPA_HEAD_F(topk_stability) TAPPA_HEAD_F(topk_predictability) TAPPA_HEAD_F(sink_mass)
+      TAPPA_HEAD_F(sink4_mass) TAPPA_HEAD_F(reaccess_mass) TAPPA_HEAD_F(diag_mass) TAPPA_HEAD_F(best_offset_mass)
+      TAPPA_HEAD_F(period_strength) TAPPA_HEAD_F(dominance) TAPPA_HEAD_F(wavelength)
+#undef TAPPA_HEAD_F
+      .def_property_readonly("kv_head", [](const PyAnalysis& a) {
+        return head_field<int32_t>(*a.r, a.n_layer, a.n_head, [](const HeadAnalysis& h) { return h.kv_head; }); })
+      .def_property_readonly("best_offset", [](const PyAnalysis& a) {
+        return head_field<int32_t>(*a.r, a.n_layer, a.n_head, [](const HeadAnalysis& h) { return h.best_offset; }); })
+      .def_property_readonly("period", [](const PyAnalysis& a) {
+        return head_field<int32_t>(*a.r, a.n_layer, a.n_head, [](const HeadAnalysis& h) { return h.period; }); })
+      .def_property_readonly("dominant_channel", [](const PyAnalysis& a) {
+        return head_field<int32_t>(*a.r, a.n_layer, a.n_head, [](const HeadAnalysis& h) { return h.dominant_channel; }); })
+      .def_property_readonly("prediction_agrees", [](const PyAnalysis& a) {
+        return head_field<uint8_t>(*a.r, a.n_layer, a.n_head, [](const HeadAnalysis& h) { return h.prediction_agrees; })
+            .attr("astype")("bool"); })
+      .def_property_readonly("labels", [](const PyAnalysis& a) {
+        return head_strings(*a.r, a.n_layer, a.n_head, [](const HeadAnalysis& h) { return h.label; }); },
+        "The measured pattern per [layer][head]: reaccess, sequential, periodic_sequential, seasonal, unpredictable, mixed")
+      .def_property_readonly("predicted_labels", [](const PyAnalysis& a) {
+        return head_strings(*a.r, a.n_layer, a.n_head, [](const HeadAnalysis& h) { return h.predicted_label; }); },
+        "The pattern the paper's theorems predict from q-similarity and the RoPE channels, per [layer][head]")
+      .def_property_readonly("channel_energy", [](const PyAnalysis& a) {
+        size_t C = 0;
+        for (const HeadAnalysis& h : a.r->heads) C = std::max(C, h.channel_energy.size());
+        std::vector<double> v(static_cast<size_t>(a.n_layer) * a.n_head * C, 0.0);
+        for (const HeadAnalysis& h : a.r->heads)
+          std::copy(h.channel_energy.begin(), h.channel_energy.end(),
+                    v.begin() + (static_cast<size_t>(h.layer) * a.n_head + h.head) * C);
+        return py::array_t<double>(std::vector<py::ssize_t>{a.n_layer, a.n_head, static_cast<py::ssize_t>(C)}, v.data());
+      }, "RoPE channel energies, [n_layer, n_head, n_rot / 2]")
+      .def_property_readonly("layer_qsim", [](const PyAnalysis& a) {
+        py::dict d;
+        std::vector<double> pl, pr, ps, qs, l1, k1;
+        std::vector<int32_t> win;
+        for (const LayerAnalysis& l : a.r->layers) {
+          pl.push_back(l.qsim_post_last), pr.push_back(l.qsim_pre_last), ps.push_back(l.qsim_pre_sliding);
+          qs.push_back(l.qsim_post_sliding), l1.push_back(l.qsim_lag1), k1.push_back(l.ksim_lag1);
+          win.push_back(l.window);
+        }
+        d["qsim_post_last"] = to_array(pl), d["qsim_pre_last"] = to_array(pr), d["qsim_pre_sliding"] = to_array(ps);
+        d["qsim_post_sliding"] = to_array(qs), d["qsim_lag1"] = to_array(l1), d["ksim_lag1"] = to_array(k1);
+        d["window"] = to_array(win);
+        return d;
+      }, "Per-layer means over the query heads (dict of arrays [n_layer]; window: 0 for global layers)")
+      .def_property_readonly("report", [](const PyAnalysis& a) { return json_to_py(a.r->report); },
+                             "report.json's content as Python objects")
+      .def("write_report", [](const PyAnalysis& a, const std::string& out_dir) {
+             nlohmann::json j;
+             {
+               py::gil_scoped_release nogil;
+               j = write_analysis_report(*a.r, out_dir);
+             }
+             return json_to_py(j);
+           }, py::arg("out_dir"), "Writes out_dir/report.json, report.html and maps/*.png; returns the JSON");
+
+  m.def("analyze",
+        [](std::shared_ptr<Model> model, const std::string& text, int max_tokens, int generate, const std::string& qsim_mode,
+           int last_window, int sliding_window, int sliding_stride, int rows, int n_threads, std::string input_name,
+           std::shared_ptr<CancelToken> cancel) {
+          AnalysisOptions o;
+          o.input_name = std::move(input_name);
+          o.max_tokens = max_tokens;
+          o.generate = generate;
+          o.qsim_mode = qsim_mode;
+          o.last_window = last_window;
+          o.sliding_window = sliding_window;
+          o.sliding_stride = sliding_stride;
+          o.rows = rows;
+          o.n_threads = n_threads;
+          auto r = run_cancellable(cancel.get(), [&](const RunControl& rc) {
+            return std::make_shared<const AnalysisResult>(analyze_text(*model, text, o, rc));
+          });
+          return PyAnalysis{std::move(r), model->config().n_layer, model->config().n_head};
+        },
+        py::arg("model"), py::arg("text"), py::arg("max_tokens") = 2048, py::arg("generate") = 0,
+        py::arg("qsim_mode") = "cosine", py::arg("last_window") = 64, py::arg("sliding_window") = 1024,
+        py::arg("sliding_stride") = 256, py::arg("rows") = 64, py::arg("n_threads") = 0, py::arg("input_name") = "",
+        py::arg("cancel") = nullptr,
+        "TAPPA's analysis of `text` (the numbers of `tappa analyze`): q-similarity variants, labels, RoPE channels "
+        "and predictions per head, as a tappa.Analysis");
+
+  // ---- Pruning (include/tappa/prune.h) ----------------------------------------------------------
+  m.def("calibrate",
+        [](std::shared_ptr<Model> model, const std::vector<std::string>& texts, int window, int stride, bool angular,
+           int max_windows, int n_threads, std::shared_ptr<CancelToken> cancel) {
+          prune::CalibrationOptions o;
+          o.window = window;
+          o.stride = stride;
+          o.angular = angular;
+          o.max_windows = max_windows;
+          o.n_threads = n_threads;
+          prune::CalibrationState st;
+          size_t n_windows = 0;
+          run_cancellable(cancel.get(), [&](const RunControl& rc) {
+            // As `tappa calibrate` cuts them: each text tokenised whole (BOS as the file says), the
+            // official windows, the first max_windows of them.
+            std::vector<std::vector<int32_t>> toks;
+            std::vector<int64_t> lengths;
+            for (const std::string& t : texts) {
+              toks.push_back(model->tokenizer().encode(t, /*add_special=*/true));
+              lengths.push_back(static_cast<int64_t>(toks.back().size()));
+            }
+            std::vector<prune::WindowRef> w = prune::make_windows(lengths, window, stride);
+            if (max_windows > 0 && static_cast<int>(w.size()) > max_windows) w.resize(max_windows);
+            if (w.empty()) throw Error(ErrorCode::bad_input, "the calibration texts give no window of at least 2 tokens");
+            n_windows = w.size();
+            if (rc.on_progress) rc.on_progress(0, static_cast<int64_t>(w.size()));
+            prune::run_calibration(*model, toks, w, o, st, [&](const prune::CalibrationState& s) {
+              if (rc.on_progress) rc.on_progress(s.windows_done, static_cast<int64_t>(n_windows));
+              return !rc.cancel->cancelled();
+            });
+            if (st.windows_done < static_cast<int>(n_windows)) throw Error(ErrorCode::cancelled, "calibration cancelled");
+            return 0;
+          });
+          py::dict d;
+          d["bi"] = to_array(st.bi());
+          d["qsim"] = to_array(st.qsim());
+          d["windows"] = st.windows_done;
+          d["tokens"] = st.tokens_done;
+          return d;
+        },
+        py::arg("model"), py::arg("texts"), py::arg("window") = 1024, py::arg("stride") = 256, py::arg("angular") = false,
+        py::arg("max_windows") = 0, py::arg("n_threads") = 0, py::arg("cancel") = nullptr,
+        "Per-layer Block Influence and pre-RoPE q-similarity over sliding windows of `texts` (the numbers of "
+        "`tappa calibrate`): dict with bi, qsim (numpy [n_layer]), windows, tokens");
+  m.def("prune_order",
+        [](std::vector<double> bi, std::optional<std::vector<double>> qsim, const std::string& method, double beta) {
+          if (method == "shortgpt") return prune::shortgpt_order(bi);
+          if (method != "tappa") throw Error(ErrorCode::bad_input, "prune_order: method must be tappa or shortgpt, not " + method);
+          if (!qsim) throw Error(ErrorCode::bad_input, "prune_order: method tappa needs qsim");
+          if (qsim->size() != bi.size()) throw Error(ErrorCode::bad_input, "prune_order: bi and qsim differ in length");
+          return prune::tappa_order(bi, *qsim, beta);
+        },
+        py::arg("bi"), py::arg("qsim") = py::none(), py::arg("method") = "tappa", py::arg("beta") = 0.2,
+        "Layers in pruning order (first pruned first): ShortGPT by ascending BI, TAPPA by BI' = BI_norm + "
+        "beta·(1 − qsim_norm) (the numbers of `tappa prune-order`)");
+  m.def("prune",
+        [](std::shared_ptr<Model> model, std::vector<int> remove, const std::string& out_path) {
+          prune::PruneSummary s;
+          {
+            py::gil_scoped_release nogil;
+            s = prune::write_pruned_gguf(model->file(), remove, out_path);
+          }
+          py::dict d;
+          d["n_layer_before"] = s.n_layer_before;
+          d["n_layer_after"] = s.n_layer_after;
+          d["n_tensors_removed"] = s.n_tensors_removed;
+          d["arrays_filtered"] = s.arrays_filtered;
+          return d;
+        },
+        py::arg("model"), py::arg("remove"), py::arg("out_path"),
+        "Writes `model` without the blocks `remove` to a GGUF that llama.cpp loads (the file of `tappa prune`)");
+
+  // ---- The eval-kv grid (include/tappa/eval.h) --------------------------------------------------
+  m.def("eval_kv",
+        [](std::shared_ptr<Model> model, std::vector<std::string> methods, std::vector<int> budgets,
+           std::vector<std::string> tasks, std::vector<int> lengths, std::vector<std::string> modes, int samples,
+           uint64_t seed, int fidelity_tokens, int greedy_tokens, int longbench_max_new, bool longbench_chat,
+           std::vector<std::string> cache_types, std::string data_dir, int threads, py::object results,
+           std::shared_ptr<CancelToken> cancel) {
+          evalkv::GridConfig c;
+          c.methods = std::move(methods);
+          for (const std::string& s : c.methods) evalkv::check_method_spec(s);
+          c.budgets = std::move(budgets);
+          c.tasks = std::move(tasks);
+          c.lengths = std::move(lengths);
+          c.modes = std::move(modes);
+          c.samples = samples;
+          c.seed = seed;
+          c.fidelity_tokens = fidelity_tokens;
+          c.greedy_tokens = greedy_tokens;
+          c.longbench_max_new = longbench_max_new;
+          c.longbench_chat = longbench_chat;
+          c.cache_types = std::move(cache_types);
+          c.data_dir = std::move(data_dir);
+          c.threads = threads;
+          if (model->has_file()) c.model_path = model->file().path();
+          // results.json's layout, as `tappa eval-kv` writes it (write_summary reads the config).
+          nlohmann::json res;
+          if (results.is_none()) {
+            res = {{"format", "tappa-eval-kv/1"}, {"config", c.to_json()}, {"cells", nlohmann::json::array()}};
+          } else {
+            res = py_to_json(results);
+            if (!res.contains("config") || res["config"] != c.to_json())
+              throw Error(ErrorCode::bad_input, "eval_kv: `results` were made with other settings (methods, budgets, "
+                          "tasks, lengths, modes, samples, seed, token counts or model)");
+          }
+          run_cancellable(cancel.get(), [&](const RunControl& rc) {
+            const bool finished = evalkv::run_grid(*model, c, res, [](const nlohmann::json&, bool) {}, rc);
+            if (!finished) throw Error(ErrorCode::cancelled, "eval_kv cancelled");
+            return 0;
+          });
+          return json_to_py(res);
+        },
+        py::arg("model"), py::arg("methods"), py::arg("budgets"), py::arg("tasks"), py::arg("lengths") = std::vector<int>{2048},
+        py::arg("modes") = std::vector<std::string>{"query-aware"}, py::arg("samples") = 3, py::arg("seed") = 0,
+        py::arg("fidelity_tokens") = 64, py::arg("greedy_tokens") = 32, py::arg("longbench_max_new") = 64,
+        py::arg("longbench_chat") = true, py::arg("cache_types") = std::vector<std::string>{"f32"},
+        py::arg("data_dir") = "../shared/data", py::arg("threads") = 0, py::arg("results") = py::none(),
+        py::arg("cancel") = nullptr,
+        "Runs eval-kv cells (the grid of `tappa eval-kv`: methods × budgets over tasks, lengths, modes and samples, "
+        "fullkv added as the reference); returns the results object ({'cells': [...]}, results.json's layout). Pass "
+        "`results` from an earlier call to run only the cells it lacks");
+  m.def("eval_kv_summary", [](py::object results, const std::string& out_dir) {
+          const nlohmann::json r = py_to_json(results);
+          std::string md;
+          {
+            py::gil_scoped_release nogil;
+            md = evalkv::write_summary(r, out_dir);
+          }
+          return md;
+        }, py::arg("results"), py::arg("out_dir"),
+        "Writes results.csv, table.md and plots/*.svg of eval_kv results under out_dir; returns table.md's text");
 }

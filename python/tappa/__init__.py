@@ -7,11 +7,16 @@
         print(piece, end="")
     rec = engine.compress(open("essay.txt").read(), kv="tappa", budget=256)
     rec["budget"], rec["qsim"]          # numpy arrays, one value per layer
+    a = tappa.analyze(model, open("essay.txt").read())
+    a.qsim_pre_last, a.labels           # [n_layer, n_head] arrays / lists
+    cal = tappa.calibrate(model, [open("essay.txt").read()])
+    tappa.prune(model, tappa.prune_order(cal["bi"], cal["qsim"])[:2], "pruned.gguf")
 
 Errors are tappa.Error (subclasses BadInput, BadFile, ContextOverflow, OutOfMemory, Cancelled,
 InternalError) with .code, a tappa.ErrorCode. See docs/PYTHON.md.
 """
 from ._tappa import (  # noqa: F401  (stubs: _tappa.pyi)
+    Analysis,
     BadFile,
     BadInput,
     CancelToken,
@@ -24,12 +29,20 @@ from ._tappa import (  # noqa: F401  (stubs: _tappa.pyi)
     Model,
     OutOfMemory,
     Stream,
+    analyze,
+    calibrate,
+    eval_kv,
+    eval_kv_summary,
     kv_presets,
+    prune,
+    prune_order,
     validate_kv,
 )
 
 __all__ = ["Model", "Engine", "Stream", "CancelToken", "Error", "ErrorCode", "BadInput", "BadFile",
-           "ContextOverflow", "OutOfMemory", "Cancelled", "InternalError", "kv_presets", "validate_kv", "generate", "compress", "score"]
+           "ContextOverflow", "OutOfMemory", "Cancelled", "InternalError", "Analysis", "kv_presets", "validate_kv",
+           "generate", "compress", "score", "analyze", "calibrate", "prune_order", "prune", "eval_kv",
+           "eval_kv_summary"]
 
 
 def generate(engine, prompt, **kwargs):

@@ -98,3 +98,60 @@ class Engine:
     # added in tappa/__init__.py
     def generate(self, prompt: Prompt, **kwargs: Any) -> dict[str, Any]: ...
     def score(self, prompt: Prompt, **kwargs: Any) -> npt.NDArray[np.float32]: ...
+
+class Analysis:
+    """TAPPA's analysis of a text (tappa.analyze): every per-head field is a numpy array
+    [n_layer, n_head] (float64 unless said), the same numbers as `tappa analyze`'s report.json."""
+    @property
+    def n_tokens(self) -> int: ...
+    @property
+    def n_layer(self) -> int: ...
+    @property
+    def n_head(self) -> int: ...
+    qsim_post_last: npt.NDArray[np.float64]
+    qsim_pre_last: npt.NDArray[np.float64]
+    qsim_pre_sliding: npt.NDArray[np.float64]
+    qsim_post_sliding: npt.NDArray[np.float64]
+    qsim_lag1: npt.NDArray[np.float64]
+    ksim_lag1: npt.NDArray[np.float64]
+    topk_stability: npt.NDArray[np.float64]
+    topk_predictability: npt.NDArray[np.float64]
+    sink_mass: npt.NDArray[np.float64]
+    sink4_mass: npt.NDArray[np.float64]
+    reaccess_mass: npt.NDArray[np.float64]
+    diag_mass: npt.NDArray[np.float64]
+    best_offset_mass: npt.NDArray[np.float64]
+    period_strength: npt.NDArray[np.float64]
+    dominance: npt.NDArray[np.float64]
+    wavelength: npt.NDArray[np.float64]
+    kv_head: npt.NDArray[np.int32]
+    best_offset: npt.NDArray[np.int32]
+    period: npt.NDArray[np.int32]
+    dominant_channel: npt.NDArray[np.int32]
+    prediction_agrees: npt.NDArray[np.bool_]
+    labels: list[list[str]]
+    predicted_labels: list[list[str]]
+    channel_energy: npt.NDArray[np.float64]  # [n_layer, n_head, n_rot / 2]
+    layer_qsim: dict[str, npt.NDArray[Any]]   # per-layer means, [n_layer] each
+    report: dict[str, Any]
+    def write_report(self, out_dir: str) -> dict[str, Any]: ...
+
+def analyze(model: Model, text: str, max_tokens: int = 2048, generate: int = 0, qsim_mode: str = "cosine",
+            last_window: int = 64, sliding_window: int = 1024, sliding_stride: int = 256, rows: int = 64,
+            n_threads: int = 0, input_name: str = "", cancel: Optional[CancelToken] = None) -> Analysis: ...
+def calibrate(model: Model, texts: Sequence[str], window: int = 1024, stride: int = 256, angular: bool = False,
+              max_windows: int = 0, n_threads: int = 0, cancel: Optional[CancelToken] = None) -> dict[str, Any]:
+    """bi, qsim: numpy float64 [n_layer]; windows, tokens: int."""
+    ...
+def prune_order(bi: Sequence[float], qsim: Optional[Sequence[float]] = None, method: str = "tappa",
+                beta: float = 0.2) -> list[int]: ...
+def prune(model: Model, remove: Sequence[int], out_path: str) -> dict[str, Any]: ...
+def eval_kv(model: Model, methods: Sequence[str], budgets: Sequence[int], tasks: Sequence[str],
+            lengths: Sequence[int] = ..., modes: Sequence[str] = ..., samples: int = 3, seed: int = 0,
+            fidelity_tokens: int = 64, greedy_tokens: int = 32, longbench_max_new: int = 64,
+            longbench_chat: bool = True, cache_types: Sequence[str] = ..., data_dir: str = "../shared/data",
+            threads: int = 0, results: Optional[dict[str, Any]] = None,
+            cancel: Optional[CancelToken] = None) -> dict[str, Any]:
+    """results.json's layout: {'cells': [...]}; pass results back in to run only the missing cells."""
+    ...
+def eval_kv_summary(results: dict[str, Any], out_dir: str) -> str: ...

@@ -16,5 +16,8 @@ def test_walkthrough(tmp_path, monkeypatch, capsys):
     for i, code in enumerate(blocks):
         exec(compile(code, f"docs/PYTHON.md block {i}", "exec"), ns)
     assert (tmp_path / "qsim_per_layer.png").exists()
+    data = os.environ.get("TAPPA_DATA_DIR", str(ROOT / ".." / "shared" / "data"))
+    if os.path.isdir(os.path.join(data, "niah_paulgraham_essays")):  # the calibration block ran, not its skip branch
+        assert (tmp_path / "prune_bi_qsim.png").stat().st_size > 10000 and (tmp_path / "pruned.gguf").exists()
     out = capsys.readouterr().out
     assert "bad_input" in out

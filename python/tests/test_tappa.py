@@ -2,6 +2,7 @@
 error mapping; interrupted generations. Run by ctest (python_tests) with PYTHONPATH=build/python."""
 import json
 import os
+import pathlib
 import subprocess
 import threading
 import _thread
@@ -158,8 +159,10 @@ def test_stubs_name_every_public_name():
     import pathlib
     stub = (pathlib.Path(tappa.__file__).parent / "_tappa.pyi").read_text()
     for name in tappa.__all__:
-        if name not in ("generate", "compress", "score", "kv_presets", "validate_kv"):
+        if name[0].isupper():
             assert f"class {name}" in stub, name
+        else:
+            assert f"def {name}(" in stub or name in ("generate", "compress", "score"), name
     for meth in ("stream", "compress", "logits", "tokenize", "detokenize"):
         assert f"def {meth}(" in stub
     assert tappa.Engine.stream.__doc__ and tappa.Model.tokenize.__doc__
@@ -185,3 +188,78 @@ def test_kv_registry():
     with pytest.raises(tappa.BadInput) as e:
         tappa.validate_kv("tappa")  # no budget
     assert e.value.code == tappa.ErrorCode.bad_input
+
+
+def test_analysis_equals_cli_analyze(model, tmp_path):
+    # The same numbers as `tappa analyze` on the same text and options (one code path: exact).
+    out = tmp_path / "cli"
+    subprocess.run([CLI, "analyze", "-f", TEXT, "-m", MODEL, "-t", "2", "--max-tokens", "512", "-o", str(out), "--no-progress"],
+                   check=True, capture_output=True, text=True)
+    want = json.loads((out / "report.json").read_text())
+    a = tappa.analyze(model, open(TEXT).read(), max_tokens=512, n_threads=2)
+    assert a.n_tokens == 512 and a.qsim_pre_last.shape == (30, 9)
+    heads = want["heads"]
+    for h in heads[:: max(1, len(heads) // 40)]:
+        l, q = h["layer"], h["head"]
+        assert a.labels[l][q] == h["label"]
+        for field in ("qsim_pre_last", "qsim_post_last", "qsim_pre_sliding"):
+            if field in h:
+                assert getattr(a, field)[l, q] == h[field], (field, l, q)
+    assert a.channel_energy.shape[:2] == (30, 9)
+    assert a.report["heads"][0]["layer"] == heads[0]["layer"]
+    rep = a.write_report(str(tmp_path / "py"))
+    assert (tmp_path / "py" / "report.html").exists() and len(rep["heads"]) == len(heads)
+
+
+def test_calibrate_order_and_prune_equal_cli(model, tmp_path):
+    # calibrate / prune-order / prune against the CLI on the same text: the scores are the same bits,
+    # the orders the same lists, the pruned files the same bytes.
+    scores = tmp_path / "scores.json"
+    subprocess.run([CLI, "calibrate", "-f", TEXT, "-m", MODEL, "-t", "2", "--window", "256", "--stride", "256",
+                    "--max-windows", "3", "-o", str(scores), "-q"], check=True, capture_output=True, text=True)
+    want = json.loads(scores.read_text())
+    cal = tappa.calibrate(model, [open(TEXT).read()], window=256, stride=256, max_windows=3, n_threads=2)
+    assert cal["windows"] == 3
+    np.testing.assert_array_equal(cal["bi"], want["bi"]["scores"])
+    np.testing.assert_array_equal(cal["qsim"], want["qsim"]["scores"])
+    order = tappa.prune_order(cal["bi"], cal["qsim"], beta=0.2)
+    assert sorted(order) == list(range(30))
+    assert tappa.prune_order(cal["bi"], method="shortgpt") == list(np.argsort(cal["bi"], kind="stable"))
+    with pytest.raises(tappa.BadInput):
+        tappa.prune_order(cal["bi"], method="tappa")
+    ours, theirs = tmp_path / "py.gguf", tmp_path / "cli.gguf"
+    s = tappa.prune(model, sorted(order[:2]), str(ours))
+    assert s["n_layer_before"] == 30 and s["n_layer_after"] == 28
+    layers = ",".join(str(x) for x in sorted(order[:2]))
+    subprocess.run([CLI, "prune", "-m", MODEL, "--remove", layers, "-o", str(theirs)], check=True,
+                   capture_output=True, text=True)
+    assert ours.read_bytes() == theirs.read_bytes()
+    assert tappa.Model(str(ours)).config["n_layer"] == 28
+
+
+def test_eval_kv_cells_equal_cli(model, tmp_path):
+    data = os.environ.get("TAPPA_DATA_DIR", str(pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"))
+    if not os.path.isdir(os.path.join(data, "wikitext2")):
+        pytest.skip(f"{data}/wikitext2 missing (the evaluation data beside the checkout)")
+    out = tmp_path / "cli"
+    args = ["--tasks", "fidelity_wikitext,passkey", "--methods", "snapkv,tappa", "--budgets", "64",
+            "--lengths", "512", "--samples", "1", "--fidelity-tokens", "8", "--greedy-tokens", "4"]
+    subprocess.run([CLI, "eval-kv", "-m", MODEL, "-t", "2", "--data-dir", data, "-o", str(out), "--no-progress", *args],
+                   check=True, capture_output=True, text=True)
+    want = json.loads((out / "results.json").read_text())["cells"]
+    res = tappa.eval_kv(model, ["snapkv", "tappa"], [64], ["fidelity_wikitext", "passkey"], lengths=[512],
+                        samples=1, fidelity_tokens=8, greedy_tokens=4, data_dir=data, threads=2)
+    got = {(c["task"], c["method"], c["budget"]): c for c in res["cells"]}
+    assert len(got) == len(want) >= 6
+    for c in want:
+        g = got[(c["task"], c["method"], c["budget"])]
+        for k in ("score", "kv_bytes", "kept_rows", "kl", "top1", "prediction"):
+            if k in c:
+                assert g[k] == c[k], (k, c["task"], c["method"])
+    assert tappa.eval_kv(model, ["snapkv", "tappa"], [64], ["fidelity_wikitext", "passkey"], lengths=[512],
+                         samples=1, fidelity_tokens=8, greedy_tokens=4, data_dir=data, threads=2,
+                         results=res) == res  # nothing left to run
+    with pytest.raises(tappa.BadInput):  # another grid's results
+        tappa.eval_kv(model, ["snapkv"], [64], ["passkey"], lengths=[512], samples=1, data_dir=data, results=res)
+    md = tappa.eval_kv_summary(res, str(tmp_path / "sum"))
+    assert "tappa" in md and (tmp_path / "sum" / "table.md").exists()
