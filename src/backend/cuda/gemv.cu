@@ -88,7 +88,10 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
   constexpr int kOut = kGlu ? 1 : R;  // output features per warp
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int f0 = (b * kWarps + warp) * kOut;
-  if (f0 >= g.n) return;
+  if (f0 >= g.n) {
+    pdl_wait();
+    return;
+  }
   const uint16_t* w[R];  // 2-byte weights (bf16 or fp16)
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -128,6 +131,10 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
 
   const int pieces = a.k / 8;
   int c = lane;
+  // The first pieces' weight loads go out before pdl_wait (common.cuh): weights are constants,
+  // written when the model was loaded (copies, and random_fill kernels followed by a synchronize),
+  // so they may be fetched while the previous kernel still runs. x and y only after the wait.
+  bool waited = false;
   // Main loop: kUnroll pieces per lane in flight.
   for (; c + 32 * (kUnroll - 1) < pieces; c += 32 * kUnroll) {
     uint4 wv[kUnroll][R];
@@ -135,6 +142,10 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int r = 0; r < R; ++r) wv[u][r] = load_stream(w[r] + static_cast<int64_t>(c + 32 * u) * 8);
+    if (!waited) {
+      pdl_wait();
+      waited = true;
+    }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       float wf[R][8];
@@ -153,6 +164,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
       }
     }
   }
+  if (!waited) pdl_wait();
   for (; c < pieces; c += 32) {
     uint4 wv[R];
 #pragma unroll

@@ -27,6 +27,17 @@ bool env_off(const char* name) {
 
 }  // namespace
 
+bool pdl_enabled() {
+  // Read once: the launch attribute must be the same for every launch of a recorded region.
+  static const bool on = [] {
+    if (env_off("TAPPA_CUDA_PDL")) return false;
+    int dev = 0, major = 0;
+    return cudaGetDevice(&dev) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+  }();
+  return on;
+}
+
 Gate* gate_of(cudaStream_t s) {
   std::lock_guard<std::mutex> lock(g_mu);
   for (auto& [st, g] : g_gates)
