@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -234,6 +235,37 @@ TEST(CudaBackend, Matmul) {
     cu->matmul(w.view, x1.m, y1.m, Order::PerToken);
     const auto one = y1.get(*cu);
     EXPECT_TRUE(std::equal(one.begin(), one.end(), all.begin() + i * N)) << "row " << i;
+  }
+}
+
+// One activation row: the GEMV's weight rows per warp (1, 2 or 4, chosen by the grid's wave fill,
+// TAPPA_CUDA_GEMV_R forces it) change the speed, never the bits: every choice sums each output in
+// the same order. Shapes: Llama-3.1-8B's QKV (6144 × 4096, where the choice is not 2), an odd row
+// count with a tail past the unrolled loop (K = 4104), and the accumulating form (a residual add).
+TEST(CudaBackend, GemvRowsPerWarpSameBits) {
+  CUDA_BACKEND_OR_SKIP(cu);
+  Rng r;
+  struct Shape { int64_t n, k; };
+  for (const Shape sh : {Shape{6144, 4096}, Shape{333, 4104}, Shape{4096, 1032}}) {
+    Weights w(r, sh.n, sh.k);
+    const WeightView mats[1] = {w.view};
+    cu->prepare_weights(mats, {});
+    const std::vector<float> x = r.vec(sh.k), y0 = r.vec(sh.n);
+    std::vector<std::vector<float>> outs;
+    for (const char* rpw : {"", "1", "2", "4"}) {
+      if (*rpw) setenv("TAPPA_CUDA_GEMV_R", rpw, 1); else unsetenv("TAPPA_CUDA_GEMV_R");
+      Dev xd(*cu, 1, sh.k, x), y(*cu, 1, sh.n, {}), ya(*cu, 1, sh.n, y0), tmp(*cu, 1, sh.n, {});
+      cu->matmul(w.view, xd.m, y.m, Order::PerToken);
+      cu->matmul_add(w.view, xd.m, ya.m, tmp.m, Order::PerToken);
+      auto o = y.get(*cu);
+      const auto oa = ya.get(*cu);
+      o.insert(o.end(), oa.begin(), oa.end());
+      outs.push_back(std::move(o));
+    }
+    unsetenv("TAPPA_CUDA_GEMV_R");
+    for (size_t i = 1; i < outs.size(); ++i)
+      EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[i].data(), outs[0].size() * sizeof(float)))
+          << "n " << sh.n << " k " << sh.k << ": choice " << i << " differs from the automatic one";
   }
 }
 

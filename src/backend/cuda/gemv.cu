@@ -10,12 +10,20 @@
 #include "backend/cuda/kernels.cuh"
 #include "tappa/error.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <mutex>
+#include <utility>
+#include <vector>
+
 namespace tappa::cuda {
 
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kUnroll = 8;  // 16-byte pieces per weight row and lane in flight
+// 16-byte pieces per lane in flight: kUnroll per weight row, R rows per warp (kInFlight = kUnroll · R).
+constexpr int kInFlight = 16;
 
 struct GemvArgs {
   GemvSeg seg[3];
@@ -81,6 +89,7 @@ __device__ __forceinline__ float gelu_tanh(float g) {
 // fp32 rounding. Warp 0 of block 0 also writes the normalized rows to norm.out, as rms_norm would.
 template <int MAXM, int R, GemvMode MODE, bool F16, bool NORM>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
+  constexpr int kUnroll = kInFlight / R;
   int b = blockIdx.x, s = 0;
   while (s + 1 < a.n_seg && b >= a.blocks[s]) b -= a.blocks[s++];
   const GemvSeg& g = a.seg[s];
@@ -229,28 +238,83 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
   }
 }
 
-template <int MAXM, GemvMode MODE>
-void dispatch_r(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
-  // Two weight rows per warp (GLU: the gate's and the up projection's row of one feature).
+template <int MAXM, int R, GemvMode MODE>
+auto pick_kernel(bool f16, bool norm) {
+  if constexpr (MODE != GemvMode::Accumulate) {
+    if (norm) return f16 ? gemv_kernel<MAXM, R, MODE, true, true> : gemv_kernel<MAXM, R, MODE, false, true>;
+  }
+  return f16 ? gemv_kernel<MAXM, R, MODE, true, false> : gemv_kernel<MAXM, R, MODE, false, false>;
+}
+
+template <int MAXM, int R, GemvMode MODE>
+int blocks_for(GemvArgs& a) {
   constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
-  constexpr int R = 2;
   constexpr int kOut = kGlu ? 1 : R;
   int total = 0;
   for (int i = 0; i < a.n_seg; ++i) {
     a.blocks[i] = (a.seg[i].n + kWarps * kOut - 1) / (kWarps * kOut);
     total += a.blocks[i];
   }
-  if constexpr (MODE != GemvMode::Accumulate) {
-    if (norm) {
-      if (f16) return launch(gemv_kernel<MAXM, R, MODE, true, true>, total, kWarps * 32, 0, s, a);
-      return launch(gemv_kernel<MAXM, R, MODE, false, true>, total, kWarps * 32, 0, s, a);
+  return total;
+}
+
+// How many waves a grid of `blocks` of this kernel takes on the device (its resident blocks per SM
+// from the occupancy calculator, asked once per kernel).
+double waves(const void* kernel, int blocks) {
+  static std::mutex mu;
+  static std::vector<std::pair<const void*, int>> resident;  // per kernel: blocks resident on the device
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = std::find_if(resident.begin(), resident.end(), [&](const auto& e) { return e.first == kernel; });
+  if (it == resident.end()) {
+    int n = 0, dev = 0, sms = 0;
+    TAPPA_CUDA_CHECK(cudaGetDevice(&dev));
+    TAPPA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    TAPPA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kWarps * 32, 0));
+    resident.emplace_back(kernel, std::max(n, 1) * sms);
+    it = resident.end() - 1;
+  }
+  return static_cast<double>(blocks) / it->second;
+}
+
+// The fraction of the waves' block slots a grid fills (1: its last wave is full).
+template <int R, GemvMode MODE>
+double wave_fill(const GemvArgs& a, bool f16, bool norm) {
+  GemvArgs t = a;
+  const double w = waves(reinterpret_cast<const void*>(pick_kernel<1, R, MODE>(f16, norm)), blocks_for<1, R, MODE>(t));
+  return w / std::ceil(w - 1e-9);
+}
+
+template <int MAXM, int R, GemvMode MODE>
+void launch_r(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
+  const int total = blocks_for<MAXM, R, MODE>(a);
+  launch(pick_kernel<MAXM, R, MODE>(f16, norm), total, kWarps * 32, 0, s, a);
+}
+
+// Weight rows per warp. Every choice sums each output in the same order (pieces ascending per lane,
+// then the butterfly), so R changes the speed, never the bits. Two rows per warp (GLU: the gate's and
+// the up projection's row of one feature), except for one activation row of a non-GLU product,
+// where R is chosen by how well its grid fills its waves: a grid of 1.45 waves (Llama-3.1-8B's QKV,
+// 6144 rows, at R = 2) runs its second, half-empty wave at the cost of a full one. The R whose
+// last wave is fullest wins (ties: fewer rows per warp, more blocks to hide latency).
+// TAPPA_CUDA_GEMV_R=1|2|4 forces it (benchmarks).
+template <int MAXM, GemvMode MODE>
+void dispatch_r(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
+  constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
+  if constexpr (MAXM == 1 && !kGlu) {
+    // Read at every call (a getenv, ~100 ns, against a launch of microseconds) so that a test can
+    // compare the choices in one process.
+    const char* v = std::getenv("TAPPA_CUDA_GEMV_R");
+    int r = v ? std::atoi(v) : 0;
+    if (r != 1 && r != 2 && r != 4) r = 0;
+    if (r == 0) {
+      const double f1 = wave_fill<1, MODE>(a, f16, norm), f2 = wave_fill<2, MODE>(a, f16, norm),
+                   f4 = wave_fill<4, MODE>(a, f16, norm);
+      r = f1 >= f2 && f1 >= f4 ? 1 : (f2 >= f4 ? 2 : 4);
     }
+    if (r == 1) return launch_r<1, 1, MODE>(a, f16, norm, s);
+    if (r == 4) return launch_r<1, 4, MODE>(a, f16, norm, s);
   }
-  if (f16) {
-    launch(gemv_kernel<MAXM, R, MODE, true, false>, total, kWarps * 32, 0, s, a);
-  } else {
-    launch(gemv_kernel<MAXM, R, MODE, false, false>, total, kWarps * 32, 0, s, a);
-  }
+  launch_r<MAXM, 2, MODE>(a, f16, norm, s);
 }
 
 template <GemvMode MODE>
