@@ -30,11 +30,13 @@ pdl)  # programmatic dependent launch (common.cuh) against the same binary witho
   TAPPA_CUDA_PDL=0 run tg4k_nopdl 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
   run pp8k_pdl 120 $B bench "${R8[@]}" -p 8192 -b 8192 -n 0 -r 3
   TAPPA_CUDA_PDL=0 run pp8k_nopdl 120 $B bench "${R8[@]}" -p 8192 -b 8192 -n 0 -r 3 ;;
-rpw)  # GEMV weight rows per warp (gemv.cu): automatic against each forced choice, batch 1
-  TAPPA_CUDA_GRAPH_STATS=1 run tg4k_rauto 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
-  for r in 1 2 4; do TAPPA_CUDA_GEMV_R=$r run tg4k_r$r 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1; done
-  TAPPA_CUDA_PROFILE=1 TAPPA_CUDA_GRAPHS=0 run prof_rauto 120 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 2 --share-depth --batch 1
-  TAPPA_CUDA_GEMV_R=2 TAPPA_CUDA_PROFILE=1 TAPPA_CUDA_GRAPHS=0 run prof_r2 120 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 2 --share-depth --batch 1
+rpw)  # GEMV weight rows per warp at one activation row (gemv.cu): the default against forced choices
+  TAPPA_CUDA_GRAPH_STATS=1 run tg4k_rdef 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
+  for r in 2 8; do TAPPA_CUDA_GEMV_R=$r run tg4k_r$r 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1; done
+  TAPPA_CUDA_GEMV_GLU_R=4 run tg4k_glu4 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+  TAPPA_CUDA_GEMV_R=8 TAPPA_CUDA_GEMV_GLU_R=4 run tg4k_r8glu4 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+  TAPPA_CUDA_PDL=0 run tg4k_nopdl 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+  TAPPA_CUDA_PROFILE=1 TAPPA_CUDA_GRAPHS=0 run prof_rdef 120 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 2 --share-depth --batch 1
   run tg4k_qwen 150 $B bench --backend cuda --random-weights qwen2.5-7b -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16 ;;
 tests_nopdl) TAPPA_CUDA_PDL=0 run tests_nopdl 300 bin/tappa_tests --gtest_filter='CudaBackend*:CudaEngine*' --gtest_color=no ;;
 qwen) run tg4k_qwen 150 $B bench --backend cuda --random-weights qwen2.5-7b -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16 ;;

@@ -10,12 +10,7 @@
 #include "backend/cuda/kernels.cuh"
 #include "tappa/error.h"
 
-#include <algorithm>
-#include <cmath>
 #include <cstdlib>
-#include <mutex>
-#include <utility>
-#include <vector>
 
 namespace tappa::cuda {
 
@@ -94,7 +89,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
   while (s + 1 < a.n_seg && b >= a.blocks[s]) b -= a.blocks[s++];
   const GemvSeg& g = a.seg[s];
   constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
-  constexpr int kOut = kGlu ? 1 : R;  // output features per warp
+  constexpr int kOut = kGlu ? R / 2 : R;  // output features per warp
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int f0 = (b * kWarps + warp) * kOut;
   if (f0 >= g.n) {
@@ -104,8 +99,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
   const uint16_t* w[R];  // 2-byte weights (bf16 or fp16)
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    if (kGlu) {
-      w[r] = static_cast<const uint16_t*>(r == 0 ? g.w : g.w2) + static_cast<int64_t>(f0) * a.k;
+    if (kGlu) {  // rows 2j and 2j + 1: the gate's and the up projection's row of feature f0 + j
+      const int f = min(f0 + r / 2, g.n - 1);
+      w[r] = static_cast<const uint16_t*>(r % 2 == 0 ? g.w : g.w2) + static_cast<int64_t>(f) * a.k;
     } else {
       const int f = min(f0 + r, g.n - 1);  // past the end: recompute the last row, store nothing
       w[r] = static_cast<const uint16_t*>(g.w) + static_cast<int64_t>(f) * a.k;
@@ -222,8 +218,12 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
     if (m >= a.m || lane != m % 32) continue;
     float* y = g.y + m * g.ldy;
     if (kGlu) {
-      const float gate = acc[0][m], up = acc[1][m];
-      y[f0] = (MODE == GemvMode::GluGelu ? gelu_tanh(gate) : silu(gate)) * up;
+#pragma unroll
+      for (int o = 0; o < kOut; ++o) {
+        if (f0 + o >= g.n) break;
+        const float gate = acc[2 * o][m], up = acc[2 * o + 1][m];
+        y[f0 + o] = (MODE == GemvMode::GluGelu ? gelu_tanh(gate) : silu(gate)) * up;
+      }
     } else {
 #pragma unroll
       for (int r = 0; r < R; ++r) {
@@ -249,39 +249,13 @@ auto pick_kernel(bool f16, bool norm) {
 template <int MAXM, int R, GemvMode MODE>
 int blocks_for(GemvArgs& a) {
   constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
-  constexpr int kOut = kGlu ? 1 : R;
+  constexpr int kOut = kGlu ? R / 2 : R;
   int total = 0;
   for (int i = 0; i < a.n_seg; ++i) {
     a.blocks[i] = (a.seg[i].n + kWarps * kOut - 1) / (kWarps * kOut);
     total += a.blocks[i];
   }
   return total;
-}
-
-// How many waves a grid of `blocks` of this kernel takes on the device (its resident blocks per SM
-// from the occupancy calculator, asked once per kernel).
-double waves(const void* kernel, int blocks) {
-  static std::mutex mu;
-  static std::vector<std::pair<const void*, int>> resident;  // per kernel: blocks resident on the device
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = std::find_if(resident.begin(), resident.end(), [&](const auto& e) { return e.first == kernel; });
-  if (it == resident.end()) {
-    int n = 0, dev = 0, sms = 0;
-    TAPPA_CUDA_CHECK(cudaGetDevice(&dev));
-    TAPPA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    TAPPA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kWarps * 32, 0));
-    resident.emplace_back(kernel, std::max(n, 1) * sms);
-    it = resident.end() - 1;
-  }
-  return static_cast<double>(blocks) / it->second;
-}
-
-// The fraction of the waves' block slots a grid fills (1: its last wave is full).
-template <int R, GemvMode MODE>
-double wave_fill(const GemvArgs& a, bool f16, bool norm) {
-  GemvArgs t = a;
-  const double w = waves(reinterpret_cast<const void*>(pick_kernel<1, R, MODE>(f16, norm)), blocks_for<1, R, MODE>(t));
-  return w / std::ceil(w - 1e-9);
 }
 
 template <int MAXM, int R, GemvMode MODE>
@@ -291,28 +265,32 @@ void launch_r(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
 }
 
 // Weight rows per warp. Every choice sums each output in the same order (pieces ascending per lane,
-// then the butterfly), so R changes the speed, never the bits. Two rows per warp (GLU: the gate's and
-// the up projection's row of one feature), except for one activation row of a non-GLU product,
-// where R is chosen by how well its grid fills its waves: a grid of 1.45 waves (Llama-3.1-8B's QKV,
-// 6144 rows, at R = 2) runs its second, half-empty wave at the cost of a full one. The R whose
-// last wave is fullest wins (ties: fewer rows per warp, more blocks to hide latency).
-// TAPPA_CUDA_GEMV_R=1|2|4 forces it (benchmarks).
+// then the butterfly), so R changes the speed, never the bits. For one activation row (decoding one
+// sequence) more rows per warp are faster: at the Llama-3.1-8B shape, batch 1, 4K context, on the
+// H200 (docs/PERFORMANCE.md, 2026-12-04), 2 rows 177.0, 4 rows 184.4 tok/s (1 row 161.2); more
+// activation rows keep 2 (registers: R · MAXM sums). TAPPA_CUDA_GEMV_R (2|4|8) and
+// TAPPA_CUDA_GEMV_GLU_R (2|4: rows of gate and up, 2 per feature) force it, read at every call so
+// that a test can compare the choices in one process (a getenv, ~100 ns, against microseconds).
+constexpr int kRowsOneToken = 4, kGluRowsOneToken = 2;
+
+int forced_rows(const char* name) {
+  const char* v = std::getenv(name);
+  const int r = v ? std::atoi(v) : 0;
+  return r == 2 || r == 4 || r == 8 ? r : 0;
+}
+
 template <int MAXM, GemvMode MODE>
 void dispatch_r(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
   constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
   if constexpr (MAXM == 1 && !kGlu) {
-    // Read at every call (a getenv, ~100 ns, against a launch of microseconds) so that a test can
-    // compare the choices in one process.
-    const char* v = std::getenv("TAPPA_CUDA_GEMV_R");
-    int r = v ? std::atoi(v) : 0;
-    if (r != 1 && r != 2 && r != 4) r = 0;
-    if (r == 0) {
-      const double f1 = wave_fill<1, MODE>(a, f16, norm), f2 = wave_fill<2, MODE>(a, f16, norm),
-                   f4 = wave_fill<4, MODE>(a, f16, norm);
-      r = f1 >= f2 && f1 >= f4 ? 1 : (f2 >= f4 ? 2 : 4);
-    }
-    if (r == 1) return launch_r<1, 1, MODE>(a, f16, norm, s);
+    const int f = forced_rows("TAPPA_CUDA_GEMV_R");
+    const int r = f ? f : kRowsOneToken;
     if (r == 4) return launch_r<1, 4, MODE>(a, f16, norm, s);
+    if (r == 8) return launch_r<1, 8, MODE>(a, f16, norm, s);
+  }
+  if constexpr (MAXM == 1 && kGlu) {
+    const int f = forced_rows("TAPPA_CUDA_GEMV_GLU_R");
+    if ((f ? f : kGluRowsOneToken) == 4) return launch_r<1, 4, MODE>(a, f16, norm, s);
   }
   launch_r<MAXM, 2, MODE>(a, f16, norm, s);
 }
