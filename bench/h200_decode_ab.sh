@@ -2,7 +2,7 @@
 # One H200 call (issue #17, decode attention A/B): builds the tree S (a copy of the checkout carried
 # beside build-h200deps from bench/h200_collect_deps.sh) with bench/h200_build.sh, then runs the CUDA
 # tests and the decode benches of docs/PERFORMANCE.md with each kernel choice. Logs to $OUT.
-#   OUT=... S=copy PHASES="tests ab qwen" bench/h200_decode_ab.sh   (phases: tests tests_nopdl ab pdl rpw rows2 qwen)
+#   OUT=... S=copy PHASES="tests ab qwen" bench/h200_decode_ab.sh   (phases: tests tests_nopdl ab pdl rpw rows2 pdl2 qwen)
 set -uo pipefail
 S=${S:-build-cuda2src}
 R=/tmp/r; mkdir -p $R/bin $R/lib $R/bench
@@ -45,6 +45,10 @@ rows2)  # the same, both shapes: the default against GLU 2 features per warp and
     TAPPA_CUDA_GEMV_R=2 run tg4k_${m}_r2 150 $B bench --backend cuda --random-weights $m -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
     TAPPA_CUDA_PDL=0 run tg4k_${m}_nopdl 150 $B bench --backend cuda --random-weights $m -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
   done ;;
+pdl2)  # PDL on and off, interleaved twice, both shapes, batch 1
+  for i in 1 2; do for m in llama-3.1-8b qwen2.5-7b; do for p in 1 0; do
+    TAPPA_CUDA_PDL=$p run tg4k_${m}_pdl${p}_$i 150 $B bench --backend cuda --random-weights $m -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+  done; done; done ;;
 tests_nopdl) TAPPA_CUDA_PDL=0 run tests_nopdl 300 bin/tappa_tests --gtest_filter='CudaBackend*:CudaEngine*' --gtest_color=no ;;
 qwen) run tg4k_qwen 150 $B bench --backend cuda --random-weights qwen2.5-7b -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16 ;;
 esac

@@ -252,11 +252,12 @@ void launch_r(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
 // Weight rows per warp. Every choice sums each output in the same order (pieces ascending per lane,
 // then the butterfly), so R changes the speed, never the bits. For one activation row (decoding one
 // sequence) more rows per warp are faster: at the Llama-3.1-8B shape, batch 1, 4K context, on the
-// H200 (docs/PERFORMANCE.md, 2026-12-04), 2 rows 177.0, 4 rows 184.4 tok/s (1 row 161.2); more
-// activation rows keep 2 (registers: R · MAXM sums). TAPPA_CUDA_GEMV_R (2|4|8) and
+// H200 (docs/PERFORMANCE.md, 2026-12-04, three calls), 4 rows against 2: +4.2 %, +1.5 %, +0.7 %
+// (Qwen2.5-7B +0.4 %); 8 rows −2.5 %, 1 row −9 %; the GLU's 2 features (4 rows) against 1: +1.2 %,
+// +0.6 % (Qwen2.5-7B +2.1 %). More activation rows keep 2 (registers: R · MAXM sums). TAPPA_CUDA_GEMV_R (2|4|8) and
 // TAPPA_CUDA_GEMV_GLU_R (2|4: rows of gate and up, 2 per feature) force it, read at every call so
 // that a test can compare the choices in one process (a getenv, ~100 ns, against microseconds).
-constexpr int kRowsOneToken = 4, kGluRowsOneToken = 2;
+constexpr int kRowsOneToken = 4, kGluRowsOneToken = 4;
 
 int forced_rows(const char* name) {
   const char* v = std::getenv(name);
