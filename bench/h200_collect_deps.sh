@@ -9,7 +9,7 @@
 set -euo pipefail
 dir=${1:?usage: $0 DIR}
 mkdir -p "$dir"
-pkgs=(libhwy-dev libhwy1 libpcre2-dev libpcre2-8-0 nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
+pkgs=(libstb-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
       libbenchmark-dev libbenchmark1debian libcpp-httplib-dev libcpp-httplib0.11 libssl-dev libssl3 zlib1g-dev zlib1g
       libbrotli-dev libbrotli1 pkgconf pkgconf-bin libpkgconf3)
 for p in "${pkgs[@]}"; do

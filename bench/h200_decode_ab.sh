@@ -2,7 +2,7 @@
 # One H200 call (issue #17, decode attention A/B): builds the tree S (a copy of the checkout carried
 # beside build-h200deps from bench/h200_collect_deps.sh) with bench/h200_build.sh, then runs the CUDA
 # tests and the decode benches of docs/PERFORMANCE.md with each kernel choice. Logs to $OUT.
-#   OUT=... S=copy PHASES="tests ab qwen" bench/h200_decode_ab.sh
+#   OUT=... S=copy PHASES="tests ab qwen" bench/h200_decode_ab.sh   (phases: tests tests_pdl ab pdl rpw rows2 pdl2 qwen)
 set -uo pipefail
 S=${S:-build-cuda2src}
 R=/tmp/r; mkdir -p $R/bin $R/lib $R/bench
@@ -25,6 +25,31 @@ ab)
   TAPPA_CUDA_DECODE_CHUNK=64 run tg4k_c64 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
   TAPPA_CUDA_PROFILE=1 TAPPA_CUDA_GRAPHS=0 run prof_tg1 120 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 2 --share-depth --batch 1
   grep "cuda profile" $OUT/prof_tg1.log | head -45 ;;
+pdl)  # programmatic dependent launch (common.cuh; off by default) against the same binary without it
+  run tg4k_def 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
+  TAPPA_CUDA_PDL=1 run tg4k_pdl1 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
+  run pp8k_def 120 $B bench "${R8[@]}" -p 8192 -b 8192 -n 0 -r 3
+  TAPPA_CUDA_PDL=1 run pp8k_pdl1 120 $B bench "${R8[@]}" -p 8192 -b 8192 -n 0 -r 3 ;;
+rpw)  # GEMV weight rows per warp at one activation row (gemv.cu): the default against forced choices
+  TAPPA_CUDA_GRAPH_STATS=1 run tg4k_rdef 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
+  for r in 2 8; do TAPPA_CUDA_GEMV_R=$r run tg4k_r$r 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1; done
+  TAPPA_CUDA_GEMV_GLU_R=4 run tg4k_glu4 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+  TAPPA_CUDA_GEMV_R=8 TAPPA_CUDA_GEMV_GLU_R=4 run tg4k_r8glu4 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+  TAPPA_CUDA_PDL=1 run tg4k_pdl1 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+  TAPPA_CUDA_PROFILE=1 TAPPA_CUDA_GRAPHS=0 run prof_rdef 120 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 2 --share-depth --batch 1
+  run tg4k_qwen 150 $B bench --backend cuda --random-weights qwen2.5-7b -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16 ;;
+rows2)  # the same, both shapes: the default against GLU 2 features per warp and 2 rows per warp
+  for m in llama-3.1-8b qwen2.5-7b; do
+    run tg4k_${m}_def 150 $B bench --backend cuda --random-weights $m -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
+    TAPPA_CUDA_GEMV_GLU_R=4 run tg4k_${m}_glu4 150 $B bench --backend cuda --random-weights $m -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+    TAPPA_CUDA_GEMV_R=2 run tg4k_${m}_r2 150 $B bench --backend cuda --random-weights $m -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+    TAPPA_CUDA_PDL=1 run tg4k_${m}_pdl1 150 $B bench --backend cuda --random-weights $m -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+  done ;;
+pdl2)  # PDL on and off, interleaved twice, both shapes, batch 1
+  for i in 1 2; do for m in llama-3.1-8b qwen2.5-7b; do for p in 1 0; do
+    TAPPA_CUDA_PDL=$p run tg4k_${m}_pdl${p}_$i 150 $B bench --backend cuda --random-weights $m -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1
+  done; done; done ;;
+tests_pdl) TAPPA_CUDA_PDL=1 run tests_pdl 300 bin/tappa_tests --gtest_filter='CudaBackend*:CudaEngine*' --gtest_color=no ;;
 qwen) run tg4k_qwen 150 $B bench --backend cuda --random-weights qwen2.5-7b -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16 ;;
 esac
 done

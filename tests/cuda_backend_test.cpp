@@ -15,9 +15,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -234,6 +236,43 @@ TEST(CudaBackend, Matmul) {
     cu->matmul(w.view, x1.m, y1.m, Order::PerToken);
     const auto one = y1.get(*cu);
     EXPECT_TRUE(std::equal(one.begin(), one.end(), all.begin() + i * N)) << "row " << i;
+  }
+}
+
+// One activation row: the GEMV's weight rows per warp (TAPPA_CUDA_GEMV_R = 2, 4, 8 for products,
+// TAPPA_CUDA_GEMV_GLU_R = 2, 4 for the gate/up pair; gemv.cu) change the speed, never the bits: every
+// choice sums each output in the same order. Shapes: Llama-3.1-8B's QKV (6144 × 4096), a row count
+// that no choice divides with a tail past the unrolled loop (333 × 4104), and a short one.
+TEST(CudaBackend, GemvRowsPerWarpSameBits) {
+  CUDA_BACKEND_OR_SKIP(cu);
+  Rng r;
+  struct Shape { int64_t n, k; };
+  for (const Shape sh : {Shape{6144, 4096}, Shape{333, 4104}, Shape{4096, 1032}}) {
+    Weights w(r, sh.n, sh.k), wu(r, sh.n, sh.k);
+    const WeightView mats[2] = {w.view, wu.view};
+    cu->prepare_weights(mats, {});
+    const std::vector<float> x = r.vec(sh.k), y0 = r.vec(sh.n);
+    std::vector<std::vector<float>> outs;
+    for (const char* rpw : {"", "2", "4", "8"}) {
+      if (*rpw) setenv("TAPPA_CUDA_GEMV_R", rpw, 1); else unsetenv("TAPPA_CUDA_GEMV_R");
+      if (*rpw && std::string(rpw) != "8") setenv("TAPPA_CUDA_GEMV_GLU_R", rpw, 1); else unsetenv("TAPPA_CUDA_GEMV_GLU_R");
+      Dev xd(*cu, 1, sh.k, x), y(*cu, 1, sh.n, {}), ya(*cu, 1, sh.n, y0), tmp(*cu, 1, sh.n, {}), yg(*cu, 1, sh.n, {}),
+          up(*cu, 1, sh.n, {});
+      cu->matmul(w.view, xd.m, y.m, Order::PerToken);
+      cu->matmul_add(w.view, xd.m, ya.m, tmp.m, Order::PerToken);
+      cu->matmul_glu(w.view, wu.view, xd.m, yg.m, up.m, FfnActivation::Silu, Order::PerToken);
+      std::vector<float> o;
+      for (const Dev* d : {&y, &ya, &yg}) {
+        const auto h = d->get(*cu);
+        o.insert(o.end(), h.begin(), h.end());
+      }
+      outs.push_back(std::move(o));
+    }
+    unsetenv("TAPPA_CUDA_GEMV_R");
+    unsetenv("TAPPA_CUDA_GEMV_GLU_R");
+    for (size_t i = 1; i < outs.size(); ++i)
+      EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[i].data(), outs[0].size() * sizeof(float)))
+          << "n " << sh.n << " k " << sh.k << ": forced choice " << i << " differs from the default";
   }
 }
 

@@ -116,6 +116,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 template <int DPL, int MAXL>
 __global__ void __launch_bounds__(128) decode_kernel(const DecodeArgsT<MAXL> a) {
+  pdl_wait();  // common.cuh: before anything an earlier kernel wrote
   constexpr int D = DPL * 32;
   __shared__ __align__(16) float qs[4][D];
   const AttnList L = a.lists[blockIdx.y];
@@ -229,6 +230,7 @@ constexpr int kGroupWarps = 4;
 // Sums run in a fixed order that depends on the list's own length only (never on the batch).
 template <int DPL, int MAXG, int MAXL>
 __global__ void __launch_bounds__(kGroupWarps * 32) group_decode_kernel(const DecodeArgsT<MAXL> a) {
+  pdl_wait();
   constexpr int D = DPL * 32;
   constexpr int kPieces = D / 8, kBatch = kPieces < 16 ? kPieces : 16;
   // Value rows whose loads go out with the keys (registers: VPF · DPL / 2 words).
@@ -391,6 +393,7 @@ bool group_kernel_enabled() {
 constexpr int kCombineMaxChunks = 4096;  // shared memory: 2 floats a chunk
 template <int MAXL>
 __global__ void combine_kernel(const DecodeArgsT<MAXL> a, int D) {
+  pdl_wait();
   extern __shared__ float cw[];  // [n_chunks] weights, then [n_chunks] l
   __shared__ float red[32];
   const int g = blockIdx.x % a.group;
@@ -537,6 +540,7 @@ constexpr int flash_smem() {
 
 template <int D>
 __global__ void __launch_bounds__(128) flash_kernel(const FlashArgs a) {
+  pdl_wait();
   constexpr int LDS = D + 8;  // +16 bytes a row: ldmatrix's eight rows fall in different banks
   constexpr int NT = kBN / 8, DT = D / 8, CH = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -710,6 +714,7 @@ void launch_flash(const FlashArgs& a, int n_head, cudaStream_t s) {
 
 __global__ void probs_kernel(const AttnList* lists, const ProbTriple* triples, int group, int D, float scale_log2,
                              int window, const float* q, int64_t ldq, float* probs, int64_t ld) {
+  pdl_wait();
   extern __shared__ float qs[];  // [D]
   __shared__ float red[32];
   const ProbTriple tr = triples[blockIdx.x];

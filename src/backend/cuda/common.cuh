@@ -123,6 +123,37 @@ class Gate {
 // The gate of a stream (nullptr: a stream the backend did not make; launches go straight out).
 Gate* gate_of(cudaStream_t s);
 
+// --- Programmatic dependent launch (Hopper and later) -------------------------------------------
+//
+// A decode step at batch 1 is ~330 short kernels, and between two of them the GPU idles: the
+// previous grid drains (its last blocks finish while most SMs sit empty), then the next grid is
+// launched and its blocks ramp up. With programmatic dependent launch (PDL) every kernel of the
+// backend is launched with cudaLaunchAttributeProgrammaticStreamSerialization: the next grid may be
+// launched while the previous one still runs, as soon as each of the previous grid's blocks has
+// executed griddepcontrol.launch_dependents, and its blocks then wait in griddepcontrol.wait until
+// the previous grid has completed and its memory is visible. So the launch and the ramp-up overlap
+// the previous kernel's tail, and a kernel may do what does not depend on the previous one (a
+// product's first weight loads: weights are constants) before it waits.
+//
+// The contract that keeps it correct: every kernel launched through cuda::launch() calls
+// pdl_wait() before it reads anything an earlier kernel wrote or writes anything an earlier kernel
+// reads, and on every path (a block that returns early calls it first too). Since each kernel
+// waits for its predecessor's completion, and that one waited for its own, completion is ordered
+// down the stream as without PDL. The trigger (launch_dependents) comes right after the wait, so
+// at most one grid waits beside a running one. Kernels launched by cuBLAS are launched normally.
+// It is off by default: on the H200 it measured no gain at the Llama-3.1-8B shape and a 2.4 % loss at
+// Qwen2.5-7B's (batch 1, 4K context, docs/PERFORMANCE.md 2026-12-04); TAPPA_CUDA_PDL=1 turns it on
+// (GPUs of compute capability 9.0 and later). Off, kernels are launched without the attribute and
+// the two instructions are no-ops, so the contract costs nothing.
+bool pdl_enabled();
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 namespace detail {
 template <class T>
 void put_bytes(std::vector<unsigned char>& v, const T& x) {
@@ -135,8 +166,18 @@ template <class... P, class Tup>
 void launch_tuple(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Tup& t) {
   std::apply([&](auto&... e) {
     void* a[] = {static_cast<void*>(&e)...};
-    const cudaError_t err = cudaLaunchKernel(reinterpret_cast<const void*>(k), grid, block, a, smem, s);
-    if (err != cudaSuccess) ::tappa::cuda::fail("cudaLaunchKernel", cudaGetErrorString(err), __FILE__, __LINE__);
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = &attr;
+    cfg.numAttrs = pdl_enabled() ? 1 : 0;
+    const cudaError_t err = cudaLaunchKernelExC(&cfg, reinterpret_cast<const void*>(k), a);
+    if (err != cudaSuccess) ::tappa::cuda::fail("cudaLaunchKernelExC", cudaGetErrorString(err), __FILE__, __LINE__);
   }, t);
 }
 }  // namespace detail

@@ -10,12 +10,15 @@
 #include "backend/cuda/kernels.cuh"
 #include "tappa/error.h"
 
+#include <cstdlib>
+
 namespace tappa::cuda {
 
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kUnroll = 8;  // 16-byte pieces per weight row and lane in flight
+// 16-byte pieces per lane in flight: kUnroll per weight row, R rows per warp (kInFlight = kUnroll · R).
+constexpr int kInFlight = 16;
 
 struct GemvArgs {
   GemvSeg seg[3];
@@ -81,19 +84,24 @@ __device__ __forceinline__ float gelu_tanh(float g) {
 // fp32 rounding. Warp 0 of block 0 also writes the normalized rows to norm.out, as rms_norm would.
 template <int MAXM, int R, GemvMode MODE, bool F16, bool NORM>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
+  constexpr int kUnroll = kInFlight / R;
   int b = blockIdx.x, s = 0;
   while (s + 1 < a.n_seg && b >= a.blocks[s]) b -= a.blocks[s++];
   const GemvSeg& g = a.seg[s];
   constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
-  constexpr int kOut = kGlu ? 1 : R;  // output features per warp
+  constexpr int kOut = kGlu ? R / 2 : R;  // output features per warp
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int f0 = (b * kWarps + warp) * kOut;
-  if (f0 >= g.n) return;
+  if (f0 >= g.n) {
+    pdl_wait();
+    return;
+  }
   const uint16_t* w[R];  // 2-byte weights (bf16 or fp16)
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    if (kGlu) {
-      w[r] = static_cast<const uint16_t*>(r == 0 ? g.w : g.w2) + static_cast<int64_t>(f0) * a.k;
+    if (kGlu) {  // rows 2j and 2j + 1: the gate's and the up projection's row of feature f0 + j
+      const int f = min(f0 + r / 2, g.n - 1);
+      w[r] = static_cast<const uint16_t*>(r % 2 == 0 ? g.w : g.w2) + static_cast<int64_t>(f) * a.k;
     } else {
       const int f = min(f0 + r, g.n - 1);  // past the end: recompute the last row, store nothing
       w[r] = static_cast<const uint16_t*>(g.w) + static_cast<int64_t>(f) * a.k;
@@ -128,15 +136,27 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
 
   const int pieces = a.k / 8;
   int c = lane;
-  // Main loop: kUnroll pieces per lane in flight.
-  for (; c + 32 * (kUnroll - 1) < pieces; c += 32 * kUnroll) {
+  // The first pieces' weight loads go out before pdl_wait (common.cuh): weights are constants,
+  // written when the model was loaded (copies, and random_fill kernels followed by a synchronize),
+  // so they may be fetched while the previous kernel still runs. x and y only after the wait.
+  bool waited = false;
+  // kUnroll pieces per lane in flight; the last round's pieces past the row's end are left out
+  // (a guard per piece, not a one-piece-at-a-time tail loop: a row of 3584 weights, Qwen2.5-7B's,
+  // is 448 pieces, 3.5 rounds of 128 at R = 4). Each lane still takes its pieces in ascending order.
+  for (; c < pieces; c += 32 * kUnroll) {
     uint4 wv[kUnroll][R];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
-      for (int r = 0; r < R; ++r) wv[u][r] = load_stream(w[r] + static_cast<int64_t>(c + 32 * u) * 8);
+      for (int r = 0; r < R; ++r)
+        if (c + 32 * u < pieces) wv[u][r] = load_stream(w[r] + static_cast<int64_t>(c + 32 * u) * 8);
+    if (!waited) {
+      pdl_wait();
+      waited = true;
+    }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
+      if (c + 32 * u >= pieces) break;
       float wf[R][8];
 #pragma unroll
       for (int r = 0; r < R; ++r) unpack<F16>(wv[u][r], wf[r]);
@@ -153,25 +173,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
       }
     }
   }
-  for (; c < pieces; c += 32) {
-    uint4 wv[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) wv[r] = load_stream(w[r] + static_cast<int64_t>(c) * 8);
-    float wf[R][8];
-#pragma unroll
-    for (int r = 0; r < R; ++r) unpack<F16>(wv[r], wf[r]);
-    float4 n0, n1;
-    load_n(c, n0, n1);
-#pragma unroll
-    for (int m = 0; m < MAXM; ++m) {
-      if (m < a.m) {
-        float4 x0, x1;
-        load_x(m, c, x0, x1, n0, n1);
-#pragma unroll
-        for (int r = 0; r < R; ++r) acc[r][m] = dot8(wf[r], x0, x1, acc[r][m]);
-      }
-    }
-  }
+  if (!waited) pdl_wait();  // a lane with no piece (k < 256)
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -201,8 +203,12 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
     if (m >= a.m || lane != m % 32) continue;
     float* y = g.y + m * g.ldy;
     if (kGlu) {
-      const float gate = acc[0][m], up = acc[1][m];
-      y[f0] = (MODE == GemvMode::GluGelu ? gelu_tanh(gate) : silu(gate)) * up;
+#pragma unroll
+      for (int o = 0; o < kOut; ++o) {
+        if (f0 + o >= g.n) break;
+        const float gate = acc[2 * o][m], up = acc[2 * o + 1][m];
+        y[f0 + o] = (MODE == GemvMode::GluGelu ? gelu_tanh(gate) : silu(gate)) * up;
+      }
     } else {
 #pragma unroll
       for (int r = 0; r < R; ++r) {
@@ -217,28 +223,62 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
   }
 }
 
-template <int MAXM, GemvMode MODE>
-void dispatch_r(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
-  // Two weight rows per warp (GLU: the gate's and the up projection's row of one feature).
+template <int MAXM, int R, GemvMode MODE>
+auto pick_kernel(bool f16, bool norm) {
+  if constexpr (MODE != GemvMode::Accumulate) {
+    if (norm) return f16 ? gemv_kernel<MAXM, R, MODE, true, true> : gemv_kernel<MAXM, R, MODE, false, true>;
+  }
+  return f16 ? gemv_kernel<MAXM, R, MODE, true, false> : gemv_kernel<MAXM, R, MODE, false, false>;
+}
+
+template <int MAXM, int R, GemvMode MODE>
+int blocks_for(GemvArgs& a) {
   constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
-  constexpr int R = 2;
-  constexpr int kOut = kGlu ? 1 : R;
+  constexpr int kOut = kGlu ? R / 2 : R;
   int total = 0;
   for (int i = 0; i < a.n_seg; ++i) {
     a.blocks[i] = (a.seg[i].n + kWarps * kOut - 1) / (kWarps * kOut);
     total += a.blocks[i];
   }
-  if constexpr (MODE != GemvMode::Accumulate) {
-    if (norm) {
-      if (f16) return launch(gemv_kernel<MAXM, R, MODE, true, true>, total, kWarps * 32, 0, s, a);
-      return launch(gemv_kernel<MAXM, R, MODE, false, true>, total, kWarps * 32, 0, s, a);
-    }
+  return total;
+}
+
+template <int MAXM, int R, GemvMode MODE>
+void launch_r(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
+  const int total = blocks_for<MAXM, R, MODE>(a);
+  launch(pick_kernel<MAXM, R, MODE>(f16, norm), total, kWarps * 32, 0, s, a);
+}
+
+// Weight rows per warp. Every choice sums each output in the same order (pieces ascending per lane,
+// then the butterfly), so R changes the speed, never the bits. For one activation row (decoding one
+// sequence) more rows per warp are faster: at the Llama-3.1-8B shape, batch 1, 4K context, on the
+// H200 (docs/PERFORMANCE.md, 2026-12-04, three calls), 4 rows against 2: +4.2 %, +1.5 %, +0.7 %
+// (Qwen2.5-7B +0.4 %); 8 rows −2.5 %, 1 row −9 %; the GLU's 2 features (4 rows) against 1: +1.2 %,
+// +0.6 % (Qwen2.5-7B +2.1 %). More activation rows keep 2 (registers: R · MAXM sums). TAPPA_CUDA_GEMV_R (2|4|8) and
+// TAPPA_CUDA_GEMV_GLU_R (2|4: rows of gate and up, 2 per feature) force it, read at every call so
+// that a test can compare the choices in one process (a getenv, ~100 ns, against microseconds).
+constexpr int kRowsOneToken = 4, kGluRowsOneToken = 4;
+
+int forced_rows(const char* name) {
+  const char* v = std::getenv(name);
+  const int r = v ? std::atoi(v) : 0;
+  return r == 2 || r == 4 || r == 8 ? r : 0;
+}
+
+template <int MAXM, GemvMode MODE>
+void dispatch_r(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
+  constexpr bool kGlu = MODE == GemvMode::GluSilu || MODE == GemvMode::GluGelu;
+  if constexpr (MAXM == 1 && !kGlu) {
+    const int f = forced_rows("TAPPA_CUDA_GEMV_R");
+    const int r = f ? f : kRowsOneToken;
+    if (r == 4) return launch_r<1, 4, MODE>(a, f16, norm, s);
+    if (r == 8) return launch_r<1, 8, MODE>(a, f16, norm, s);
   }
-  if (f16) {
-    launch(gemv_kernel<MAXM, R, MODE, true, false>, total, kWarps * 32, 0, s, a);
-  } else {
-    launch(gemv_kernel<MAXM, R, MODE, false, false>, total, kWarps * 32, 0, s, a);
+  if constexpr (MAXM == 1 && kGlu) {
+    const int f = forced_rows("TAPPA_CUDA_GEMV_GLU_R");
+    if ((f ? f : kGluRowsOneToken) == 4) return launch_r<1, 4, MODE>(a, f16, norm, s);
   }
+  launch_r<MAXM, 2, MODE>(a, f16, norm, s);
 }
 
 template <GemvMode MODE>

@@ -27,6 +27,20 @@ bool env_off(const char* name) {
 
 }  // namespace
 
+bool pdl_enabled() {
+  // Read once: the launch attribute must be the same for every launch of a recorded region.
+  static const bool on = [] {
+    // Off unless asked for: measured on the H200 (docs/PERFORMANCE.md, 2026-12-04) it gives nothing
+    // at the Llama-3.1-8B shape (183.1 tok/s both ways) and costs 2.4 % at Qwen2.5-7B's.
+    const char* v = std::getenv("TAPPA_CUDA_PDL");
+    if (!v || std::string(v) != "1") return false;
+    int dev = 0, major = 0;
+    return cudaGetDevice(&dev) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+  }();
+  return on;
+}
+
 Gate* gate_of(cudaStream_t s) {
   std::lock_guard<std::mutex> lock(g_mu);
   for (auto& [st, g] : g_gates)

@@ -20,6 +20,7 @@ int blocks_for(int64_t n, int threads = kThreads) {
 
 template <class T>
 __global__ void embed_kernel(const T* table, const int32_t* tokens, int64_t cols, float scale, float* x, int64_t ldx) {
+  pdl_wait();  // common.cuh: before anything an earlier kernel wrote
   const T* row = table + static_cast<int64_t>(tokens[blockIdx.x]) * cols;
   float* xi = x + static_cast<int64_t>(blockIdx.x) * ldx;
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) xi[j] = static_cast<float>(row[j]) * scale;
@@ -31,6 +32,7 @@ constexpr int kNormThreads = 512;
 constexpr int kNormPerThread = 16;  // rows up to 8192 floats stay in registers; longer ones loop
 __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, int64_t ldx, const float* w, float eps,
                                                                 float* out, int64_t ldo, int64_t cols) {
+  pdl_wait();
   const float* xi = x + blockIdx.x * ldx;
   float* oi = out + blockIdx.x * ldo;
   float v[kNormPerThread];
@@ -68,6 +70,7 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, 
 
 __global__ void elementwise_kernel(Elementwise op, float* y, int64_t ldy, const float* x, int64_t ldx, float a,
                                    int64_t rows, int64_t cols) {
+  pdl_wait();
   const int64_t n = rows * cols;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -89,6 +92,7 @@ __device__ __forceinline__ float gelu_tanh(float g) {
 }
 
 __global__ void glu_kernel(float* gate, int64_t ldg, const float* up, int64_t ldu, bool gelu, int64_t rows, int64_t cols) {
+  pdl_wait();
   const int64_t n = rows * cols;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -102,6 +106,7 @@ __global__ void glu_kernel(float* gate, int64_t ldg, const float* up, int64_t ld
 // Row blockIdx.x; the pairs of all heads of x (and then of x2, the keys) spread over blockIdx.y.
 __global__ void rope_kernel(const float* table, int64_t ldt, float* x, int64_t ldx, int n_heads, float* x2, int64_t ldx2,
                             int n_heads2, int head_dim, int n_rot, bool neox) {
+  pdl_wait();
   const float* cs = table + blockIdx.x * ldt;
   const int half = n_rot / 2;
   const int t = blockIdx.y * blockDim.x + threadIdx.x;
@@ -117,6 +122,7 @@ __global__ void rope_kernel(const float* table, int64_t ldt, float* x, int64_t l
 }
 
 __global__ void to_bf16_kernel(const float* x, int64_t ldx, bf16* y, int64_t ldy, int64_t rows, int64_t cols) {
+  pdl_wait();
   const int64_t n = rows * cols;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -126,12 +132,14 @@ __global__ void to_bf16_kernel(const float* x, int64_t ldx, bf16* y, int64_t ldy
 }
 
 __global__ void random_fill_kernel(bf16* dst, int64_t n, uint64_t seed, float step) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     dst[i] = __ushort_as_bfloat16(random_weights::weight_bits(seed, static_cast<uint64_t>(i), step));
 }
 
 __global__ void argmax_kernel(const float* x, int64_t ldx, int64_t cols, int32_t* ids) {
+  pdl_wait();
   const float* xi = x + blockIdx.x * ldx;
   float best = -INFINITY;
   int64_t idx = cols;  // larger than any index: loses every tie
@@ -163,6 +171,7 @@ __global__ void argmax_kernel(const float* x, int64_t ldx, int64_t cols, int32_t
 // (device memory: a replayed graph appends where the step's lists end).
 template <int MAXE>
 __global__ void __launch_bounds__(128) rope_append_kernel(const RopeAppendT<MAXE> a) {
+  pdl_wait();
   int b = blockIdx.x;
   const int half = a.n_rot / 2;
   if (b < a.q_blocks) {
@@ -207,6 +216,7 @@ __global__ void __launch_bounds__(128) rope_append_kernel(const RopeAppendT<MAXE
 }
 
 __global__ void copy_rows_kernel(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols) {
+  pdl_wait();
   const int64_t n = rows * cols;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -216,12 +226,14 @@ __global__ void copy_rows_kernel(const float* src, int64_t lds, float* dst, int6
 }
 
 __global__ void gather_kernel(const kv_t* src, kv_t* dst, const int32_t* rows, int n, int head_dim) {
+  pdl_wait();
   const int i = blockIdx.x;
   const int64_t from = static_cast<int64_t>(rows[i]) * head_dim, to = static_cast<int64_t>(i) * head_dim;
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) dst[to + d] = src[from + d];
 }
 
 __global__ void to_f16_kernel(const float* x, int64_t ldx, f16* y, int64_t ldy, int64_t rows, int64_t cols) {
+  pdl_wait();
   const int64_t n = rows * cols;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
