@@ -16,7 +16,8 @@
 #
 # Usage: bench/compare.sh [-m MODEL] [-t THREADS] [-r ROUNDS] [-p N_PROMPT] [-n N_GEN] [-d DEPTH]
 #                         [--kv METHOD] [--budget C] [--variants] [--make-variants]
-#                         [--batch N1,N2,...] [--llama-only | --tappa-only] [--keep DIR] [--out FILE]
+#                         [--batch N1,N2,...] [--isa avx2|avx512|native] [--llama-only | --tappa-only]
+#                         [--keep DIR] [--out FILE]
 #   -m MODEL        GGUF to run (default: models/SmolLM2-135M-Instruct.Q4_1.gguf)
 #   -t THREADS      threads for both (default 2)
 #   -r ROUNDS       interleaved rounds (default 5)
@@ -28,6 +29,13 @@
 #   --batch LIST    also the batched-decode rows: tgN xB = aggregate tokens/s of B sequences decoding
 #                   together from an empty cache, for each B in LIST (e.g. 1,4,16); llama.cpp's side is
 #                   llama-batched-bench -npp 0 -ntg N -npl LIST (its S_TG), tappa's `tappa bench --batch`
+#   --isa ISA       which instruction set both sides run (default native: each picks the best this CPU
+#                   has). avx2 / avx512: tappa with TAPPA_CPU_VARIANT=ISA (its run-time kernel variant,
+#                   issue #22), llama.cpp from an oracle built for that ISA (GGML_NATIVE=OFF with the
+#                   ISA's flags, scripts/oracle/build_oracle.sh with ORACLE_ISA=ISA, built on first use
+#                   into its own build directory). So the AVX2 comparison can be made on an AVX-512
+#                   machine too: the clock, caches and memory are still this machine's, only the
+#                   instructions are AVX2's. The table heading names the ISA and this CPU's SIMD flags.
 #   --variants      also make (if missing) and run the Q8_0 and F16 variants of MODEL: one table each
 #   --make-variants only make the variants (models/<name>.Q8_0.gguf, .F16.gguf) and exit
 #   --keep DIR      keep the raw JSON of every call in DIR
@@ -41,6 +49,7 @@
 #   bench/compare.sh -t 2 -r 5 -d 0 --variants      # pp/tg for Q4_1, Q8_0 and F16
 #   bench/compare.sh -m models/gemma-3-270m-q4_k_m.gguf -d 0
 #   bench/compare.sh -t 2 -r 5 -d 0 -p 0 -n 32 --batch 1,4,16  # batched decode only
+#   bench/compare.sh -t 2 -r 5 -d 0 --isa avx2 -m models/gemma-3-270m-q4_k_m.gguf  # both sides on AVX2
 #
 # Variants are requantized from MODEL with llama-quantize --allow-requantize, so their weights are
 # MODEL's rounded values in the new format: the same arithmetic work and bytes as a genuine Q8_0 /
@@ -64,6 +73,7 @@ BASE_ROWS=1
 KEEP=""
 OUT=""
 BATCH=""
+ISA=native
 
 die() { echo "compare.sh: error: $*" >&2; exit 1; }
 need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
@@ -84,9 +94,10 @@ while [[ $# -gt 0 ]]; do
     --llama-only) RUN_TAPPA=0; shift ;;
     --tappa-only) RUN_LLAMA=0; shift ;;
     --batch) need_arg "$@"; BATCH="$2"; shift 2 ;;
+    --isa) need_arg "$@"; ISA="$2"; shift 2 ;;
     --keep) need_arg "$@"; KEEP="$2"; shift 2 ;;
     --out) need_arg "$@"; OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,56p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -96,10 +107,21 @@ for v in N_PROMPT N_GEN DEPTH KV_BUDGET; do [[ "${!v}" =~ ^[0-9]+$ ]] || die "${
 [[ -z "${BATCH}" || "${BATCH}" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--batch takes a comma list of positive integers (e.g. 1,4,16)"
 [[ -z "${BATCH}" || ${N_GEN} -gt 0 ]] || die "--batch needs -n > 0"
 [[ ${RUN_LLAMA} -eq 1 || ${RUN_TAPPA} -eq 1 ]] || die "--llama-only and --tappa-only exclude each other"
+case "${ISA}" in
+  native) ;;
+  avx2|avx512)
+    grep -qw "${ISA/avx512/avx512f}" /proc/cpuinfo || die "--isa ${ISA}: this CPU has no ${ISA} (see /proc/cpuinfo)"
+    export TAPPA_CPU_VARIANT="${ISA}" ;;
+  *) die "--isa takes avx2, avx512 or native (got ${ISA})" ;;
+esac
+# This CPU's SIMD flags, for the table heading (issue #22: every table with the machine's flags).
+CPU_FLAGS="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx|avx2|fma|f16c|avx512[a-z_0-9]*|avx_vnni)$' | sort -u | tr '\n' ' ')"
+CPU_MODEL="$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 
-oracle_var() {  # prints a variable of the oracle's env file, building the oracle on first use
+oracle_var() {  # prints a variable of the oracle's env file (the --isa one), building it on first use
   local env_file="${TAPPA_ORACLE_DIR:-${HOME}/.cache/tappa/oracle}/oracle.env"
-  [[ -f "${env_file}" ]] || "${REPO_ROOT}/scripts/oracle/build_oracle.sh" >&2
+  [[ "${ISA}" == native ]] || env_file="${env_file%.env}-${ISA}.env"
+  [[ -f "${env_file}" ]] || ORACLE_ISA="${ISA}" "${REPO_ROOT}/scripts/oracle/build_oracle.sh" >&2
   # shellcheck disable=SC1090
   (. "${env_file}" && echo "${!1}")
 }
@@ -189,7 +211,11 @@ for mi in "${!MODELS[@]}"; do
 done
 
 TABLE="${WORK}/table.md"
-python3 - "${WORK}" "${THREADS}" "${ROUNDS}" "${KV_METHOD}" "${KV_BUDGET}" > "${TABLE}" <<'EOF'
+{
+  echo "ISA: **${ISA}** (tappa: ${TAPPA_CPU_VARIANT:-its best variant for this CPU}; llama.cpp: $([[ ${ISA} == native ]] && echo "GGML_NATIVE=ON" || echo "GGML_NATIVE=OFF, ${ISA} flags")). CPU: ${CPU_MODEL}; SIMD flags: ${CPU_FLAGS}"
+  echo
+} > "${TABLE}"
+python3 - "${WORK}" "${THREADS}" "${ROUNDS}" "${KV_METHOD}" "${KV_BUDGET}" >> "${TABLE}" <<'EOF'
 import glob, json, math, os, statistics, sys
 
 work, threads, rounds, kv_method, kv_budget = sys.argv[1:6]

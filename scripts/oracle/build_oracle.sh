@@ -20,6 +20,10 @@
 #                      (e.g. /opt/oracle/llama_cpp_python-0.3.36/vendor/llama.cpp)
 #   ORACLE_BUILD_DIR   its build directory (default $ORACLE_LLAMA_DIR/build); an existing build is used
 #                      as it is when all the tools are there, otherwise only the missing targets are built
+#   ORACLE_ISA         native (default), avx2 or avx512: which instruction set the build targets. native
+#                      is GGML_NATIVE=ON (the oracle of the golden tests); avx2 / avx512 are GGML_NATIVE=OFF
+#                      with that ISA's flags, built into build-ISA/ beside the native build and described
+#                      by oracle-ISA.env (bench/compare.sh --isa; issue #22), from the same source tree
 #   ORACLE_JOBS        parallel build jobs (default 2)
 #   CXX                compiler for dump_logits (default c++)
 #
@@ -48,6 +52,15 @@ TOOLS=(llama-bench llama-batched-bench llama-tokenize llama-perplexity llama-qua
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 ORACLE_DIR="${TAPPA_ORACLE_DIR:-${HOME}/.cache/tappa/oracle}"
+ISA="${ORACLE_ISA:-native}"
+case "${ISA}" in
+  native) ISA_FLAGS=(-DGGML_NATIVE=ON); ISA_SUFFIX="" ;;
+  avx2) ISA_FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+                   -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF); ISA_SUFFIX="-avx2" ;;
+  avx512) ISA_FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+                     -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX512_VBMI=ON); ISA_SUFFIX="-avx512" ;;
+  *) echo "build_oracle.sh: error: ORACLE_ISA must be native, avx2 or avx512 (got ${ISA})" >&2; exit 2 ;;
+esac
 JOBS="${ORACLE_JOBS:-2}"
 PYTHON="${PYTHON:-python3}"
 CXX="${CXX:-c++}"
@@ -56,7 +69,7 @@ log() { echo "build_oracle.sh: $*" >&2; }
 die() { echo "build_oracle.sh: error: $*" >&2; exit 1; }
 
 mkdir -p "${ORACLE_DIR}"
-ENV_FILE="${ORACLE_DIR}/oracle.env"
+ENV_FILE="${ORACLE_DIR}/oracle${ISA_SUFFIX}.env"
 
 tools_complete() {  # $1 = bin dir
   local t
@@ -105,7 +118,7 @@ if [[ ${FETCH_ONLY} -eq 1 ]]; then
   log "source ready in ${LLAMA_DIR} (--fetch-only)"
   exit 0
 fi
-BUILD_DIR="${ORACLE_BUILD_DIR:-${LLAMA_DIR}/build}"
+BUILD_DIR="${ORACLE_BUILD_DIR:-${LLAMA_DIR}/build${ISA_SUFFIX}}"
 BIN_DIR="${BUILD_DIR}/bin"
 
 # --- 2. llama.cpp build ----------------------------------------------------------------------------
@@ -133,7 +146,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
       -DLLAMA_BUILD_SERVER=OFF \
       -DLLAMA_BUILD_EXAMPLES=OFF \
       -DLLAMA_BUILD_TOOLS=ON \
-      -DGGML_NATIVE=ON \
+      "${ISA_FLAGS[@]}" \
       >&2
   fi
   log "building ${missing[*]} with -j${JOBS} (this takes a while on 2 cores)"
@@ -146,7 +159,7 @@ else
 fi
 
 # --- 3. our dump program ---------------------------------------------------------------------------
-OUR_BIN="${ORACLE_DIR}/bin"
+OUR_BIN="${ORACLE_DIR}/bin${ISA_SUFFIX}"
 mkdir -p "${OUR_BIN}"
 DUMP_SRC="${REPO_ROOT}/scripts/oracle/dump_logits.cpp"
 DUMP_BIN="${OUR_BIN}/dump_logits"
@@ -176,6 +189,7 @@ fi
   printf 'LLAMA_QUANTIZE=%q\n' "${BIN_DIR}/llama-quantize"
   printf 'DUMP_LOGITS=%q\n' "${DUMP_BIN}"
   printf 'ORACLE_TAG=%q\n' "${ORACLE_TAG}"
+  printf 'ORACLE_ISA=%q\n' "${ISA}"
 } > "${ENV_FILE}.tmp"
 mv -f "${ENV_FILE}.tmp" "${ENV_FILE}"
 log "oracle ready; source ${ENV_FILE}"
