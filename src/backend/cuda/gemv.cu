@@ -1,8 +1,9 @@
 // Products of a few activation rows with a bf16 weight matrix (decoding: the weights are read once
 // per step, so their bytes over the memory bandwidth is the time to beat).
 //
-// Each warp owns R output features; its lanes stream the weight rows in 16-byte pieces (8 weights),
-// four pieces per lane in flight, and multiply them with every activation row in fp32. One output's
+// Each warp owns R weight rows (R output features; for the GLU, R / 2 features' gate and up rows);
+// its lanes stream them in 16-byte pieces (8 weights), 16 pieces per lane in flight over the R rows,
+// and multiply them with every activation row in fp32. One output's
 // sum runs in a fixed order (pieces ascending per lane, then a butterfly over the lanes) that does
 // not depend on how many activation rows the call has, so a sequence's logits in a batch equal its
 // logits alone (Order::PerToken). Activations are read as fp32 through the L1 cache: they are a few
