@@ -37,8 +37,12 @@ for p in "${PKGS[@]}"; do
       failed=1
     fi
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >/dev/null 2>&1 \
-    || { echo "deps_test.sh: could not reinstall $p" >&2; exit 1; }
+  # Reinstall everything removed, not only $p: apt refuses to install python3-dev alone while
+  # python3.11-dev (still installed) lacks the libpython3.11-dev that was removed with it.
+  # shellcheck disable=SC2046
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(removed_with "$p") \
+    >/tmp/deps-reinstall.log 2>&1 \
+    || { tail -n 8 /tmp/deps-reinstall.log >&2; echo "deps_test.sh: could not reinstall $p" >&2; exit 1; }
 done
 configure || { cat /tmp/deps-configure.log >&2; echo "deps_test.sh: configure fails after reinstalling" >&2; exit 1; }
 rm -rf /tmp/deps-build
