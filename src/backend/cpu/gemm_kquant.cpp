@@ -263,7 +263,189 @@ void q6k_row_tokens(const uint8_t* w, const ActRow* a, int nt, int64_t cols, flo
   }
 }
 
-#else  // portable scalar (also AVX2-only builds): the same float steps, one output at a time
+#elif TAPPA_X86_AVX2
+// AVX2 without VNNI: the same float steps as above, eight rows per vector (a panel's 16 rows in two
+// halves, the half loop outermost so each half's accumulators stay in registers). The integer dot
+// products use vpmaddubsw (u8 codes x s8 activations -> pairwise int16 sums) and vpmaddwd; every
+// 16-bit intermediate is bounded below 2^15 (stated where it is formed), so all integers are exact
+// and only the float order matters — which is per output, hence unchanged by vectorising over rows.
+
+namespace {
+
+inline __m256i bcast_u32(const int8_t* p) { return _mm256_set1_epi32(static_cast<int>(load_u32(p))); }
+
+// Sum of 8 maddubs products of one row-half's codes (groups g0..g0+7 of a super-block's code area)
+// against a token's activations: each int16 lane adds 8 pairs of (code <= 15) x (|a| <= 127), so
+// |lane| <= 8 * 2 * 15 * 127 = 30480 < 2^15. Returns the 8 per-row int32 sums.
+inline __m256i q4_dot8(const uint8_t* cp, const int8_t* aq) {
+  __m256i s = _mm256_setzero_si256();
+  for (int g = 0; g < 8; ++g) {
+    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp + g * 64)),
+                                                 bcast_u32(aq + 4 * g)));
+  }
+  return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+}
+
+}  // namespace
+
+void q4k_panel_group4(const uint8_t* panel, int nrows, int64_t cols, const ActRow* a, float* y, int64_t ldy) {
+  const int64_t nb = cols / 256;
+  for (int h = 0; h < 2; ++h) {
+    if (8 * h >= nrows) break;
+    __m256 acc[4], accm[4];
+    for (int t = 0; t < 4; ++t) acc[t] = accm[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* codes = panel + b * kSbBytes;
+      const float* fD = reinterpret_cast<const float*>(codes + kCodeBytes);
+      const float* fDM = fD + 16;
+      const float* fSC = fDM + 16;
+      const float* fM = fSC + 128;
+      const __m256 D = _mm256_loadu_ps(fD + 8 * h), DM = _mm256_loadu_ps(fDM + 8 * h);
+      for (int p = 0; p < 4; ++p) {
+        const uint8_t* cp = codes + p * 16 * 64 + 32 * h;
+        const __m256 sc0 = _mm256_loadu_ps(fSC + 32 * p + 8 * h), sc1 = _mm256_loadu_ps(fSC + 32 * p + 16 + 8 * h);
+        const __m256 m0 = _mm256_loadu_ps(fM + 32 * p + 8 * h), m1 = _mm256_loadu_ps(fM + 32 * p + 16 + 8 * h);
+        for (int t = 0; t < 4; ++t) {
+          const int8_t* aq = a[t].q + 256 * b + 64 * p;
+          const __m256i s0 = q4_dot8(cp, aq), s1 = q4_dot8(cp + 8 * 64, aq + 32);
+          const float da = a[t].d[8 * b];
+          const __m256 iv = _mm256_fmadd_ps(sc1, _mm256_cvtepi32_ps(s1), _mm256_mul_ps(sc0, _mm256_cvtepi32_ps(s0)));
+          acc[t] = _mm256_fmadd_ps(iv, _mm256_mul_ps(D, _mm256_set1_ps(da)), acc[t]);
+          const __m256 mv = _mm256_fmadd_ps(m1, _mm256_set1_ps(static_cast<float>(a[t].isum[8 * b + 2 * p + 1])),
+                                            _mm256_mul_ps(m0, _mm256_set1_ps(static_cast<float>(a[t].isum[8 * b + 2 * p]))));
+          accm[t] = _mm256_fmadd_ps(mv, _mm256_mul_ps(DM, _mm256_set1_ps(da)), accm[t]);
+        }
+      }
+    }
+    const int n = nrows - 8 * h < 8 ? nrows - 8 * h : 8;
+    for (int t = 0; t < 4; ++t) {
+      alignas(32) float out[8];
+      _mm256_store_ps(out, _mm256_sub_ps(acc[t], accm[t]));
+      std::memcpy(y + t * ldy + 8 * h, out, sizeof(float) * static_cast<size_t>(n));
+    }
+  }
+}
+
+namespace {
+
+template <int NT>
+void q6k_panel_nt(const uint8_t* panel, int nrows, int64_t cols, const ActRow* a, float* y, int64_t ldy) {
+  const int64_t nb = cols / 256;
+  for (int h = 0; h < 2; ++h) {
+    if (8 * h >= nrows) break;
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* codes = panel + b * kSb6Bytes + 32 * h;
+      const float* fD = reinterpret_cast<const float*>(panel + b * kSb6Bytes + kCodeBytes);
+      const int32_t* iSC = reinterpret_cast<const int32_t*>(fD + 16);
+      // s = sum_j sc_j * dot_j and z = sum_j sc_j * bsum_j, so that s - 32 z is the exact integer
+      // sum_j sc_j * (dot_j - 32 bsum_j) of the scalar form.
+      __m256i s[NT], z[NT];
+      for (int t = 0; t < NT; ++t) s[t] = z[t] = _mm256_setzero_si256();
+      for (int j = 0; j < 16; ++j) {
+        // The rows' scale of sub-block j in both 16-bit halves of each lane: vpmaddwd against it
+        // multiplies the sum of a lane's two int16 by the scale.
+        const __m256i sc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(iSC + 16 * j + 8 * h));
+        const __m256i scp = _mm256_or_si256(_mm256_and_si256(sc, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(sc, 16));
+        const uint8_t* cj = codes + 4 * j * 64;
+        const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cj));
+        const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cj + 64));
+        const __m256i w2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cj + 128));
+        const __m256i w3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cj + 192));
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* aq = a[t].q + 256 * b + 16 * j;
+          // Two groups per int16 sum: 2 * 2 * 63 * 127 = 32004 < 2^15.
+          const __m256i x0 = _mm256_add_epi16(_mm256_maddubs_epi16(w0, bcast_u32(aq)), _mm256_maddubs_epi16(w1, bcast_u32(aq + 4)));
+          const __m256i x1 = _mm256_add_epi16(_mm256_maddubs_epi16(w2, bcast_u32(aq + 8)), _mm256_maddubs_epi16(w3, bcast_u32(aq + 12)));
+          s[t] = _mm256_add_epi32(s[t], _mm256_add_epi32(_mm256_madd_epi16(x0, scp), _mm256_madd_epi16(x1, scp)));
+          const __m256i bs = _mm256_set1_epi32(static_cast<int>(static_cast<uint16_t>(a[t].bsum[16 * b + j])));
+          z[t] = _mm256_add_epi32(z[t], _mm256_madd_epi16(bs, scp));
+        }
+      }
+      const __m256 D = _mm256_loadu_ps(fD + 8 * h);
+      for (int t = 0; t < NT; ++t) {
+        const __m256i st = _mm256_sub_epi32(s[t], _mm256_slli_epi32(z[t], 5));
+        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(st), D), _mm256_set1_ps(a[t].d[8 * b]), acc[t]);
+      }
+    }
+    const int n = nrows - 8 * h < 8 ? nrows - 8 * h : 8;
+    for (int t = 0; t < NT; ++t) {
+      alignas(32) float out[8];
+      _mm256_store_ps(out, acc[t]);
+      std::memcpy(y + t * ldy + 8 * h, out, sizeof(float) * static_cast<size_t>(n));
+    }
+  }
+}
+
+// Q6_K row order: eight int32 lanes per token, lane l holding elements 4l..4l+3 of every 32-element
+// chunk times the chunk half's scale — exactly what vpmaddubsw (codes <= 63 times |a| <= 127: pair
+// sums <= 16002) followed by vpmaddwd against the scale pair (sc_2c in the low 128 bits, sc_2c+1 in
+// the high) leaves in lane l.
+template <int NT>
+void q6k_row_nt(const uint8_t* w, const ActRow* a, int64_t cols, float* out) {
+  const auto* x = reinterpret_cast<const BlockQ6_K*>(w);
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < cols / 256; ++b) {
+    const int8_t* sc = x[b].scales;
+    __m256i lane[NT];
+    for (int t = 0; t < NT; ++t) lane[t] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].ql + 64 * h));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].ql + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qh + 32 * h));
+      // Codes of chunks 4h..4h+3 (each bit field is masked after the 16-bit shifts, so no bits
+      // cross from the neighbouring byte).
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4))};
+      for (int k = 0; k < 4; ++k) {
+        const int c = 4 * h + k;
+        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
+        for (int t = 0; t < NT; ++t) {
+          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].q + 256 * b + 32 * c));
+          lane[t] = _mm256_add_epi32(lane[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], av), scv));
+        }
+      }
+    }
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
+    const float dw = half_to_float_fast(x[b].d);
+    for (int t = 0; t < NT; ++t) {
+      const __m256i off = _mm256_slli_epi32(
+          _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].bsum + 16 * b)), sc16), 5);
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(a[t].d[8 * b] * dw), _mm256_cvtepi32_ps(_mm256_sub_epi32(lane[t], off)), acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum256(acc[t]);
+}
+
+}  // namespace
+
+void q6k_panel_tokens(const uint8_t* panel, int nrows, int64_t cols, const ActRow* a, int nt, float* y, int64_t ldy) {
+  switch (nt) {
+    case 1: q6k_panel_nt<1>(panel, nrows, cols, a, y, ldy); break;
+    case 2: q6k_panel_nt<2>(panel, nrows, cols, a, y, ldy); break;
+    case 3: q6k_panel_nt<3>(panel, nrows, cols, a, y, ldy); break;
+    default: q6k_panel_nt<4>(panel, nrows, cols, a, y, ldy); break;
+  }
+}
+
+void q6k_row_tokens(const uint8_t* w, const ActRow* a, int nt, int64_t cols, float* out) {
+  switch (nt) {
+    case 1: q6k_row_nt<1>(w, a, cols, out); break;
+    case 2: q6k_row_nt<2>(w, a, cols, out); break;
+    case 3: q6k_row_nt<3>(w, a, cols, out); break;
+    default: q6k_row_nt<4>(w, a, cols, out); break;
+  }
+}
+
+#else  // portable scalar: the same float steps, one output at a time
 
 void q4k_panel_group4(const uint8_t* panel, int nrows, int64_t cols, const ActRow* a, float* y, int64_t ldy) {
   const int64_t nb = cols / 256;
