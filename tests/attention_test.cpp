@@ -112,14 +112,16 @@ void check(const Case& c) {
 
 TEST(Attention, BitIdenticalToTheDocumentedOrder) {
   // Lengths around the 16-key score blocks and the 16/64 p·V lanes, windows starting mid-block,
-  // head sizes of SmolLM2 (64), Llama/Qwen (128), Gemma 3 (256) and one not a multiple of 64
-  // (the scalar path), group sizes 1..5 (the register kernel takes heads four at a time).
+  // head sizes of SmolLM2 (64), Llama/Qwen (128), Gemma 3 (256), two multiples of 16 but not of 64
+  // (96, 80: AVX2's register p·V kernel for prompt rows, AVX-512's fma_row path) and one of neither
+  // (72: fma_row everywhere), group sizes 1..5 (the register kernels take heads four at a time).
   const Case cases[] = {
       {1, 0, 64, 3, true},     {15, 0, 64, 3, true},    {16, 0, 64, 3, true},   {17, 0, 64, 3, false},
       {63, 0, 64, 1, true},    {64, 0, 64, 2, true},    {65, 0, 64, 3, true},   {300, 0, 64, 3, true},
       {300, 0, 64, 3, false},  {300, 37, 64, 3, true},  {300, 37, 64, 3, false}, {513, 200, 128, 5, true},
       {513, 200, 128, 4, false}, {700, 0, 256, 4, true}, {700, 129, 256, 4, false}, {100, 3, 80, 2, true},
-      {100, 3, 80, 2, false},  {1000, 999, 64, 3, true},
+      {100, 3, 80, 2, false},  {1000, 999, 64, 3, true}, {200, 5, 96, 5, false}, {90, 0, 96, 1, true},
+      {33, 1, 96, 3, false},   {100, 3, 72, 2, false},  {100, 3, 72, 2, true},
   };
   for (const Case& c : cases) check(c);
 }
