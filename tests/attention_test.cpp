@@ -13,6 +13,7 @@
 
 #include "backend/cpu/attention.h"
 #include "backend/cpu/exp_approx.h"
+#include "backend/cpu/ops.h"
 
 namespace {
 
@@ -80,11 +81,12 @@ void attention_ref(const tappa::cpu::AttentionRow& a, float* probs, float* out) 
 struct Case {
   int n, first, head_dim, group;
   bool single_token;
+  float spread = 1.5f;  // sd of K, V and Q: large ones make score gaps of hundreds (exp underflows)
 };
 
 void check(const Case& c) {
   std::mt19937 rng(static_cast<unsigned>(c.n * 131 + c.first * 7 + c.head_dim + c.group));
-  std::normal_distribution<float> nd(0.0f, 1.5f);
+  std::normal_distribution<float> nd(0.0f, c.spread);
   const size_t rows = static_cast<size_t>(c.n) * c.head_dim;
   std::vector<float> K(rows), V(rows), Q(static_cast<size_t>(c.group) * c.head_dim);
   for (float& x : K) x = nd(rng);
@@ -124,6 +126,31 @@ TEST(Attention, BitIdenticalToTheDocumentedOrder) {
       {33, 1, 96, 3, false},   {100, 3, 72, 2, false},  {100, 3, 72, 2, true},
   };
   for (const Case& c : cases) check(c);
+}
+
+TEST(Attention, ExtremeScoreGapsStayBitIdentical) {
+  // Scores hundreds apart: softmax weights below 2^-126 and exp underflowing to 0, which the AVX2
+  // vector exp hands to the scalar form lane by lane (exp_approx.h).
+  const Case cases[] = {{300, 0, 64, 3, false, 12.0f}, {300, 7, 64, 3, true, 12.0f}, {129, 0, 128, 2, false, 9.0f}};
+  for (const Case& c : cases) check(c);
+}
+
+TEST(Attention, SiluMulIsTheScalarFormBitForBit) {
+  // silu_mul's vector exp (exp_approx16 / exp_approx8) against the scalar exp_approx, every value,
+  // including gates whose exp(-g) leaves the exponent range (|g| > 87) and the vector tail.
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 4.0f);
+  std::vector<float> g(1031), up(g.size()), out(g.size());
+  for (size_t i = 0; i < g.size(); ++i) g[i] = nd(rng), up[i] = nd(rng);
+  const float edges[] = {0.0f, -0.0f, 1e-30f, -1e-30f, 87.0f, -87.0f, 87.4f, -87.4f, 88.8f, -88.8f,
+                         100.0f, -100.0f, 150.0f, -150.0f, 200.0f, -200.0f, 1e30f, -1e30f};
+  for (size_t i = 0; i < std::size(edges); ++i) g[3 * i + 1] = edges[i];
+  tappa::cpu::silu_mul(g.data(), up.data(), out.data(), static_cast<int64_t>(g.size()));
+  for (size_t i = 0; i < g.size(); ++i) {
+    const float want = g[i] / (1.0f + tappa::cpu::exp_approx(0.0f - g[i])) * up[i];
+    ASSERT_EQ(std::memcmp(&want, &out[i], sizeof(float)), 0) << "gate " << g[i] << " at " << i << ": " << out[i]
+                                                             << " != " << want;
+  }
 }
 
 }  // namespace

@@ -393,6 +393,11 @@ double exp_chunk(float* p, int j0, int j1, float& m_out) {
     _mm512_mask_storeu_ps(p + j, k, e);
     sum += static_cast<double>(_mm512_reduce_add_ps(e));
   }
+#elif defined(__AVX2__) && defined(__FMA__)
+  for (; j + 8 <= j1; j += 8) {  // the exps eight at a time (exp_approx8 = exp_approx), summed in order
+    _mm256_storeu_ps(p + j, exp_approx8(_mm256_sub_ps(_mm256_loadu_ps(p + j), _mm256_set1_ps(mx))));
+    for (int l = 0; l < 8; ++l) sum += static_cast<double>(p[j + l]);
+  }
 #endif
   for (; j < j1; ++j) {
     p[j] = exp_approx(p[j] - mx);
