@@ -60,6 +60,23 @@ inline float dot_ggml(const float* x, const float* y, int n) {
     a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(y + i + 48), a3);
   }
   sumf = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3)));
+#elif defined(__AVX2__) && defined(__FMA__)
+  // The same sixteen-lane accumulators as two 8-float halves each, then reduce16's tree: halves
+  // (v[i + 8] + v[i]), 128-bit halves (t[i + 4] + t[i]), (u0 + u2) + (u1 + u3). Float addition
+  // commutes bit for bit, so the operand order inside each pair does not matter.
+  __m256 lo[4], hi[4];
+  for (int k = 0; k < 4; ++k) lo[k] = hi[k] = _mm256_setzero_ps();
+  for (int i = 0; i < np; i += 64)
+    for (int k = 0; k < 4; ++k) {
+      lo[k] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16 * k), _mm256_loadu_ps(y + i + 16 * k), lo[k]);
+      hi[k] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16 * k + 8), _mm256_loadu_ps(y + i + 16 * k + 8), hi[k]);
+    }
+  const __m256 s_lo = _mm256_add_ps(_mm256_add_ps(lo[0], lo[2]), _mm256_add_ps(lo[1], lo[3]));
+  const __m256 s_hi = _mm256_add_ps(_mm256_add_ps(hi[0], hi[2]), _mm256_add_ps(hi[1], hi[3]));
+  const __m256 t = _mm256_add_ps(s_hi, s_lo);
+  const __m128 u = _mm_add_ps(_mm256_extractf128_ps(t, 1), _mm256_castps256_ps128(t));
+  const __m128 v = _mm_add_ps(u, _mm_movehl_ps(u, u));  // (u0 + u2, u1 + u3)
+  sumf = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
 #else
   float a[4][16] = {};
   for (int i = 0; i < np; i += 64)
@@ -81,6 +98,10 @@ inline void fma_row(float p, const float* v, float* acc, int n) {
   const __m512 vp = _mm512_set1_ps(p);
   for (; i + 16 <= n; i += 16)
     _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(_mm512_loadu_ps(v + i), vp, _mm512_loadu_ps(acc + i)));
+#elif defined(__AVX2__) && defined(__FMA__)
+  const __m256 vp = _mm256_set1_ps(p);
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(_mm256_loadu_ps(v + i), vp, _mm256_loadu_ps(acc + i)));
 #endif
   for (; i < n; ++i) acc[i] = std::fma(v[i], p, acc[i]);
 }
@@ -90,6 +111,8 @@ inline void add_rows(const float* a, const float* b, float* dst, int n) {
   int i = 0;
 #if defined(__AVX512F__)
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_add_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
+#elif defined(__AVX2__)
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
 #endif
   for (; i < n; ++i) dst[i] = a[i] + b[i];
 }
