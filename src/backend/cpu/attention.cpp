@@ -221,6 +221,7 @@ inline __m512 dot16_ggml(const float* K, int HD, const float* q) {
 // p·V for one lane of the summation order and up to four query heads: lane r collects the keys
 // j ≡ r (mod lanes) in increasing order, in registers (64 columns = four vectors per head), so each
 // partial sum is stored once instead of once per key. Same operations, same order as fma_row per key.
+constexpr int kPvCols = 64;  // columns per lane_pv pass
 template <int G>
 void lane_pv(const float* V, int HD, int d0, int j0, int n, int lanes, const float* const* p, float* const* acc_rows) {
   __m512 acc[G][4];
@@ -245,6 +246,7 @@ void lane_pv(const float* V, int HD, int d0, int j0, int n, int lanes, const flo
 // The same on AVX2: 16 columns (two 8-float vectors) and up to four heads per pass, so that the
 // partial sums, the V vectors and the broadcast p fit AVX2's 16 registers (11 used) and V is read
 // once per group of four heads. Without it each key's FMA reloads and stores its lane row (fma_row).
+constexpr int kPvCols = 16;
 template <int G>
 void lane_pv(const float* V, int HD, int d0, int j0, int n, int lanes, const float* const* p, float* const* acc_rows) {
   __m256 acc[G][2];
@@ -261,6 +263,35 @@ void lane_pv(const float* V, int HD, int d0, int j0, int n, int lanes, const flo
   for (int h = 0; h < G; ++h) {
     _mm256_storeu_ps(acc_rows[h] + d0, acc[h][0]);
     _mm256_storeu_ps(acc_rows[h] + d0 + 8, acc[h][1]);
+  }
+}
+#endif
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// p·V of heads [h0, h0 + g) into their lane rows (acc: per_head floats a head), lane by lane,
+// kPvCols columns and up to four heads at a time, partial sums in registers; HD % kPvCols == 0.
+void register_pv(const float* V, int HD, int first, int n, int lanes, const float* const* probs, int h0, int g,
+                 float* acc, size_t per_head) {
+  for (int r = 0; r < lanes; ++r) {
+    // The first key of lane r at or after `first`.
+    const int j0 = first + ((r - first % lanes) % lanes + lanes) % lanes;
+    for (int hb = 0; hb < g; hb += 4) {
+      const int gb = std::min(4, g - hb);
+      const float* p[4];
+      float* dst[4];
+      for (int h = 0; h < gb; ++h) {
+        p[h] = probs[h0 + hb + h];
+        dst[h] = acc + per_head * (hb + h) + static_cast<size_t>(r) * HD;
+      }
+      for (int d0 = 0; d0 < HD; d0 += kPvCols) {
+        switch (gb) {
+          case 1: lane_pv<1>(V, HD, d0, j0, n, lanes, p, dst); break;
+          case 2: lane_pv<2>(V, HD, d0, j0, n, lanes, p, dst); break;
+          case 3: lane_pv<3>(V, HD, d0, j0, n, lanes, p, dst); break;
+          default: lane_pv<4>(V, HD, d0, j0, n, lanes, p, dst); break;
+        }
+      }
+    }
   }
 }
 #endif
@@ -313,58 +344,18 @@ void attention_rows(const AttentionRow* rows, int count, float* const* probs, fl
     const int lanes = a.single_token ? 64 : 16;
     const size_t per_head = static_cast<size_t>(lanes) * HD;
     float* acc = lane_scratch(per_head * g);
+    // In registers where the kernel applies: AVX-512 for whole 64-column blocks; AVX2 for 16-column
+    // ones and prompts only: a decode row spreads its keys over 64 lanes (about n/64 keys each), too
+    // few for the registers to pay, and it measured no faster than fma_row (BM_DecodeAttention,
+    // avx2 variant, 2026-12-04).
 #if defined(__AVX512F__)
-    if (wide) {
-      // Lane by lane, 64 columns and up to four heads at a time, partial sums in registers.
-      for (int r = 0; r < lanes; ++r) {
-        // The first key of lane r at or after `first`.
-        const int j0 = first + ((r - first % lanes) % lanes + lanes) % lanes;
-        for (int hb = 0; hb < g; hb += 4) {
-          const int gb = std::min(4, g - hb);
-          const float* p[4];
-          float* dst[4];
-          for (int h = 0; h < gb; ++h) {
-            p[h] = probs[h0 + hb + h];
-            dst[h] = acc + per_head * (hb + h) + static_cast<size_t>(r) * HD;
-          }
-          for (int d0 = 0; d0 < HD; d0 += 64) {
-            switch (gb) {
-              case 1: lane_pv<1>(a.V, HD, d0, j0, n, lanes, p, dst); break;
-              case 2: lane_pv<2>(a.V, HD, d0, j0, n, lanes, p, dst); break;
-              case 3: lane_pv<3>(a.V, HD, d0, j0, n, lanes, p, dst); break;
-              default: lane_pv<4>(a.V, HD, d0, j0, n, lanes, p, dst); break;
-            }
-          }
-        }
-      }
-      for (int h = 0; h < g; ++h) fold_lanes(acc + per_head * h, lanes, HD, outs[h0 + h]);
-      continue;
-    }
+    const bool in_registers = wide;
 #elif defined(__AVX2__) && defined(__FMA__)
-    // As above, 16 columns and up to four heads at a time; prompts only: a decode row spreads its keys
-    // over 64 lanes (about n/64 keys each), too few for the registers to pay, and it measured no
-    // faster than fma_row (BM_DecodeAttention, avx2 variant, 2026-12-04).
-    if (HD % 16 == 0 && !a.single_token) {
-      for (int r = 0; r < lanes; ++r) {
-        const int j0 = first + ((r - first % lanes) % lanes + lanes) % lanes;
-        for (int hb = 0; hb < g; hb += 4) {
-          const int gb = std::min(4, g - hb);
-          const float* p[4];
-          float* dst[4];
-          for (int h = 0; h < gb; ++h) {
-            p[h] = probs[h0 + hb + h];
-            dst[h] = acc + per_head * (hb + h) + static_cast<size_t>(r) * HD;
-          }
-          for (int d0 = 0; d0 < HD; d0 += 16) {
-            switch (gb) {
-              case 1: lane_pv<1>(a.V, HD, d0, j0, n, lanes, p, dst); break;
-              case 2: lane_pv<2>(a.V, HD, d0, j0, n, lanes, p, dst); break;
-              case 3: lane_pv<3>(a.V, HD, d0, j0, n, lanes, p, dst); break;
-              default: lane_pv<4>(a.V, HD, d0, j0, n, lanes, p, dst); break;
-            }
-          }
-        }
-      }
+    const bool in_registers = HD % kPvCols == 0 && !a.single_token;
+#endif
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+    if (in_registers) {
+      register_pv(a.V, HD, first, n, lanes, probs, h0, g, acc, per_head);
       for (int h = 0; h < g; ++h) fold_lanes(acc + per_head * h, lanes, HD, outs[h0 + h]);
       continue;
     }

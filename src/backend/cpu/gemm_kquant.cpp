@@ -27,6 +27,17 @@ namespace {
 constexpr size_t kCodeBytes = 64 * 64;                 // 64 groups x 16 rows x 4
 constexpr size_t kSbBytes = kCodeBytes + (2 + 16) * 64;  // + fD, fDM, fSC[8], fM[8]
 
+// One super-block of a Q4_K panel as the kernels read it: the codes, then the float tables.
+struct Q4kPanelSb {
+  const uint8_t* codes;
+  const float *D, *DM, *SC, *M;
+};
+inline Q4kPanelSb q4k_panel_sb(const uint8_t* panel, int64_t b) {
+  const uint8_t* codes = panel + b * kSbBytes;
+  const float* d = reinterpret_cast<const float*>(codes + kCodeBytes);
+  return {codes, d, d + 16, d + 32, d + 32 + 128};
+}
+
 // The code area shared by both panel layouts: element e of row r sits in group e / 4, at byte e % 4
 // of the row's dword there.
 inline void put_code(uint8_t* codes, int r, int e, uint8_t v) { codes[(e / 4) * 64 + r * 4 + (e % 4)] = v; }
@@ -120,11 +131,9 @@ void q4k_panel_group4(const uint8_t* panel, int nrows, int64_t cols, const ActRo
   __m512 acc[4], accm[4];
   for (int t = 0; t < 4; ++t) acc[t] = accm[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* codes = panel + b * kSbBytes;
-    const float* fD = reinterpret_cast<const float*>(codes + kCodeBytes);
-    const float* fDM = fD + 16;
-    const float* fSC = fDM + 16;
-    const float* fM = fSC + 128;
+    const Q4kPanelSb sb = q4k_panel_sb(panel, b);
+    const uint8_t* codes = sb.codes;
+    const float *fD = sb.D, *fDM = sb.DM, *fSC = sb.SC, *fM = sb.M;
     const __m512 D = _mm512_loadu_ps(fD), DM = _mm512_loadu_ps(fDM);
     for (int p = 0; p < 4; ++p) {
       __m512i s0[4], s1[4];
@@ -197,15 +206,6 @@ void q6k_panel_nt(const uint8_t* panel, int nrows, int64_t cols, const ActRow* a
 
 }  // namespace
 
-void q6k_panel_tokens(const uint8_t* panel, int nrows, int64_t cols, const ActRow* a, int nt, float* y, int64_t ldy) {
-  switch (nt) {
-    case 1: q6k_panel_nt<1>(panel, nrows, cols, a, y, ldy); break;
-    case 2: q6k_panel_nt<2>(panel, nrows, cols, a, y, ldy); break;
-    case 3: q6k_panel_nt<3>(panel, nrows, cols, a, y, ldy); break;
-    default: q6k_panel_nt<4>(panel, nrows, cols, a, y, ldy); break;
-  }
-}
-
 namespace {
 
 inline __m512i idx4(int k) {  // lanes 4i..4i+3 <- 4k + i
@@ -254,15 +254,6 @@ void q6k_row_nt(const uint8_t* w, const ActRow* a, int64_t cols, float* out) {
 
 }  // namespace
 
-void q6k_row_tokens(const uint8_t* w, const ActRow* a, int nt, int64_t cols, float* out) {
-  switch (nt) {
-    case 1: q6k_row_nt<1>(w, a, cols, out); break;
-    case 2: q6k_row_nt<2>(w, a, cols, out); break;
-    case 3: q6k_row_nt<3>(w, a, cols, out); break;
-    default: q6k_row_nt<4>(w, a, cols, out); break;
-  }
-}
-
 #elif TAPPA_X86_AVX2
 // AVX2 without VNNI: the same float steps as above, eight rows per vector (a panel's 16 rows in two
 // halves, the half loop outermost so each half's accumulators stay in registers). The integer dot
@@ -295,11 +286,9 @@ void q4k_panel_group4(const uint8_t* panel, int nrows, int64_t cols, const ActRo
     __m256 acc[4], accm[4];
     for (int t = 0; t < 4; ++t) acc[t] = accm[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* codes = panel + b * kSbBytes;
-      const float* fD = reinterpret_cast<const float*>(codes + kCodeBytes);
-      const float* fDM = fD + 16;
-      const float* fSC = fDM + 16;
-      const float* fM = fSC + 128;
+      const Q4kPanelSb sb = q4k_panel_sb(panel, b);
+      const uint8_t* codes = sb.codes;
+      const float *fD = sb.D, *fDM = sb.DM, *fSC = sb.SC, *fM = sb.M;
       const __m256 D = _mm256_loadu_ps(fD + 8 * h), DM = _mm256_loadu_ps(fDM + 8 * h);
       for (int p = 0; p < 4; ++p) {
         const uint8_t* cp = codes + p * 16 * 64 + 32 * h;
@@ -427,6 +416,10 @@ void q6k_row_nt(const uint8_t* w, const ActRow* a, int64_t cols, float* out) {
 
 }  // namespace
 
+#endif
+
+#if TAPPA_X86_GEMM512 || TAPPA_X86_AVX2
+// Both SIMD families take the token count as a template argument (the accumulators are registers).
 void q6k_panel_tokens(const uint8_t* panel, int nrows, int64_t cols, const ActRow* a, int nt, float* y, int64_t ldy) {
   switch (nt) {
     case 1: q6k_panel_nt<1>(panel, nrows, cols, a, y, ldy); break;
@@ -453,11 +446,9 @@ void q4k_panel_group4(const uint8_t* panel, int nrows, int64_t cols, const ActRo
     for (int r = 0; r < nrows; ++r) {
       float acc = 0.0f, accm = 0.0f;
       for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* codes = panel + b * kSbBytes;
-        const float* fD = reinterpret_cast<const float*>(codes + kCodeBytes);
-        const float* fDM = fD + 16;
-        const float* fSC = fDM + 16;
-        const float* fM = fSC + 128;
+        const Q4kPanelSb sb = q4k_panel_sb(panel, b);
+        const uint8_t* codes = sb.codes;
+        const float *fD = sb.D, *fDM = sb.DM, *fSC = sb.SC, *fM = sb.M;
         const float da = a[t].d[8 * b];
         for (int p = 0; p < 4; ++p) {
           int32_t dot[2] = {0, 0};
