@@ -13,7 +13,8 @@
 //            (j mod 64) / 16, lane j mod 16.
 // Keys outside the visible range contribute exact zeros in llama.cpp (masked to -inf, exp = 0),
 // so they are skipped here. Lanes are vectorised over the head dimension: "lane r" below is a row
-// of head_dim partial sums.
+// of head_dim partial sums. The AVX-512 code holds a 16-lane accumulator in one vector, the AVX2
+// code in two 8-float halves; both keep the scalar form's operations and order (attention_test.cpp).
 // GCC 12 reports a false -Wmaybe-uninitialized inside _mm512_reduce_add_ps; silence it here only.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
