@@ -122,6 +122,10 @@ class KvCompressor final : public KvPolicy {
   // sequence (nullptr for other methods); it must know the prompt's length beforehand.
   Observer* observer();
   void expect_prompt(int n_tokens, int64_t pos0 = 0);
+  // Methods that score the prompt by replaying it (kvzip): after the prompt ran in `seq` with this
+  // policy attached, runs the replay on copies of `seq` and evicts; a no-op for every other method.
+  // Generator and PrefillSnapshot::restore call it; a caller driving Engine::eval itself must too.
+  void replay(Engine& engine, Sequence& seq);
 
   // KvPolicy
   int prefill_query_rows() const override;

@@ -134,6 +134,7 @@ Engine::Step Generator::next_step() {
 }
 
 void Generator::prompt_done() {
+  if (comp_) comp_->replay(engine_, *seq_);  // replay scorers (kvzip) score and evict after the prompt
   t_prompt_ = now_ns();
   if (seq_->observer() && comp_ && seq_->observer() == comp_->observer()) seq_->set_observer(nullptr);
 }

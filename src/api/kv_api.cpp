@@ -96,6 +96,7 @@ std::vector<int> KvCompressor::layer_budgets() const {
 }
 Observer* KvCompressor::observer() { return impl_->observer(); }
 void KvCompressor::expect_prompt(int n_tokens, int64_t pos0) { impl_->expect_prompt(n_tokens, pos0); }
+void KvCompressor::replay(Engine& engine, Sequence& seq) { impl_->replay(engine, seq); }
 int KvCompressor::prefill_query_rows() const { return impl_->prefill_query_rows(); }
 void KvCompressor::on_prefill_begin(int n_tokens, int64_t pos0) { impl_->on_prefill_begin(n_tokens, pos0); }
 void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache) { impl_->on_prefill_layer(view, cache); }

@@ -73,6 +73,7 @@ std::unique_ptr<Sequence> restore_prefill(Engine& engine, const Prefilled& p, kv
     }
   }
   comp->on_prefill_done(cache);
+  comp->replay(engine, *seq);  // replay scorers (kvzip) evict only now
   return seq;
 }
 

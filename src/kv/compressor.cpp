@@ -8,7 +8,9 @@
 #include <limits>
 #include <sstream>
 
+#include "engine/sequence_impl.h"
 #include "kv/host_kv_cache.h"
+#include "tappa/engine.h"
 #include "tappa/error.h"
 #include "tappa/model.h"
 
@@ -130,6 +132,14 @@ CompressorOptions make_compressor_options(const CompressorFlags& f) {
   }
   if (f.granularity) o.granularity = *f.granularity;
   for (const auto& kv : f.extra) o.extra.push_back(kv);
+  if (m.scorer->needs_replay()) {
+    // Replay scorers evict once, after their replay (KvCompressor::replay): there is nothing to cascade.
+    if (f.cascading && *f.cascading)
+      fail("--cascading does not apply to " + std::string(m.scorer->name()) + " (it evicts once, after its replay)");
+    o.cascading = false;
+  }
+  m.scorer->validate(o);
+  m.allocator->validate(o);
   if (!m.is_none() && !c.budget && !c.ratio)
     fail("--kv " + m.name + " needs a budget: --budget N (tokens per layer, window included) or --ratio R");
   return c;
@@ -155,6 +165,7 @@ KvCompressor::KvCompressor(const Model& model, CompressorOptions options)
   if (options_.decode_evict_every < 1) fail("decode_evict_every must be at least 1");
   if (opts_.cascading && !preference_allocator(*method_))
     fail("cascading applies to cake, tappa and tappa-head only");
+  if (replay_scorer()) opts_.cascading = false;  // evicted once, after the replay
   skip_.assign(n_layer_, 0);
   for (int l : options_.skip_layers) {
     if (l < 0 || l >= n_layer_) fail("skipped layer " + std::to_string(l) + " does not exist");
@@ -288,6 +299,7 @@ int KvCompressor::prefill_query_rows() const {
 }
 
 bool KvCompressor::wants_decode_attention() const {
+  if (awaiting_replay_) return true;  // on_decode_layer then says the replay is missing
   return active() && opts_.decode_eviction && (planned_decode_ || options_.budget.has_value());
 }
 
@@ -298,6 +310,7 @@ void KvCompressor::on_prefill_begin(int n_tokens, int64_t pos0) { begin_next_ = 
 void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& cache) {
   in_prefill_ = true;
   compress_ = false;
+  awaiting_replay_ = false;
   planned_decode_ = false;
   seen_.clear();
   prefs_.clear();
@@ -529,8 +542,9 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
     rec.heads[kv].preference =
         st.scores.head_preference.empty() ? st.scores.preference : st.scores.head_preference[kv];
   }
-  // Only the shape and the head preferences are needed from here on (layer_head_budgets).
-  std::vector<float>().swap(st.scores.scores);
+  // Only the shape and the head preferences are needed from here on (layer_head_budgets), unless the
+  // allocator splits a layer by its scores (adakv).
+  if (!method_->allocator->reads_scores()) std::vector<float>().swap(st.scores.scores);
   if (rowsum_ && rowsum_count_.load() > 0) {  // ready for the next layer's rows
     std::fill(rowsum_acc_.begin(), rowsum_acc_.end(), 0.0f);
     rowsum_count_ = 0;
@@ -539,8 +553,10 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   const auto t1 = Clock::now();
   record_.t_score += seconds(t0, t1);
 
-  // Evict as early as the method allows.
-  if (!preference_allocator(*method_)) {
+  // Evict as early as the method allows (a replay scorer: only after its replay).
+  if (replay_scorer()) {
+    if (preference_allocator(*method_)) prefs_.push_back(st.scores.preference);
+  } else if (!preference_allocator(*method_)) {
     evict_layer(l, layer_head_budgets(*method_, opts_, st.scores, planned_.prefill[idx]), cache);
   } else {
     prefs_.push_back(st.scores.preference);
@@ -558,6 +574,16 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
 void KvCompressor::on_prefill_done(KvCache& cache) {
   if (!in_prefill_) return;
   in_prefill_ = false;
+  if (compress_ && replay_scorer()) {
+    // Scored placeholders only: the eviction waits for replay(), which needs the engine.
+    awaiting_replay_ = true;
+    record_.skipped_reason = "waiting for the context replay (KvCompressor::replay)";
+    return;
+  }
+  finish_prefill(cache, false);
+}
+
+void KvCompressor::finish_prefill(KvCache& cache, bool evict_every_layer) {
   const auto t0 = Clock::now();
   record_.bytes_held_peak = std::max(record_.bytes_held_peak, cache.bytes_held());
   record_.bytes_peak_layerwise = std::max(record_.bytes_peak_layerwise, cache.bytes_used());
@@ -572,6 +598,9 @@ void KvCompressor::on_prefill_done(KvCache& cache) {
       for (int i = 0; i < n_seen; ++i)
         evict_layer(seen_[i], layer_head_budgets(*method_, opts_, layers_[seen_[i]].scores, planned_.prefill[i]),
                     cache);
+  } else if (compress_ && evict_every_layer) {  // a replay scorer with budgets known up front
+    for (int i = 0; i < n_seen; ++i)
+      evict_layer(seen_[i], layer_head_budgets(*method_, opts_, layers_[seen_[i]].scores, planned_.prefill[i]), cache);
   }
   record_.compressed = compress_;
 
@@ -625,8 +654,84 @@ void KvCompressor::on_prefill_done(KvCache& cache) {
   record_.t_evict += seconds(t0, Clock::now());
 }
 
+// Replay scorers: the largest attention each prompt key gets from a replay call's queries (all of
+// them are at positions >= N, the prompt being rows 0 … N-1 of every list), per query head. Rows come
+// from the engine's threads, several at once: one lock per query head.
+class KvCompressor::ReplayMax : public Observer {
+ public:
+  explicit ReplayMax(KvCompressor& c) : c_(c) {}
+  bool wants_layer(int layer) override { return layer >= 0 && layer < c_.n_layer_ && !c_.skip_[layer]; }
+  bool wants_attention_row(int layer, int head, int64_t pos) override { return pos >= c_.N_ && head < c_.n_head_; }
+  void on_attention_row(int layer, int head, int64_t pos, const float* probs, int n) override {
+    if (head < 0 || head >= c_.n_head_) return;
+    const int end = std::min(c_.replay_end_, n);
+    float* acc = c_.replay_acc_.data() + (static_cast<size_t>(layer) * c_.n_head_ + head) * c_.N_;
+    std::lock_guard<std::mutex> lock(c_.replay_mu_[head]);
+    for (int j = c_.replay_begin_; j < end; ++j) acc[j] = std::max(acc[j], probs[j]);
+  }
+
+ private:
+  KvCompressor& c_;
+};
+
+void KvCompressor::replay(Engine& engine, Sequence& seq) {
+  if (!awaiting_replay_) return;
+  const auto t0 = Clock::now();
+  if (seq.n_past() != N_ || static_cast<int64_t>(seq.tokens().size()) != N_)
+    fail("KV method " + method_->name + ": the replay needs the sequence right after its " + std::to_string(N_) +
+         "-token prompt, it holds " + std::to_string(seq.n_past()) + " positions");
+  const Tokenizer* tok = model_.has_file() ? &model_.tokenizer() : nullptr;  // random-weight models have none
+  const std::vector<ReplayCall> calls = method_->scorer->replay_calls(seq.tokens(), tok, opts_);
+  replay_acc_.assign(static_cast<size_t>(n_layer_) * n_head_ * N_, 0.0f);
+  if (!replay_mu_) replay_mu_ = std::make_unique<std::mutex[]>(n_head_);
+  ReplayMax obs(*this);
+  for (const ReplayCall& call : calls) {
+    if (call.tokens.empty()) continue;
+    if (call.key_begin < 0 || call.key_end > N_ || call.key_begin >= call.key_end)
+      fail("internal: replay call scores keys [" + std::to_string(call.key_begin) + ", " +
+           std::to_string(call.key_end) + ") of a " + std::to_string(N_) + "-token prompt");
+    replay_begin_ = call.key_begin;
+    replay_end_ = call.key_end;
+    // A fork per call: the prompt's own sequence and cache stay untouched, and every call sees the
+    // prompt alone before it. Its context is widened to fit the call (positions past the sequence's
+    // n_ctx are only ever used by this throw-away copy).
+    std::unique_ptr<Sequence> fork = seq.fork();
+    fork->impl().n_ctx = std::max<int64_t>(fork->impl().n_ctx, N_ + static_cast<int64_t>(call.tokens.size()));
+    fork->set_observer(&obs);
+    engine.eval(*fork, call.tokens);
+  }
+  // Token scores from the maxima; preferences (tappa, cake) were computed during the prefill.
+  KvCache& cache = seq.cache();
+  std::vector<float> sc;
+  for (int l : seen_) {
+    LayerState& st = layers_[l];
+    const int P = st.scores.n_prefix;
+    LayerInputs in;
+    in.layer = l;
+    in.n_head = n_head_;
+    kptr_.assign(n_head_kv_, nullptr);
+    in.keys = HeadsView::per_head(kptr_.data(), n_head_kv_, N_, head_dim_);  // shape only: not read
+    in.replay_max = replay_acc_.data() + static_cast<size_t>(l) * n_head_ * N_;
+    in.replay_stride = N_;
+    sc.assign(static_cast<size_t>(n_head_kv_) * P, 0.0f);
+    if (P > 0) method_->scorer->score(in, opts_, P, sc);
+    for (int kv = 0; kv < n_head_kv_; ++kv)
+      st.kept_scores[kv].assign(sc.begin() + static_cast<std::ptrdiff_t>(kv) * P,
+                                sc.begin() + static_cast<std::ptrdiff_t>(kv + 1) * P);
+    if (method_->allocator->reads_scores()) st.scores.scores = sc;
+  }
+  std::vector<float>().swap(replay_acc_);
+  awaiting_replay_ = false;
+  record_.skipped_reason.clear();
+  record_.t_score += seconds(t0, Clock::now());
+  finish_prefill(cache, true);
+}
+
 void KvCompressor::on_decode_layer(int layer, const std::vector<const float*>& probs, KvCache& cache) {
   if (layer < 0 || layer >= n_layer_ || skip_[layer] || !active()) return;
+  if (awaiting_replay_)
+    fail("KV method " + method_->name + " scores the prompt by a replay after it: call KvCompressor::replay(engine, "
+         "sequence) before decoding (Generator and eval-kv do)");
   const auto t0 = Clock::now();
   bool first_active = true;
   for (int l = 0; l < layer; ++l)

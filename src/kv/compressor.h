@@ -39,7 +39,9 @@
 #include "tappa/observer.h"
 
 namespace tappa {
+class Engine;
 class Model;
+class Sequence;
 }
 
 namespace tappa::kv {
@@ -125,6 +127,15 @@ class KvCompressor : public KvPolicy {
   // The next multi-token eval call: n_tokens tokens starting at position pos0.
   void expect_prompt(int n_tokens, int64_t pos0 = 0);
 
+  // Replay scorers (kvzip): after a prompt was prefilled into `seq` (this compressor attached), runs the
+  // scorer's replay passes on forks of `seq` (so `seq`, its logits and its cache stay as they are), takes
+  // every prompt key's maximum attention from those queries, and only then evicts — with the
+  // allocator's budgets, as on_prefill_done does for every other scorer. Nothing to do (returns at
+  // once) for other scorers or when the prompt needed no compression. Until it has run, the prompt's
+  // cache is uncompressed; a decode step before it throws tappa::Error.
+  void replay(Engine& engine, Sequence& seq);
+  bool awaiting_replay() const { return awaiting_replay_; }
+
   const CompressionRecord& record() const { return record_; }
   // Original positions (relative to the first prompt token's position pos0 of the compressed eval)
   // of the rows a (layer, KV head) list holds, in cache order; empty before a compressed prefill.
@@ -151,7 +162,8 @@ class KvCompressor : public KvPolicy {
   };
   void begin_prefill(const PrefillLayerView& view, const KvCache& cache);
   void evict_layer(int layer, const std::vector<int>& head_budgets, KvCache& cache);
-  void finish_record(const KvCache& cache);
+  void finish_prefill(KvCache& cache, bool evict_every_layer);
+  bool replay_scorer() const { return method_->scorer->needs_replay(); }
   bool is_h2o() const { return method_->scorer->name() == "h2o"; }  // the engine-row observer is H2O's
 
   const Model& model_;
@@ -199,6 +211,14 @@ class KvCompressor : public KvPolicy {
   std::atomic<int> rowsum_layer_{-1};
   std::atomic<int64_t> rowsum_count_{0};
   std::atomic<int64_t> rowsum_ns_{0};
+  // Replay scorers: the prompt was scored but not evicted yet (KvCompressor::replay).
+  bool awaiting_replay_ = false;
+  class ReplayMax;
+  friend class ReplayMax;
+  std::vector<float> replay_acc_;            // [n_layer][H][N_]: max attention per query head and key
+  std::unique_ptr<std::mutex[]> replay_mu_;  // one per query head
+  int replay_begin_ = 0, replay_end_ = 0;    // keys the running replay call scores
+
   CompressionRecord record_;
   static const std::vector<int> kEmpty;
 };

@@ -34,6 +34,10 @@
 #include "kv/allocators.h"
 #include "kv/scorers.h"
 
+namespace tappa {
+class Tokenizer;
+}
+
 namespace tappa::kv {
 
 // Which cache entries a selection decides on: one keep-set per KV head (the cache stores KV heads,
@@ -76,6 +80,14 @@ struct LayerNeeds;
 struct LayerInputs;
 struct LayerScores;
 
+// One extra forward pass of a replay scorer (KVzip): `tokens` are run after the prompt on a copy of
+// the sequence, and the attention its queries give to the prompt keys [key_begin, key_end) is kept
+// (the maximum per query head and key, handed to Scorer::score as LayerInputs::replay_max).
+struct ReplayCall {
+  std::vector<int32_t> tokens;
+  int key_begin = 0, key_end = 0;
+};
+
 // Ranks the cached tokens of one layer.
 class Scorer {
  public:
@@ -91,11 +103,19 @@ class Scorer {
   virtual void score_group(const AttentionView& a, int n_prefix, const MethodOptions& o, std::span<float> dst) const {}
   // Every other scorer: scores[H_kv][P] from the layer's inputs.
   virtual void score(const LayerInputs& in, const MethodOptions& o, int n_prefix, std::span<float> scores) const {}
-  // Scores that come from a pass of their own after the prefill (KVzip's context reconstruction): the
-  // compressor then evicts nothing during the prefill and waits for KvCompressor::apply_scores.
+  // Scores that come from passes of their own after the prefill (KVzip's context reconstruction): the
+  // compressor then evicts nothing during the prefill and waits for KvCompressor::replay(engine, seq),
+  // which runs replay_calls() on a fork of the sequence and scores from what their queries attended.
   virtual bool needs_replay() const { return false; }
+  // The replay passes for a prompt of `context` tokens; tok is null for a model without a tokenizer.
+  virtual std::vector<ReplayCall> replay_calls(std::span<const int32_t> context, const Tokenizer* tok,
+                                               const MethodOptions& o) const {
+    return {};
+  }
   // Knob names it reads from MethodOptions::extra (for spec-string validation).
   virtual std::vector<std::string_view> extra_keys() const { return {}; }
+  // Throws tappa::Error (one line) on a knob value it cannot use; called when a spec is parsed.
+  virtual void validate(const MethodOptions& o) const {}
 };
 
 // Splits the budget over layers (and KV heads).
@@ -116,9 +136,12 @@ class Allocator {
   virtual SplitArith arith(const MethodOptions& o) const { return SplitArith::f64; }
   // Final per-layer budgets; prefs: one per layer (preference allocators only).
   virtual LayerBudgets plan(const MethodOptions& o, const BudgetContext& ctx, std::span<const double> prefs) const = 0;
-  // The layer's budget over its KV heads (default: the same for each; may read the layer's scores).
+  // The layer's budget over its KV heads (default: the same for each; may read the layer's scores,
+  // which the compressor then keeps: reads_scores).
   virtual std::vector<int> head_budgets(const MethodOptions& o, const LayerScores& s, int layer_budget) const;
+  virtual bool reads_scores() const { return false; }
   virtual std::vector<std::string_view> extra_keys() const { return {}; }
+  virtual void validate(const MethodOptions& o) const {}
 };
 
 // A pairing with its defaults: a preset ("tappa" = cake scorer + tappa allocator, cascading) or a
@@ -186,6 +209,11 @@ struct LayerInputs {
   const float* h2o_accumulated = nullptr;
   std::ptrdiff_t h2o_stride = 0;
   int n_head = 0;  // query heads; needed only when `queries` is empty (h2o from accumulated attention)
+  // Replay scorers (kvzip): the largest attention key j received from the replay queries of query
+  // head h, at replay_max[h*replay_stride + j]. Null during the prefill itself (scores are then
+  // placeholders, replaced after KvCompressor::replay).
+  const float* replay_max = nullptr;
+  std::ptrdiff_t replay_stride = 0;
   // Optional: the window attention of one KV head's query group computed by the cache's own device
   // (KvCache::attention_rows), out [G][W][N] like window_attention_group; false: compute it here.
   // When set, snapkv / cake / tappa read no keys on the host (keys may then hold null pointers).

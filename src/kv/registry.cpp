@@ -117,7 +117,15 @@ const Allocator& find_allocator(std::string_view name) {
 const Method& find_method(std::string_view name) {
   for (const Method& m : presets())
     if (m.name == name) return m;
-  const size_t plus = name.find('+');
+  size_t plus = name.find('+');
+  // A scorer registered without a preset of its own (kvzip, triattention) stands for scorer+uniform.
+  std::string bare;
+  if (plus == std::string_view::npos)
+    for (const Scorer* s : scorers())
+      if (s->name() == name && !s->none()) {
+        bare = std::string(name) + "+uniform";
+        plus = name.size();
+      }
   if (plus == std::string_view::npos)
     throw Error("unknown KV compression method '" + std::string(name) + "' (presets: " + method_names() +
                 "; or scorer+allocator, scorers: " + names_of(scorers()) + "; allocators: " + names_of(allocators()) + ")");
@@ -127,7 +135,7 @@ const Method& find_method(std::string_view name) {
   static std::map<std::string, const Method*, std::less<>> by_name;
   const std::lock_guard<std::mutex> lock(mu);
   if (auto it = by_name.find(name); it != by_name.end()) return *it->second;
-  const std::string_view sname = name.substr(0, plus), aname = name.substr(plus + 1);
+  const std::string_view sname = name.substr(0, plus), aname = bare.empty() ? name.substr(plus + 1) : "uniform";
   const Scorer& s = find_scorer(sname);
   const Allocator& a = find_allocator(aname);
   if (s.none() != a.none())
