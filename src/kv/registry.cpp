@@ -18,6 +18,7 @@
   X(cake)                   \
   X(expected_attention)     \
   X(knorm)                  \
+  X(kvzip)                  \
   X(random)
 
 #define TAPPA_KV_ALLOCATORS(X) \
