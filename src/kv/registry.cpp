@@ -19,6 +19,7 @@
   X(expected_attention)     \
   X(knorm)                  \
   X(kvzip)                  \
+  X(triattention)           \
   X(random)
 
 #define TAPPA_KV_ALLOCATORS(X) \
