@@ -28,6 +28,7 @@
   X(pyramidkv)                 \
   X(cake)                      \
   X(tappa)                     \
+  X(adakv)                     \
   X(tappa_head)
 
 namespace tappa::kv {
