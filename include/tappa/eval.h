@@ -138,6 +138,12 @@ namespace tappa::evalkv {
 // Checks a method spec of the grid ("name[:key=value]…", the KV spec strings of include/tappa/kv.h;
 // the label is the spec as written and names the row in every table). Throws tappa::Error (one line).
 void check_method_spec(std::string_view spec);
+// One item of the --methods list as the specs it stands for: a method group, or the item itself.
+// "paper": the baselines as the TAPPA repo's harness runs them (pred_kvcache.py, PAPER.md §3.5) —
+// streamingllm keeping the first C − W tokens, h2o with only the W×W corner masked, snapkv and
+// pyramidkv with max-pool k = 7 — plus cake and tappa. (Its query-head granularity is not there
+// yet: every list is per KV head.)
+std::vector<std::string> expand_methods(std::string_view item);
 
 std::vector<std::string> split_list(std::string_view s, char sep = ',');
 

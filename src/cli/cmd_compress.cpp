@@ -173,6 +173,7 @@ void register_compress(CLI::App& app, int& rc) {
         if (row_observer) compressor.expect_prompt(N);
         const auto t0 = Clock::now();
         auto logits = engine.eval(*seq, tokens);
+        compressor.replay(engine, *seq);  // kvzip: its context replay, then the eviction (timed with the prefill)
         t_prefill.push_back(seconds_since(t0));
         t_compress.push_back(compressor.record().t_total());
         if (o->decode > 0) {

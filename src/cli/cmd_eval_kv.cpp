@@ -236,7 +236,7 @@ void register_eval_kv(CLI::App& app, int& rc) {
   };
   auto o = std::make_shared<Opts>();
   add_model_option(*cmd, o->model);
-  cmd->add_option("--methods", o->methods, "Comma-separated method specs (fullkv is always run as the reference)")
+  cmd->add_option("--methods", o->methods, "Comma-separated method specs (fullkv is always run as the reference; 'paper': the TAPPA harness's baselines)")
       ->capture_default_str();
   cmd->add_option("--budgets", o->budgets, "Comma-separated budgets, tokens per layer (window included)")
       ->capture_default_str();
@@ -287,10 +287,11 @@ void register_eval_kv(CLI::App& app, int& rc) {
     evalkv::GridConfig cfg;
     cfg.model_path = o->model;
     cfg.data_dir = o->data;
-    for (const auto& m : evalkv::split_list(o->methods)) {
-      evalkv::check_method_spec(m);
-      cfg.methods.push_back(m);
-    }
+    for (const auto& item : evalkv::split_list(o->methods))
+      for (const auto& m : evalkv::expand_methods(item)) {  // "paper": the TAPPA harness's baselines
+        evalkv::check_method_spec(m);
+        cfg.methods.push_back(m);
+      }
     cfg.budgets = parse_ints("--budgets", o->budgets);
     cfg.tasks = evalkv::split_list(o->tasks);
     cfg.lengths = parse_ints("--lengths", o->lengths);

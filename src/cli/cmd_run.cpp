@@ -247,6 +247,7 @@ void register_run(CLI::App& app, int& rc) {
     }
     const auto t0 = std::chrono::steady_clock::now();
     std::span<const float> logits = engine.eval(*seq, tokens);
+    if (compressor) compressor->replay(engine, *seq);  // kvzip: its context replay, then the eviction
     const double t_prompt = seconds_since(t0);
     if (compressor && !o->quiet) {
       const KvRecord& r = compressor->record();

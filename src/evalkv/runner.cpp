@@ -193,6 +193,13 @@ MethodSpec parse_method_spec(std::string_view spec) {
 
 void check_method_spec(std::string_view spec) { kv::parse_spec(spec); }
 
+std::vector<std::string> expand_methods(std::string_view item) {
+  if (item == "paper")
+    return {"streamingllm:streaming-first=1", "h2o:h2o-official-mask=1", "snapkv:pool=max7", "pyramidkv:pool=max7",
+            "cake", "tappa"};
+  return {std::string(item)};
+}
+
 KvCacheType parse_cache_spec(std::string_view spec) {
   const auto parts = split_list(spec, ':');
   if (parts.empty()) throw Error("empty cache type");

@@ -130,7 +130,13 @@ CompressorOptions make_compressor_options(const CompressorFlags& f) {
     if (!(*f.adakv_alpha >= 0.0 && *f.adakv_alpha <= 1.0)) fail("adakv-alpha must be in [0, 1]");
     o.adakv_alpha = *f.adakv_alpha;
   }
-  if (f.granularity) o.granularity = *f.granularity;
+  if (f.granularity) {
+    // One keep-set per query head needs H lists per layer in the cache and attention that reads them:
+    // not there yet, and silently running per KV head would mislabel results.
+    if (*f.granularity == Granularity::query_head)
+      fail("granularity=query-head is not implemented yet (every cache list is per KV head); use kv-head");
+    o.granularity = *f.granularity;
+  }
   for (const auto& kv : f.extra) o.extra.push_back(kv);
   if (m.scorer->needs_replay()) {
     // Replay scorers evict once, after their replay (KvCompressor::replay): there is nothing to cascade.
