@@ -674,6 +674,7 @@ class KvCompressor::ReplayMax : public Observer {
     float* acc = c_.replay_acc_.data() + (static_cast<size_t>(layer) * c_.n_head_ + head) * c_.N_;
     std::lock_guard<std::mutex> lock(c_.replay_mu_[head]);
     for (int j = c_.replay_begin_; j < end; ++j) acc[j] = std::max(acc[j], probs[j]);
+    c_.replay_rows_.fetch_add(1, std::memory_order_relaxed);
   }
 
  private:
@@ -691,6 +692,8 @@ void KvCompressor::replay(Engine& engine, Sequence& seq) {
   replay_acc_.assign(static_cast<size_t>(n_layer_) * n_head_ * N_, 0.0f);
   if (!replay_mu_) replay_mu_ = std::make_unique<std::mutex[]>(n_head_);
   ReplayMax obs(*this);
+  replay_rows_ = 0;
+  int64_t rows_expected = 0;
   for (const ReplayCall& call : calls) {
     if (call.tokens.empty()) continue;
     if (call.key_begin < 0 || call.key_end > N_ || call.key_begin >= call.key_end)
@@ -705,7 +708,13 @@ void KvCompressor::replay(Engine& engine, Sequence& seq) {
     fork->impl().n_ctx = std::max<int64_t>(fork->impl().n_ctx, N_ + static_cast<int64_t>(call.tokens.size()));
     fork->set_observer(&obs);
     engine.eval(*fork, call.tokens);
+    rows_expected += static_cast<int64_t>(call.tokens.size()) * n_head_ * n_active_;
   }
+  // A backend that hands observers no attention rows would leave every score 0: say so instead.
+  if (replay_rows_.load() != rows_expected)
+    fail("KV method " + method_->name + ": the " + engine.backend_name() + " backend handed over " +
+         std::to_string(replay_rows_.load()) + " of the replay's " + std::to_string(rows_expected) +
+         " attention rows (it needs them to score the keys)");
   // Token scores from the maxima; preferences (tappa, cake) were computed during the prefill.
   KvCache& cache = seq.cache();
   std::vector<float> sc;

@@ -218,6 +218,7 @@ class KvCompressor : public KvPolicy {
   std::vector<float> replay_acc_;            // [n_layer][H][N_]: max attention per query head and key
   std::unique_ptr<std::mutex[]> replay_mu_;  // one per query head
   int replay_begin_ = 0, replay_end_ = 0;    // keys the running replay call scores
+  std::atomic<int64_t> replay_rows_{0};      // attention rows received (checked against those expected)
 
   CompressionRecord record_;
   static const std::vector<int> kEmpty;
