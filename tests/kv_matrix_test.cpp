@@ -81,9 +81,12 @@ TEST(KvMatrix, PaperGroupIsTheHarnessBaselines) {
   EXPECT_TRUE(kv::make_spec_options(paper[0], 128, std::nullopt).opts.streaming_keep_first);
   EXPECT_TRUE(kv::make_spec_options(paper[1], 128, std::nullopt).opts.h2o_official_mask);
   EXPECT_EQ(evalkv::expand_methods("snapkv+adakv"), std::vector<std::string>{"snapkv+adakv"});
-  // Query-head granularity is not implemented: a clear error, not a silent per-KV-head run.
-  EXPECT_THROW(kv::parse_spec("snapkv:granularity=query-head"), Error);
+  // The harness keeps one token set per query head (after repeat_kv): every paper entry says so.
+  for (const std::string& m : paper)
+    EXPECT_EQ(kv::make_spec_options(m, 128, std::nullopt).opts.granularity, kv::Granularity::query_head) << m;
+  EXPECT_NO_THROW(kv::parse_spec("snapkv:granularity=query-head"));
   EXPECT_NO_THROW(kv::parse_spec("snapkv:granularity=kv-head"));
+  EXPECT_THROW(kv::parse_spec("snapkv:granularity=per-token"), Error);
 }
 
 }  // namespace

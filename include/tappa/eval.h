@@ -141,8 +141,8 @@ void check_method_spec(std::string_view spec);
 // One item of the --methods list as the specs it stands for: a method group, or the item itself.
 // "paper": the baselines as the TAPPA repo's harness runs them (pred_kvcache.py, PAPER.md §3.5) —
 // streamingllm keeping the first C − W tokens, h2o with only the W×W corner masked, snapkv and
-// pyramidkv with max-pool k = 7 — plus cake and tappa. (Its query-head granularity is not there
-// yet: every list is per KV head.)
+// pyramidkv with max-pool k = 7 — plus cake and tappa, all with the harness's query-head granularity
+// (one keep-set per query head after repeat_kv; the memory of H lists per layer is counted).
 std::vector<std::string> expand_methods(std::string_view item);
 
 std::vector<std::string> split_list(std::string_view s, char sep = ',');

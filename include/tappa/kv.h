@@ -93,6 +93,9 @@ struct KvRecord {
   size_t bytes_expected = 0;      // the budget's memory
   double t_score = 0.0, t_evict = 0.0, t_observe = 0.0;  // seconds in the compression
   bool h2o_from_engine_rows = false;
+  // granularity=query-head compressed this prefill: the cache holds one list per query head (layers'
+  // heads[] are per query head) and bytes_held_after counts all of them.
+  bool query_head = false;
   double t_total() const { return t_score + t_evict + t_observe; }
   int64_t decode_steps = 0;       // decode steps seen by the decode-time evictor
   int64_t decode_evicted = 0;     // rows it evicted

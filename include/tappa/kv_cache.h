@@ -2,7 +2,8 @@
 // stored after RoPE. Each list has its own length, so that compression can keep a different number
 // of tokens per layer and per head; attention reads each list as it is. Memory grows on demand
 // (geometrically, outside the per-token path) and can be given back (shrink_to_fit), so bytes_held()
-// is memory really held, not a mask over a full-size buffer.
+// is memory really held, not a mask over a full-size buffer. After query-head KV compression
+// (repeat_lists) a cache holds one list per query head instead: n_head_kv() then says n_head.
 //
 // The backend that runs the model makes the cache (Engine::new_sequence) and decides where it lives;
 // keys() / values() give fp32 host rows where the storage allows (the CPU and reference backends), and
@@ -132,6 +133,13 @@ class KvCache {
       for (int h = 0; h < n_head_kv_; ++h) shrink_to_fit(l, h);
   }
   virtual void clear() = 0;  // every list empty (capacity kept)
+  // repeat_kv: every list becomes `factor` consecutive copies of itself (list h -> lists h*factor ..
+  // h*factor + factor - 1), so n_head_kv() grows by that factor. Query-head granularity of KV
+  // compression (one keep-set per query head, as the TAPPA harness) calls it with the GQA group size
+  // before it compacts each copy to its own query head's rows; the engine then appends every new
+  // K/V row to each copy and runs attention with one query head per list. The copies are real
+  // memory and bytes_held() counts them. Default: throws tappa::Error (a storage that cannot).
+  virtual void repeat_lists(int factor);
   // An independent copy of the contents (same storage kind).
   virtual std::unique_ptr<KvCache> clone() const = 0;
 

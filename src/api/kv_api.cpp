@@ -50,6 +50,7 @@ nlohmann::json record_to_json(const KvRecord& r, bool heads) {
   j["t_evict_s"] = r.t_evict;
   j["t_observe_s"] = r.t_observe;
   j["h2o_from_engine_rows"] = r.h2o_from_engine_rows;
+  j["query_head"] = r.query_head;
   j["decode_steps"] = r.decode_steps;
   j["decode_evicted"] = r.decode_evicted;
   j["t_decode_evict_s"] = r.t_decode;

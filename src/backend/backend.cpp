@@ -21,6 +21,16 @@ void Backend::argmax_rows(const Mat& logits, int32_t* ids) {
   }
 }
 
+void host_kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) {
+  const int d = cache.head_dim();
+  // Lists per KV head of k: 1, or the GQA group after repeat_lists (each copy gets the same row).
+  const int rep = std::max(1, cache.n_head_kv() / static_cast<int>(k.cols / d));
+  for (int h = 0; h < cache.n_head_kv(); ++h) {
+    const int64_t col = static_cast<int64_t>(h / rep) * d;
+    cache.append(layer, h, k.data + col, v.data + col, static_cast<int>(k.rows), k.ld);
+  }
+}
+
 std::vector<std::string> backend_names() {
 #ifdef TAPPA_HAVE_CUDA
   return {"cpu", "reference", "cuda"};

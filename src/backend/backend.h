@@ -163,7 +163,9 @@ class Backend {
   virtual void rope_table(const Rope& rope, std::span<const int64_t> positions, Mat table) = 0;
   // Rotates the first n_rot dims of each of the n_heads heads of every row of x (row i by table row i).
   virtual void rope(const Rope& rope, const Mat& table, Mat x, int n_heads) = 0;
-  // Appends the rows of k and v (head h at cols [h*head_dim, (h+1)*head_dim)) to the layer's lists.
+  // Appends the rows of k and v (head h at cols [h*head_dim, (h+1)*head_dim)) to the layer's lists;
+  // a cache of r lists per KV head (KvCache::repeat_lists: query-head granularity) gets each head's
+  // rows in all r of its lists.
   virtual void kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) = 0;
   // out (row r, query head h at cols [h*head_dim ...)) = softmax(q·Kᵀ·scale)·V per sequence.
   virtual void attention(const AttentionCall& call, const Mat& q, Mat out) = 0;
@@ -206,6 +208,9 @@ class Backend {
 // Backends by name: "cpu" (default), "reference", and "cuda" in a build with -DTAPPA_CUDA=ON. Throws
 // tappa::Error naming the valid ones (and, for "cuda", why no GPU could be used).
 std::unique_ptr<Backend> make_backend(const std::string& name, int n_threads);
+// kv_append for host memory (the CPU and reference backends): KvCache::append per list.
+void host_kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v);
+
 std::vector<std::string> backend_names();
 
 }  // namespace tappa::backend

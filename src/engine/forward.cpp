@@ -76,7 +76,8 @@ struct Engine::Forward::Plan {
   std::vector<int32_t> tokens;    // per row of x
   std::vector<int64_t> positions; // per row of x
   std::vector<backend::AttentionSeq> attn;
-  std::vector<int> saved_lengths; // per seg, layer, KV head: list lengths before the call (rollback)
+  std::vector<backend::AttentionSeq> attn_qh;  // sequences whose caches hold one list per query head
+  std::vector<int> saved_lengths; // per seg, layer, list (n_head slots each): lengths before the call (rollback)
   int n_decode = 0;               // decode segments (the first ones)
   std::vector<int32_t> greedy_ids; // argmax of each decode row (greedy steps)
 };
@@ -197,12 +198,15 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
       for (int h = 0; h < c.n_head; ++h) g.seq->decode_prob_ptrs[h] = g.seq->decode_probs.data() + h * stride;
     }
   }
-  // Rollback state: every list's length before the call.
-  const size_t lists = static_cast<size_t>(c.n_layer) * c.n_head_kv;
+  // Rollback state: every list's length before the call. A cache holds n_head_kv lists per layer, or
+  // n_head after query-head compression (KvCache::repeat_lists): room for n_head each.
+  const size_t lists = static_cast<size_t>(c.n_layer) * c.n_head;
   plan.saved_lengths.resize(plan.segs.size() * lists);
-  for (size_t s = 0; s < plan.segs.size(); ++s)
+  for (size_t s = 0; s < plan.segs.size(); ++s) {
+    const KvCache& kc = *plan.segs[s].seq->cache;
     for (int l = 0; l < c.n_layer; ++l)
-      for (int h = 0; h < c.n_head_kv; ++h) plan.saved_lengths[s * lists + l * c.n_head_kv + h] = plan.segs[s].seq->cache->length(l, h);
+      for (int h = 0; h < kc.n_head_kv(); ++h) plan.saved_lengths[s * lists + l * c.n_head + h] = kc.length(l, h);
+  }
 
   // --- workspace (grows, never shrinks: a decode loop allocates nothing) ---------------------------
   if (rows > ws.rows_cap) {
@@ -254,7 +258,7 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
         continue;
       }
       for (int l = 0; l < c.n_layer; ++l)
-        for (int h = 0; h < c.n_head_kv; ++h) q.cache->keep_first(l, h, plan.saved_lengths[s * lists + l * c.n_head_kv + h]);
+        for (int h = 0; h < q.cache->n_head_kv(); ++h) q.cache->keep_first(l, h, plan.saved_lengths[s * lists + l * c.n_head + h]);
     }
   };
 
@@ -320,6 +324,7 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
       tail(Q, &Sequence::Impl::q_tail);
 
       plan.attn.clear();
+      plan.attn_qh.clear();
       for (int s = ch.seg0; s < ch.seg1; ++s) {
         const Seg& g = plan.segs[s];
         const int64_t r0 = g.n == 1 ? g.row0 - ch.row0 : 0;  // row of the segment in this chunk
@@ -338,13 +343,22 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
           ob->on_qk(qk);
         }
         be_.kv_append(*g.seq->cache, l, K.row_range(r0, n_rows), V.row_range(r0, n_rows));
-        plan.attn.push_back({g.seq->cache.get(), r0, static_cast<int>(n_rows), s});
+        const bool per_query_head = g.seq->cache->n_head_kv() != c.n_head_kv;  // n_head lists, group 1
+        (per_query_head ? plan.attn_qh : plan.attn).push_back({g.seq->cache.get(), r0, static_cast<int>(n_rows), s});
       }
       Taps taps(plan.segs, l, ch.seg_row0, obs_layer);
       bool want_taps = obs_layer;
       for (int s = ch.seg0; s < ch.seg1; ++s) want_taps = want_taps || plan.segs[s].decode_hook;
-      backend::AttentionCall call{l, c.n_head, c.n_head_kv, HD, kq_scale, window, plan.attn, want_taps ? &taps : nullptr};
-      be_.attention(call, Q, A);
+      // Each row's result depends only on its own sequence's lists, so sequences of the two cache
+      // layouts go to two calls without changing any result (kv-head alone: one call, as before).
+      if (!plan.attn.empty()) {
+        backend::AttentionCall call{l, c.n_head, c.n_head_kv, HD, kq_scale, window, plan.attn, want_taps ? &taps : nullptr};
+        be_.attention(call, Q, A);
+      }
+      if (!plan.attn_qh.empty()) {
+        backend::AttentionCall call{l, c.n_head, c.n_head, HD, kq_scale, window, plan.attn_qh, want_taps ? &taps : nullptr};
+        be_.attention(call, Q, A);
+      }
       for (int s = ch.seg0; s < ch.seg1; ++s) {
         const Seg& g = plan.segs[s];
         if (g.decode_hook) g.seq->policy->on_decode_layer(l, g.seq->decode_prob_ptrs, *g.seq->cache);
@@ -390,7 +404,7 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
       // invisible to every later query, so dropping them changes no result. Without a policy the
       // cache keeps all rows, so that observers can index attention rows by position.
       if (g.seq->policy != nullptr && window > 0) {
-        for (int h = 0; h < c.n_head_kv; ++h) {
+        for (int h = 0; h < g.seq->cache->n_head_kv(); ++h) {
           if (g.seq->cache->length(l, h) <= window - 1) continue;
           g.seq->cache->keep_last(l, h, window - 1);
           if (g.n > 1) g.seq->cache->shrink_to_fit(l, h);  // give a prompt's rows back

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "engine/sequence_impl.h"
+#include "tappa/model.h"
 #include "tappa/error.h"
 
 namespace tappa {
@@ -124,7 +125,11 @@ void Sequence::restore(std::span<const uint8_t> state) {
   if (version != kVersion && version != kVersionStored)
     throw Error("sequence state version " + std::to_string(version) + " is not supported (expected 1 or 2)");
   const auto n_layer = r.get<int32_t>("the shape"), n_kv = r.get<int32_t>("the shape"), hd = r.get<int32_t>("the shape");
-  if (n_layer != c.n_layer() || n_kv != c.n_head_kv() || hd != c.head_dim())
+  // A state saved after query-head compression holds one list per query head: this sequence's cache
+  // repeats its lists the same way (KvCache::repeat_lists) once the state is known to be good.
+  const int n_head = s.engine->model().config().n_head;
+  const int repeat = n_kv == n_head && c.n_head_kv() > 0 && n_head % c.n_head_kv() == 0 ? n_head / c.n_head_kv() : 1;
+  if (n_layer != c.n_layer() || n_kv != c.n_head_kv() * repeat || hd != c.head_dim())
     throw Error("sequence state is for another model shape (" + std::to_string(n_layer) + " layers x " + std::to_string(n_kv) +
                 " KV heads x " + std::to_string(hd) + ", this sequence has " + std::to_string(c.n_layer()) + " x " +
                 std::to_string(c.n_head_kv()) + " x " + std::to_string(c.head_dim()) + ")");
@@ -164,6 +169,7 @@ void Sequence::restore(std::span<const uint8_t> state) {
     if (probe.left() != 0) throw Error("sequence state has " + std::to_string(probe.left()) + " trailing bytes");
   }
   c.clear();
+  c.repeat_lists(repeat);  // throws (one line) where the storage cannot; the lists are empty then
   std::vector<float> k, v;
   std::vector<uint8_t> kb, vb;
   for (int l = 0; l < n_layer; ++l) {

@@ -63,7 +63,11 @@ std::unique_ptr<Sequence> restore_prefill(Engine& engine, const Prefilled& p, kv
     const int n = full->length(l, 0);
     if (n == 0) continue;  // a layer the engine skipped
     cache.reserve_extra(l, n);
-    for (int h = 0; h < n_kv; ++h) cache.append_from(l, h, *full, l, h, 0, full->length(l, h));  // rows as stored
+    // Query-head granularity repeats the lists at the first compressed layer (KvCache::repeat_lists):
+    // from then on each of the full cache's lists fills all of its copies.
+    const int rep = cache.n_head_kv() / n_kv;
+    for (int h = 0; h < cache.n_head_kv(); ++h)
+      cache.append_from(l, h, *full, l, h / rep, 0, full->length(l, h / rep));  // rows as stored
     if (l < static_cast<int>(p.layers.size())) {
       const CapturedLayer& L = p.layers[l];
       PrefillLayerView v = L.view;

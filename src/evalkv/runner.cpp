@@ -195,8 +195,9 @@ void check_method_spec(std::string_view spec) { kv::parse_spec(spec); }
 
 std::vector<std::string> expand_methods(std::string_view item) {
   if (item == "paper")
-    return {"streamingllm:streaming-first=1", "h2o:h2o-official-mask=1", "snapkv:pool=max7", "pyramidkv:pool=max7",
-            "cake", "tappa"};
+    return {"streamingllm:streaming-first=1:granularity=query-head", "h2o:h2o-official-mask=1:granularity=query-head",
+            "snapkv:pool=max7:granularity=query-head", "pyramidkv:pool=max7:granularity=query-head",
+            "cake:granularity=query-head", "tappa:granularity=query-head"};
   return {std::string(item)};
 }
 

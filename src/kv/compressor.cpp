@@ -130,13 +130,7 @@ CompressorOptions make_compressor_options(const CompressorFlags& f) {
     if (!(*f.adakv_alpha >= 0.0 && *f.adakv_alpha <= 1.0)) fail("adakv-alpha must be in [0, 1]");
     o.adakv_alpha = *f.adakv_alpha;
   }
-  if (f.granularity) {
-    // One keep-set per query head needs H lists per layer in the cache and attention that reads them:
-    // not there yet, and silently running per KV head would mislabel results.
-    if (*f.granularity == Granularity::query_head)
-      fail("granularity=query-head is not implemented yet (every cache list is per KV head); use kv-head");
-    o.granularity = *f.granularity;
-  }
+  if (f.granularity) o.granularity = *f.granularity;
   for (const auto& kv : f.extra) o.extra.push_back(kv);
   if (m.scorer->needs_replay()) {
     // Replay scorers evict once, after their replay (KvCompressor::replay): there is nothing to cascade.
@@ -159,6 +153,7 @@ KvCompressor::KvCompressor(const Model& model, CompressorOptions options)
   n_layer_ = c.n_layer;
   n_head_ = c.n_head;
   n_head_kv_ = c.n_head_kv;
+  n_lists_ = c.n_head_kv;
   head_dim_ = c.head_dim;
   if (options_.budget && options_.ratio) fail("give either a budget in tokens or a compression ratio, not both");
   if (options_.budget && *options_.budget <= 0)
@@ -280,7 +275,7 @@ void KvCompressor::check(int n_prompt) const {
 }
 
 const std::vector<int>& KvCompressor::positions(int layer, int head) const {
-  if (layer < 0 || layer >= n_layer_ || head < 0 || head >= n_head_kv_) return kEmpty;
+  if (layer < 0 || layer >= n_layer_ || head < 0 || head >= n_lists_) return kEmpty;
   const auto& pos = layers_[layer].pos;
   return head < static_cast<int>(pos.size()) ? pos[head] : kEmpty;
 }
@@ -313,8 +308,13 @@ bool KvCompressor::wants_decode_attention() const {
 
 void KvCompressor::on_prefill_begin(int n_tokens, int64_t pos0) { begin_next_ = true; }
 
-void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& cache) {
+void KvCompressor::begin_prefill(const PrefillLayerView& view, KvCache& cache) {
   in_prefill_ = true;
+  n_lists_ = cache.n_head_kv();
+  const bool query_head = opts_.granularity == Granularity::query_head && active();
+  if (active() && !query_head && n_lists_ != n_head_kv_)
+    fail("this sequence's KV cache holds one list per query head (an earlier granularity=query-head compression): "
+         "start a new sequence for kv-head granularity");
   compress_ = false;
   awaiting_replay_ = false;
   planned_decode_ = false;
@@ -328,6 +328,7 @@ void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& ca
   record_.window = opts_.window;
   record_.cascading = opts_.cascading;
   record_.decode_eviction = keep_decode.decode_eviction;
+  record_.query_head = n_lists_ != n_head_kv_;
   record_.layers.assign(n_layer_, LayerRecord{});
   for (int l = 0; l < n_layer_; ++l) {
     record_.layers[l].layer = l;
@@ -338,7 +339,7 @@ void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& ca
   bool uniform = true;
   for (int l = 0; l < n_layer_ && uniform; ++l) {
     if (skip_[l]) continue;
-    for (int h = 0; h < n_head_kv_; ++h) {
+    for (int h = 0; h < n_lists_; ++h) {
       const int len = cache.length(l, h) - (l == view.layer ? view.n_tokens : 0);
       if (prev < 0) prev = len;
       if (len != prev) uniform = false;
@@ -351,7 +352,7 @@ void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& ca
   // runs it, so with cascading compression the whole uncompressed cache never exists at once.
   if (uniform) {
     size_t lists = 0;
-    for (int l = 0; l < n_layer_; ++l) lists += skip_[l] ? 0 : static_cast<size_t>(n_head_kv_);
+    for (int l = 0; l < n_layer_; ++l) lists += skip_[l] ? 0 : static_cast<size_t>(n_lists_);
     record_.bytes_held_before = lists * static_cast<size_t>(N_) * cache.row_bytes();
   } else {
     record_.bytes_held_before = cache.bytes_held();
@@ -364,12 +365,12 @@ void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& ca
   // Positions of the rows held (absolute), reused from the previous call when they are known.
   for (int l = 0; l < n_layer_; ++l) {
     LayerState& st = layers_[l];
-    st.pos.resize(n_head_kv_);
-    st.kept_scores.assign(n_head_kv_, {});
-    st.decode_budget.assign(n_head_kv_, kUnlimitedBudget);
-    st.bytes_before.assign(n_head_kv_, 0);
+    st.pos.resize(n_lists_);
+    st.kept_scores.assign(n_lists_, {});
+    st.decode_budget.assign(n_lists_, kUnlimitedBudget);
+    st.bytes_before.assign(n_lists_, 0);
     st.seen = false;
-    for (int h = 0; h < n_head_kv_; ++h) {
+    for (int h = 0; h < n_lists_; ++h) {
       std::vector<int>& p = st.pos[h];
       if (static_cast<int>(p.size()) != prev) {
         p.resize(prev);
@@ -399,12 +400,33 @@ void KvCompressor::begin_prefill(const PrefillLayerView& view, const KvCache& ca
   const std::vector<double> dummy(n_active_, 1.0);
   planned_ = plan_budgets(*method_, opts_, ctx_, dummy);
   compress_ = planned_.compress;
+  if (compress_ && query_head && n_lists_ != n_head_) repeat_to_query_heads(cache);
+}
+
+// Query-head granularity (the TAPPA harness: repeat_kv, then one keep-set per query head): each KV
+// head's list becomes G copies, one per query head of its group, before anything is scored. From here
+// on the method sees H lists of group 1 — every scorer then scores each query head by its own queries,
+// every allocator splits over H lists — and the engine appends each new K/V row to all G copies and
+// attends with one query head per list. Later layers of this prompt get their rows G times as they run.
+void KvCompressor::repeat_to_query_heads(KvCache& cache) {
+  const int G = n_head_ / n_lists_;
+  cache.repeat_lists(G);
+  for (LayerState& st : layers_) {
+    std::vector<std::vector<int>> pos(n_head_);
+    for (int h = 0; h < n_head_; ++h) pos[h] = st.pos[h / G];
+    st.pos = std::move(pos);
+    st.kept_scores.assign(n_head_, {});
+    st.decode_budget.assign(n_head_, kUnlimitedBudget);
+    st.bytes_before.assign(n_head_, 0);
+  }
+  n_lists_ = n_head_;
+  record_.query_head = true;
 }
 
 void KvCompressor::evict_layer(int layer, const std::vector<int>& head_budgets, KvCache& cache) {
   LayerState& st = layers_[layer];
   bool any = false;
-  for (int kv = 0; kv < n_head_kv_; ++kv) {
+  for (int kv = 0; kv < n_lists_; ++kv) {
     const int cur = cache.length(layer, kv);
     const int P = cur - W_;
     if (P <= 0 || head_budgets[kv] >= P) continue;  // a grown share: keep what is there
@@ -451,14 +473,14 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   const auto t0 = Clock::now();
   // Window q-similarity of every layer (the record; tappa's preference uses the same numbers).
   const int wrows = std::min(view.n_rows, W_ > 0 ? W_ : opts_.window);
-  std::vector<double> head_qsim(n_head_kv_, 0.0);
+  std::vector<double> head_qsim(n_lists_, 0.0);
   if (wrows >= 2 && view.q_post) {
     const HeadsView qwin = HeadsView::token_major(view.q_post, view.n_rows, view.n_head, view.head_dim).last_rows(wrows);
-    head_qsim = group_qsim(qwin, n_head_kv_);
+    head_qsim = group_qsim(qwin, n_lists_);
     rec.qsim = layer_qsim(qwin);
   }
-  rec.heads.assign(n_head_kv_, HeadRecord{});
-  for (int kv = 0; kv < n_head_kv_; ++kv) rec.heads[kv].qsim = head_qsim[kv];
+  rec.heads.assign(n_lists_, HeadRecord{});
+  for (int kv = 0; kv < n_lists_; ++kv) rec.heads[kv].qsim = head_qsim[kv];
   if (!compress_) {
     if (rowsum_ && rowsum_count_.load() > 0) {
       std::fill(rowsum_acc_.begin(), rowsum_acc_.end(), 0.0f);
@@ -472,9 +494,9 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   // Score the layer.
   const ModelConfig& c = model_.config();
   const int N = cache.length(l, 0);
-  kptr_.resize(n_head_kv_);
-  vptr_.resize(n_head_kv_);
-  for (int kv = 0; kv < n_head_kv_; ++kv) {
+  kptr_.resize(n_lists_);
+  vptr_.resize(n_lists_);
+  for (int kv = 0; kv < n_lists_; ++kv) {
     kptr_[kv] = cache.keys(l, kv);
     vptr_[kv] = cache.values(l, kv);
   }
@@ -482,12 +504,12 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   // rows the method reads are decoded into this compressor's scratch (once per layer and prompt, never
   // per decoded token), so the method scores exactly the keys and values attention will see.
   const LayerNeeds needs = layer_needs(*method_, opts_, N);
-  for (int kv = 0; kv < n_head_kv_; ++kv) {
+  for (int kv = 0; kv < n_lists_; ++kv) {
     const bool k_missing = needs.keys && !kptr_[kv], v_missing = needs.values && !vptr_[kv];
     if (!k_missing && !v_missing) continue;
     const size_t rows = static_cast<size_t>(N) * head_dim_;
-    if (decoded_k_.size() < n_head_kv_ * rows) decoded_k_.resize(n_head_kv_ * rows);
-    if (v_missing && decoded_v_.size() < n_head_kv_ * rows) decoded_v_.resize(n_head_kv_ * rows);
+    if (decoded_k_.size() < n_lists_ * rows) decoded_k_.resize(n_lists_ * rows);
+    if (v_missing && decoded_v_.size() < n_lists_ * rows) decoded_v_.resize(n_lists_ * rows);
     float* k = k_missing ? decoded_k_.data() + kv * rows : nullptr;
     float* v = v_missing ? decoded_v_.data() + kv * rows : nullptr;
     cache.read(l, kv, 0, N, k, v);
@@ -500,7 +522,7 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
     // A device cache (GPU) and a scorer that reads keys only through the window attention: that
     // attention is computed on the device, and only its probabilities come to the host.
     in.group_attention = [&cache, l, this](const HeadsView& qwin, int kv, std::span<float> out) {
-      const int G = qwin.n_heads / n_head_kv_, W = qwin.n_rows, D = qwin.dim;
+      const int G = qwin.n_heads / n_lists_, W = qwin.n_rows, D = qwin.dim;
       group_q_.resize(static_cast<size_t>(G) * W * D);
       for (int g = 0; g < G; ++g)
         for (int a = 0; a < W; ++a)
@@ -510,8 +532,8 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   } else if (kptr_[0] == nullptr) {
     // A device cache (GPU): the scorers read host rows, so the layer's lists are copied out once.
     const size_t list = static_cast<size_t>(N) * head_dim_;
-    host_rows_.resize(2 * list * n_head_kv_);
-    for (int kv = 0; kv < n_head_kv_; ++kv) {
+    host_rows_.resize(2 * list * n_lists_);
+    for (int kv = 0; kv < n_lists_; ++kv) {
       float* k = host_rows_.data() + 2 * list * kv;
       cache.read(l, kv, 0, N, k, k + list);
       kptr_[kv] = k;
@@ -520,8 +542,8 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   }
   in.layer = l;
   in.queries = HeadsView::token_major(view.q_post, view.n_rows, view.n_head, view.head_dim);
-  in.keys = HeadsView::per_head(kptr_.data(), n_head_kv_, N, head_dim_);
-  in.values = HeadsView::per_head(vptr_.data(), n_head_kv_, N, head_dim_);
+  in.keys = HeadsView::per_head(kptr_.data(), n_lists_, N, head_dim_);
+  in.values = HeadsView::per_head(vptr_.data(), n_lists_, N, head_dim_);
   if (view.q_pre && layer_needs(*method_, opts_, N).pre_rope_queries) {
     in.stat_queries = HeadsView::token_major(view.q_pre, view.n_rows, view.n_head, view.head_dim);
     in.stat_pos0 = view.pos0 + view.n_tokens - view.n_rows;
@@ -542,7 +564,7 @@ void KvCompressor::on_prefill_layer(const PrefillLayerView& view, KvCache& cache
   score_layer(*method_, opts_, in, st.scores);
   st.scores.scratch.swap(attn_scratch_);
   rec.preference = st.scores.preference;
-  for (int kv = 0; kv < n_head_kv_; ++kv) {
+  for (int kv = 0; kv < n_lists_; ++kv) {
     const auto s = st.scores.head(kv);
     st.kept_scores[kv].assign(s.begin(), s.end());
     rec.heads[kv].preference =
@@ -623,13 +645,13 @@ void KvCompressor::finish_prefill(KvCache& cache, bool evict_every_layer) {
       const int d = planned_.decode[i];
       st.decode_budget = d == planned_.prefill[i] ? heads : layer_head_budgets(*method_, opts_, st.scores, d);
     } else {
-      heads.assign(n_head_kv_, std::max(rec.n_tokens - W_, 0));
-      st.decode_budget.assign(n_head_kv_, active() && C_ >= W_ ? C_ - W_ : kUnlimitedBudget);
+      heads.assign(n_lists_, std::max(rec.n_tokens - W_, 0));
+      st.decode_budget.assign(n_lists_, active() && C_ >= W_ ? C_ - W_ : kUnlimitedBudget);
     }
     rec.budget = 0;
     rec.kept = 0;
     rec.bytes_before = rec.bytes_after = 0;
-    for (int kv = 0; kv < n_head_kv_; ++kv) {
+    for (int kv = 0; kv < n_lists_; ++kv) {
       HeadRecord& h = rec.heads[kv];
       const int cap_rows = std::min(heads[kv], std::max(rec.n_tokens - W_, 0)) + std::min(W_, rec.n_tokens);
       h.budget = cap_rows;
@@ -646,7 +668,7 @@ void KvCompressor::finish_prefill(KvCache& cache, bool evict_every_layer) {
       // tappa-head: the layer's budget is the mean of its heads'.
       int sum = 0;
       for (const HeadRecord& h : rec.heads) sum += h.budget;
-      rec.budget = (sum + n_head_kv_ / 2) / n_head_kv_;
+      rec.budget = (sum + n_lists_ / 2) / n_lists_;
     }
   }
   planned_decode_ = active();
@@ -724,13 +746,13 @@ void KvCompressor::replay(Engine& engine, Sequence& seq) {
     LayerInputs in;
     in.layer = l;
     in.n_head = n_head_;
-    kptr_.assign(n_head_kv_, nullptr);
-    in.keys = HeadsView::per_head(kptr_.data(), n_head_kv_, N_, head_dim_);  // shape only: not read
+    kptr_.assign(n_lists_, nullptr);
+    in.keys = HeadsView::per_head(kptr_.data(), n_lists_, N_, head_dim_);  // shape only: not read
     in.replay_max = replay_acc_.data() + static_cast<size_t>(l) * n_head_ * N_;
     in.replay_stride = N_;
-    sc.assign(static_cast<size_t>(n_head_kv_) * P, 0.0f);
+    sc.assign(static_cast<size_t>(n_lists_) * P, 0.0f);
     if (P > 0) method_->scorer->score(in, opts_, P, sc);
-    for (int kv = 0; kv < n_head_kv_; ++kv)
+    for (int kv = 0; kv < n_lists_; ++kv)
       st.kept_scores[kv].assign(sc.begin() + static_cast<std::ptrdiff_t>(kv) * P,
                                 sc.begin() + static_cast<std::ptrdiff_t>(kv + 1) * P);
     if (method_->allocator->reads_scores()) st.scores.scores = sc;
@@ -752,10 +774,10 @@ void KvCompressor::on_decode_layer(int layer, const std::vector<const float*>& p
   for (int l = 0; l < layer; ++l)
     if (!skip_[l]) first_active = false;
   if (first_active) ++record_.decode_steps;
-  const int G = n_head_ / n_head_kv_;
+  const int G = n_head_ / n_lists_;
   const int W = opts_.window;
   LayerState& st = layers_[layer];
-  for (int kv = 0; kv < n_head_kv_; ++kv) {
+  for (int kv = 0; kv < n_lists_; ++kv) {
     const int n = cache.length(layer, kv);
     // Track the new row's position (the largest so far).
     if (kv < static_cast<int>(st.pos.size())) {

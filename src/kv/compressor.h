@@ -14,6 +14,8 @@
 //   3. on_prefill_done: final budgets (plan_budgets), last evictions, the record.
 // Decoding (opts.decode_eviction): after each 1-token step, every (layer, KV head) holding more than
 // b + W rows is cut back to b + W by the current query's pooled attention (CAKE's layer-wise rule).
+// granularity=query-head: before the first compressed layer is scored the cache's lists are repeated
+// to one per query head (KvCache::repeat_lists); everything above is then per query head (group 1).
 //
 // Positions: the cache stores keys after RoPE and the engine's n_past() is independent of cache
 // lengths, so kept rows keep their original positions; positions() reports them (for tests and
@@ -160,7 +162,8 @@ class KvCompressor : public KvPolicy {
     std::vector<size_t> bytes_before;       // per head
     bool seen = false;
   };
-  void begin_prefill(const PrefillLayerView& view, const KvCache& cache);
+  void begin_prefill(const PrefillLayerView& view, KvCache& cache);
+  void repeat_to_query_heads(KvCache& cache);
   void evict_layer(int layer, const std::vector<int>& head_budgets, KvCache& cache);
   void finish_prefill(KvCache& cache, bool evict_every_layer);
   bool replay_scorer() const { return method_->scorer->needs_replay(); }
@@ -171,6 +174,9 @@ class KvCompressor : public KvPolicy {
   const Method* method_;
   MethodOptions opts_;
   int n_layer_, n_head_, n_head_kv_, head_dim_;
+  // Lists per layer of the cache the current prefill compresses: n_head_kv_, or n_head_ once
+  // query-head granularity repeated them (repeat_to_query_heads). Every per-head state is per list.
+  int n_lists_;
   std::vector<char> skip_;
   int n_active_ = 0;
   // Sliding-window (local) layers of gemma3-style models: the engine caps them at their window while a

@@ -153,6 +153,13 @@ void FormatKvCache::clear() {
   for (Slot& s : slots_) s.length = 0;
 }
 
+void FormatKvCache::repeat_lists(int factor) {
+  if (factor < 1) throw Error("repeat_lists: factor must be at least 1", ErrorCode::internal);
+  if (factor == 1) return;
+  slots_ = repeat_slots(slots_, n_layer_, n_head_kv_, factor, k_row_, v_row_);
+  n_head_kv_ *= factor;
+}
+
 std::unique_ptr<KvCache> FormatKvCache::clone() const {
   auto c = std::make_unique<FormatKvCache>(n_layer_, n_head_kv_, head_dim_, format_);
   for (size_t i = 0; i < slots_.size(); ++i) {

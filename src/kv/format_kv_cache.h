@@ -38,6 +38,7 @@ class FormatKvCache final : public KvCache {
   void shrink_to_fit(int layer, int head) override;
   void shrink_to_fit() override;
   void clear() override;
+  void repeat_lists(int factor) override;
   std::unique_ptr<KvCache> clone() const override;
 
   size_t bytes_held() const override;

@@ -4,6 +4,8 @@
 #include <cassert>
 #include <cstring>
 
+#include "tappa/error.h"
+
 namespace tappa {
 
 HostKvCache::HostKvCache(int n_layer, int n_head_kv, int head_dim)
@@ -124,6 +126,13 @@ void HostKvCache::shrink_to_fit() {
 
 void HostKvCache::clear() {
   for (Slot& s : slots_) s.length = 0;
+}
+
+void HostKvCache::repeat_lists(int factor) {
+  if (factor < 1) throw Error("repeat_lists: factor must be at least 1", ErrorCode::internal);
+  if (factor == 1) return;
+  slots_ = repeat_slots(slots_, n_layer_, n_head_kv_, factor, static_cast<size_t>(head_dim_), static_cast<size_t>(head_dim_));
+  n_head_kv_ *= factor;
 }
 
 std::unique_ptr<KvCache> HostKvCache::clone() const {

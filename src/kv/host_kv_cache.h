@@ -32,6 +32,7 @@ class HostKvCache final : public KvCache {
   void shrink_to_fit(int layer, int head) override;
   void shrink_to_fit() override;
   void clear() override;
+  void repeat_lists(int factor) override;
   std::unique_ptr<KvCache> clone() const override;
 
   size_t bytes_held() const override;
@@ -51,5 +52,25 @@ class HostKvCache final : public KvCache {
   // keep_rows with rows out of ascending order gathers through this (grown once, then reused).
   std::vector<float> gather_;
 };
+
+// KvCache::repeat_lists for a cache of per-(layer, list) slots stored layer-major: slot (l, h) becomes
+// slots (l, h*factor .. h*factor + factor - 1), each an exact-size copy of its rows (k_row / v_row:
+// elements per K / V row). Shared by HostKvCache and FormatKvCache, whose slots differ only in their
+// element type.
+template <class Slot>
+std::vector<Slot> repeat_slots(const std::vector<Slot>& slots, int n_layer, int n_lists, int factor, size_t k_row,
+                               size_t v_row) {
+  std::vector<Slot> out(slots.size() * static_cast<size_t>(factor));
+  for (size_t i = 0; i < static_cast<size_t>(n_layer) * n_lists; ++i) {
+    const Slot& s = slots[i];
+    for (int g = 0; g < factor; ++g) {
+      Slot& d = out[i * factor + g];
+      d.k.assign(s.k.begin(), s.k.begin() + static_cast<std::ptrdiff_t>(s.length * k_row));
+      d.v.assign(s.v.begin(), s.v.begin() + static_cast<std::ptrdiff_t>(s.length * v_row));
+      d.length = d.capacity = s.length;
+    }
+  }
+  return out;
+}
 
 }  // namespace tappa

@@ -64,6 +64,12 @@ KvCacheFormat resolve_kv_format(const KvCacheType& t, int head_dim) {
 }
 
 // Default stored-row I/O of a cache whose rows are fp32 (the only layout without a codec).
+void KvCache::repeat_lists(int factor) {
+  if (factor == 1) return;
+  throw Error("this KV cache storage cannot hold one list per query head (granularity=query-head): use the cpu or "
+              "reference backend, or granularity=kv-head");
+}
+
 void KvCache::read_stored(int layer, int head, int first, int n, void* k, void* v) const {
   if (!format().is_f32()) throw Error("KvCache::read_stored: this cache does not implement its stored layout", ErrorCode::internal);
   read(layer, head, first, n, static_cast<float*>(k), static_cast<float*>(v));

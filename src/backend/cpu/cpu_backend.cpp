@@ -153,11 +153,7 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) override {
-    const int d = cache.head_dim();
-    for (int h = 0; h < cache.n_head_kv(); ++h)
-      cache.append(layer, h, k.data + h * d, v.data + h * d, static_cast<int>(k.rows), k.ld);
-  }
+  void kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) override { host_kv_append(cache, layer, k, v); }
 
   void attention(const AttentionCall& c, const Mat& q, Mat out) override;
 

@@ -175,11 +175,7 @@ class ReferenceBackend final : public Backend {
     }
   }
 
-  void kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) override {
-    const int d = cache.head_dim();
-    for (int h = 0; h < cache.n_head_kv(); ++h)
-      cache.append(layer, h, k.data + h * d, v.data + h * d, static_cast<int>(k.rows), k.ld);
-  }
+  void kv_append(KvCache& cache, int layer, const Mat& k, const Mat& v) override { host_kv_append(cache, layer, k, v); }
 
   // Row i of a sequence (n_rows new rows at the end of each list of length len) sees list rows
   // [first, len - n_rows + i] with first = 0, or the newest `window` of them.
