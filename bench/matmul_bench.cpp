@@ -27,6 +27,7 @@ namespace {
 
 using tappa::TensorType;
 using tappa::cpu::matmul;
+using tappa::cpu::MatmulOrder;
 using tappa::cpu::Scratch;
 using tappa::cpu::ThreadPool;
 using tappa::cpu::WeightView;
@@ -81,7 +82,7 @@ void run_gemv(benchmark::State& state, TensorType t, bool cold) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(bytes));
 }
 
-void run_gemm(benchmark::State& state, TensorType t) {
+void run_gemm(benchmark::State& state, TensorType t, MatmulOrder order = MatmulOrder::Batch) {
   const int64_t rows = state.range(0), cols = state.range(1);
   const int threads = static_cast<int>(state.range(2));
   const int64_t m = state.range(3);
@@ -90,7 +91,7 @@ void run_gemm(benchmark::State& state, TensorType t) {
   std::vector<float> y(m * rows);
   Scratch scratch;
   for (auto _ : state) {
-    matmul(WeightView{t, w.data(), rows, cols}, x.data(), m, cols, y.data(), rows, pool(threads), scratch);
+    matmul(WeightView{t, w.data(), rows, cols}, x.data(), m, cols, y.data(), rows, pool(threads), scratch, order);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -103,6 +104,9 @@ void run_gemm(benchmark::State& state, TensorType t) {
   [[maybe_unused]] void BM_GemvCold_##NAME(benchmark::State& s) { run_gemv(s, TensorType::TYPE, true); }
 #define TAPPA_GEMM(NAME, TYPE) \
   void BM_Gemm_##NAME(benchmark::State& s) { run_gemm(s, TensorType::TYPE); }
+// Batched decoding: m sequences' tokens, each row in the one-token order (MatmulOrder::PerToken).
+#define TAPPA_DECODE_BATCH(NAME, TYPE) \
+  void BM_DecodeBatch_##NAME(benchmark::State& s) { run_gemm(s, TensorType::TYPE, MatmulOrder::PerToken); }
 
 TAPPA_GEMV(Q4_0, Q4_0)
 TAPPA_GEMV(Q4_1, Q4_1)
@@ -117,6 +121,8 @@ TAPPA_GEMM(Q4_K, Q4_K)
 TAPPA_GEMM(Q6_K, Q6_K)
 TAPPA_GEMM(F32, F32)
 TAPPA_GEMM(F16, F16)
+TAPPA_DECODE_BATCH(Q4_1, Q4_1)
+TAPPA_DECODE_BATCH(Q8_0, Q8_0)
 
 // {rows, cols, threads}: the model's projections (gate/up 1536x576, down 576x1536, q/o 576x576,
 // k/v 192x576) and the output head (49152x576).
@@ -144,6 +150,12 @@ void gemm_shapes(benchmark::internal::Benchmark* b) {
   }
   b->ArgNames({"rows", "cols", "threads", "m"})->UseRealTime();
 }
+// {rows, cols, threads, m}: one decode step of m sequences (SmolLM2's gate/up, down, q/o, head).
+void decode_batch_shapes(benchmark::internal::Benchmark* b) {
+  for (int th : {1, 2})
+    for (int m : {4, 16, 64, 256}) b->Args({1536, 576, th, m})->Args({576, 1536, th, m})->Args({576, 576, th, m});
+  b->ArgNames({"rows", "cols", "threads", "m"})->UseRealTime();
+}
 void gemm_k_shapes(benchmark::internal::Benchmark* b) {
   for (int th : {1, 2}) b->Args({1536, 768, th, 512})->Args({768, 1536, th, 512});
   b->ArgNames({"rows", "cols", "threads", "m"})->UseRealTime();
@@ -168,6 +180,8 @@ BENCHMARK(BM_Gemm_Q8_0)
     ->ArgNames({"rows", "cols", "threads", "m"})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DecodeBatch_Q4_1)->Apply(decode_batch_shapes);
+BENCHMARK(BM_DecodeBatch_Q8_0)->Args({49152, 576, 1, 16})->Args({49152, 576, 2, 16})->ArgNames({"rows", "cols", "threads", "m"})->UseRealTime();
 BENCHMARK(BM_Gemm_Q4_K)->Apply(gemm_k_shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm_Q6_K)->Apply(gemm_k_shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gemm_F16)->Apply(gemm_shapes)->Unit(benchmark::kMillisecond);

@@ -27,6 +27,11 @@ constexpr int kPanelRows = 16;
 // True when this build has the GEMM kernel and it handles type t.
 bool gemm_supported(TensorType t);
 
+// True when the GEMM serves MatmulOrder::PerToken (batched decoding) for type t: it computes t in the
+// one-token order (kernel_lanes), so each token's outputs are the bits a one-token call gives, and it
+// is the faster kernel there (Q4_1).
+bool gemm_in_token_order(TensorType t);
+
 // Bytes of one repacked 16-row panel of `cols` columns.
 size_t gemm_panel_bytes(TensorType t, int64_t cols);
 

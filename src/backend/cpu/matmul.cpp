@@ -327,7 +327,8 @@ void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* 
     matmul_float(w, stride, x, m, ldx, y, ldy, pool, scratch, invariant);
   } else if (w.type == TensorType::Q4_K || w.type == TensorType::Q6_K) {
     matmul_kquant(w, stride, x, m, ldx, y, ldy, pool, scratch, invariant);
-  } else if (!invariant && m >= kGemmMinTokens && gemm_supported(w.type)) {
+  } else if (m >= kGemmMinTokens && gemm_supported(w.type) && (!invariant || gemm_in_token_order(w.type))) {
+    // Q4_1: the GEMM sums each token in the one-token order, so batched decoding takes it too.
     matmul_gemm(w, stride, x, m, ldx, y, ldy, pool, scratch);
   } else {
     matmul_rows(w, stride, x, m, ldx, y, ldy, pool, scratch);
