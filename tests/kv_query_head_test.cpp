@@ -83,9 +83,7 @@ struct CompressedRun {
 };
 
 CompressedRun compress_and_decode(const std::shared_ptr<Model>& model, const std::string& spec, int budget,
-                                  const std::vector<int32_t>& prompt, int n_decode, KvCacheType cache = {}) {
-  EngineOptions eo = small_engine();
-  eo.cache = cache;
+                                  const std::vector<int32_t>& prompt, int n_decode, const EngineOptions& eo = small_engine()) {
   Engine engine(model, eo);
   kv::KvCompressor comp(*model, kv::make_spec_options(spec, budget, std::nullopt));
   auto seq = engine.new_sequence();
@@ -147,14 +145,20 @@ TEST(KvQueryHead, MatchesTheMultiHeadTwinOnATinyModel) {
     EXPECT_EQ(q.rec.bytes_held_after, t.rec.bytes_held_after);
   }
   // A cache stored as q8_0 / f16 (FormatKvCache) repeats its stored rows the same way.
-  const KvCacheType q8{KvType::q8_0, KvType::f16, KvRotation::off};
-  const CompressedRun q = compress_and_decode(gqa, "snapkv:window=8:granularity=query-head", 24, prompt, 4, q8);
-  const CompressedRun t = compress_and_decode(twin, "snapkv:window=8", 24, prompt, 4, q8);
-  ASSERT_EQ(q.lists, c.n_head);
-  EXPECT_EQ(q.pos, t.pos);
-  EXPECT_EQ(q.tokens, t.tokens);
-  for (size_t i = 0; i < q.logits.size(); ++i) expect_logits_near(q.logits[i], t.logits[i], "q8_0 step " + std::to_string(i));
-  EXPECT_EQ(q.rec.bytes_held_after, t.rec.bytes_held_after);
+  // So does the reference backend (its own kv_append and group-1 attention over the copies).
+  EngineOptions q8 = small_engine(), ref = small_engine();
+  q8.cache = KvCacheType{KvType::q8_0, KvType::f16, KvRotation::off};
+  ref.backend = "reference";
+  for (const EngineOptions& eo : {q8, ref}) {
+    SCOPED_TRACE(eo.backend + " " + kv_type_name(eo.cache.k));
+    const CompressedRun q = compress_and_decode(gqa, "snapkv:window=8:granularity=query-head", 24, prompt, 4, eo);
+    const CompressedRun t = compress_and_decode(twin, "snapkv:window=8", 24, prompt, 4, eo);
+    ASSERT_EQ(q.lists, c.n_head);
+    EXPECT_EQ(q.pos, t.pos);
+    EXPECT_EQ(q.tokens, t.tokens);
+    for (size_t i = 0; i < q.logits.size(); ++i) expect_logits_near(q.logits[i], t.logits[i], "step " + std::to_string(i));
+    EXPECT_EQ(q.rec.bytes_held_after, t.rec.bytes_held_after);
+  }
 }
 
 // The queries and keys of every layer of one prefill (post-RoPE), as the engine computes them.
