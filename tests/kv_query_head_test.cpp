@@ -380,5 +380,37 @@ TEST(KvQueryHead, ClearErrors) {
   }
 }
 
+// The CUDA cache keeps one device list per KV head: query-head granularity there is one line, not a
+// crash or a silent per-KV-head run; kv-head compression on the same engine still works.
+TEST(KvQueryHead, CudaSaysSoInOneLine) {
+  const auto model = Model::random("llama-tiny", 3, true);
+  EngineOptions eo = small_engine();
+  eo.backend = "cuda";
+  std::unique_ptr<Engine> engine;
+  try {
+    engine = std::make_unique<Engine>(model, eo);
+  } catch (const Error& e) {
+    GTEST_SKIP() << "CUDA backend not available: " << e.what();
+  }
+  const std::vector<int32_t> prompt = test_prompt(64, model->config().n_vocab);
+  kv::KvCompressor qh(*model, kv::make_spec_options("snapkv:window=8:granularity=query-head", 24, std::nullopt));
+  auto seq = engine->new_sequence();
+  seq->set_policy(&qh);
+  try {
+    engine->eval(*seq, prompt);
+    ADD_FAILURE() << "query-head granularity ran on the CUDA cache";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+    EXPECT_NE(what.find("granularity=query-head"), std::string::npos) << what;
+    std::printf("cuda: %s\n", what.c_str());
+  }
+  kv::KvCompressor kvh(*model, kv::make_spec_options("snapkv:window=8", 24, std::nullopt));
+  auto fresh = engine->new_sequence();
+  fresh->set_policy(&kvh);
+  EXPECT_NO_THROW(engine->eval(*fresh, prompt));
+  EXPECT_TRUE(kvh.record().compressed);
+}
+
 }  // namespace
 }  // namespace tappa
