@@ -79,6 +79,7 @@ struct CompressedRun {
   std::vector<std::vector<float>> logits;          // after the prompt, then after each decoded token
   std::vector<int32_t> tokens;
   kv::CompressionRecord rec;
+  std::vector<int> decode_lengths;  // every list's length after the last decoded token
   int lists = 0;
 };
 
@@ -88,8 +89,13 @@ CompressedRun compress_and_decode(const std::shared_ptr<Model>& model, const std
   kv::KvCompressor comp(*model, kv::make_spec_options(spec, budget, std::nullopt));
   auto seq = engine.new_sequence();
   seq->set_policy(&comp);
+  if (Observer* o = comp.observer()) {  // h2o: sums the engine's own attention rows
+    seq->set_observer(o);
+    comp.expect_prompt(static_cast<int>(prompt.size()));
+  }
   CompressedRun r;
   std::span<const float> logits = engine.eval(*seq, prompt);
+  seq->set_observer(nullptr);
   comp.replay(engine, *seq);
   r.rec = comp.record();
   r.lists = seq->cache().n_head_kv();
@@ -108,6 +114,10 @@ CompressedRun compress_and_decode(const std::shared_ptr<Model>& model, const std
     r.tokens.push_back(one[0]);
     logits = engine.eval(*seq, one);
   }
+  r.rec = comp.record();  // the prefill's figures and the decode eviction's
+  r.decode_lengths.clear();
+  for (int l = 0; l < c.n_layer; ++l)
+    for (int h = 0; h < r.lists; ++h) r.decode_lengths.push_back(seq->cache().length(l, h));
   return r;
 }
 
@@ -128,12 +138,18 @@ TEST(KvQueryHead, MatchesTheMultiHeadTwinOnATinyModel) {
   const ModelConfig& c = gqa->config();
   ASSERT_GT(c.n_head / c.n_head_kv, 1);
   const std::vector<int32_t> prompt = test_prompt(64, c.n_vocab);
-  for (const std::string m : {"snapkv", "snapkv:pool=max7", "h2o", "pyramidkv", "tappa", "expected-attention+adakv",
-                              "kvzip", "streamingllm:streaming-first=1"}) {
+  for (const std::string m : {"snapkv", "snapkv:pool=max7", "h2o", "h2o:h2o-official-mask=1", "pyramidkv", "tappa",
+                              
+                              "cake:decode-evict=1", "snapkv:decode-evict=1", "expected-attention+adakv", "kvzip", "streamingllm:streaming-first=1"}) {
     SCOPED_TRACE(m);
     const CompressedRun q = compress_and_decode(gqa, m + ":window=8:granularity=query-head", 24, prompt, 4);
     const CompressedRun t = compress_and_decode(twin, m + ":window=8", 24, prompt, 4);
     ASSERT_TRUE(q.rec.compressed) << q.rec.skipped_reason;
+    EXPECT_EQ(q.rec.h2o_from_engine_rows, t.rec.h2o_from_engine_rows);
+    EXPECT_EQ(q.rec.decode_evicted, t.rec.decode_evicted);
+    EXPECT_EQ(q.decode_lengths, t.decode_lengths);
+    if (m.rfind("h2o", 0) == 0) EXPECT_TRUE(q.rec.h2o_from_engine_rows);
+    if (m.find("decode-evict=1") != std::string::npos) EXPECT_GT(q.rec.decode_evicted, 0);
     EXPECT_TRUE(q.rec.query_head);
     EXPECT_FALSE(t.rec.query_head);
     ASSERT_EQ(q.lists, c.n_head);
