@@ -246,17 +246,20 @@ TEST(MatmulOrder, PerTokenRowsEqualOneTokenCalls) {
   Scratch scratch;
   for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q4_0, TensorType::Q4_1,
                        TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
-    const int64_t rows = 203, cols = 512, m = 13, ldx = cols + 3, ldy = rows + 5;
+    const int64_t rows = 203, cols = 512, ldx = cols + 3, ldy = rows + 5;
     const Weights w = make_weights(t, rows, cols, 7);
     const WeightView wv{t, w.bytes.data(), rows, cols};
-    const std::vector<float> x = make_acts(m, cols, ldx, 11);
-    for (int threads : {1, 2}) {
-      std::vector<float> y(static_cast<size_t>(m * ldy), -1.0f), y1(static_cast<size_t>(rows));
-      matmul(wv, x.data(), m, ldx, y.data(), ldy, pool(threads), scratch, cpu::MatmulOrder::PerToken);
-      for (int64_t i = 0; i < m; ++i) {
-        matmul(wv, x.data() + i * ldx, 1, ldx, y1.data(), rows, pool(threads), scratch);
-        ASSERT_EQ(0, std::memcmp(y1.data(), y.data() + i * ldy, sizeof(float) * rows))
-            << "type " << static_cast<int>(t) << " token " << i << " threads " << threads;
+    // 13 tokens take the row kernels, 19 the GEMM where it keeps the one-token order (matmul.cpp).
+    for (const int64_t m : {13, 19}) {
+      const std::vector<float> x = make_acts(m, cols, ldx, 11);
+      for (int threads : {1, 2}) {
+        std::vector<float> y(static_cast<size_t>(m * ldy), -1.0f), y1(static_cast<size_t>(rows));
+        matmul(wv, x.data(), m, ldx, y.data(), ldy, pool(threads), scratch, cpu::MatmulOrder::PerToken);
+        for (int64_t i = 0; i < m; ++i) {
+          matmul(wv, x.data() + i * ldx, 1, ldx, y1.data(), rows, pool(threads), scratch);
+          ASSERT_EQ(0, std::memcmp(y1.data(), y.data() + i * ldy, sizeof(float) * rows))
+              << "type " << static_cast<int>(t) << " m " << m << " token " << i << " threads " << threads;
+        }
       }
     }
   }

@@ -27,6 +27,11 @@ namespace {
 // From this many tokens on, the repacked GEMM beats row dot products (the repack of a 16-row panel
 // costs about as much as one token's dot products over it).
 constexpr int64_t kGemmMinTokens = 4;
+// Batched decoding streams every weight from memory once a step: below this many sequences the row
+// kernels, which prefetch their four rows, beat the repack's sixteen streams (SmolLM2, 2 threads,
+// tg32: 4 sequences ~700-880 tok/s through the rows against ~650-780 through the GEMM, 8 sequences
+// ~890-900 against ~770-810; 16 sequences ~1050 against ~1200 in the GEMM's favour).
+constexpr int64_t kGemmMinTokensPerToken = 16;
 // Output rows per work item: keeps SIMD tiles whole and gives each thread contiguous rows.
 constexpr int64_t kRowGrain = 16;
 
@@ -327,7 +332,8 @@ void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* 
     matmul_float(w, stride, x, m, ldx, y, ldy, pool, scratch, invariant);
   } else if (w.type == TensorType::Q4_K || w.type == TensorType::Q6_K) {
     matmul_kquant(w, stride, x, m, ldx, y, ldy, pool, scratch, invariant);
-  } else if (m >= kGemmMinTokens && gemm_supported(w.type) && (!invariant || gemm_in_token_order(w.type))) {
+  } else if (gemm_supported(w.type) && (invariant ? m >= kGemmMinTokensPerToken && gemm_in_token_order(w.type)
+                                                  : m >= kGemmMinTokens)) {
     // Q4_1: the GEMM sums each token in the one-token order, so batched decoding takes it too.
     matmul_gemm(w, stride, x, m, ldx, y, ldy, pool, scratch);
   } else {
