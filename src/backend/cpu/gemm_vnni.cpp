@@ -114,9 +114,9 @@ void repack_row(TensorType t, const uint8_t* w, int64_t cols, int row, uint8_t* 
 }
 
 // A whole panel of 16 rows at once for Q4_0, Q4_1 and Q8_0: the same bytes repack_row writes row by
-// row, built with two-source dword permutes (codes) and one gather per block (scales). Row by row the
-// repack cost about as much as 19 tokens' products over the panel, so batched decoding (4-16 tokens a
-// call) ran at half the GEMM's rate; this form costs a few instructions per row and block.
+// row, built with two-source dword permutes of 16-byte row loads (codes and scales alike). Row by row
+// the repack cost about as much as 19 tokens' products over the panel, so calls of 4-16 tokens ran at
+// half the GEMM's rate; this form costs a few instructions per row and block.
 inline __m512i load_rows4x16(const uint8_t* p, size_t row_stride) {
   __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + row_stride)), 1);
