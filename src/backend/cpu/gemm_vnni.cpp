@@ -118,10 +118,7 @@ void repack_row(TensorType t, const uint8_t* w, int64_t cols, int row, uint8_t* 
 // the repack cost about as much as 19 tokens' products over the panel, so calls of 4-16 tokens ran at
 // half the GEMM's rate; this form costs a few instructions per row and block.
 inline __m512i load_rows4x16(const uint8_t* p, size_t row_stride) {
-  __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + row_stride)), 1);
-  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * row_stride)), 2);
-  return _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 3 * row_stride)), 3);
+  return load_rows16(p, p + row_stride, p + 2 * row_stride, p + 3 * row_stride);
 }
 
 // Lanes 0..7 from (a, b) and 8..15 from (c, d) by the same index: lane r takes, of the pair, source

@@ -81,6 +81,16 @@ inline __m256i unpack_nibbles16(const uint8_t* qs) {
   return _mm256_and_si256(w, _mm256_set1_epi8(0x0F));
 }
 
+#if TAPPA_X86_GEMM512
+// 16 bytes from each of four places (four rows' blocks), row r in 128-bit lane r.
+inline __m512i load_rows16(const uint8_t* p0, const uint8_t* p1, const uint8_t* p2, const uint8_t* p3) {
+  __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0)));
+  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
+  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p2)), 2);
+  return _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p3)), 3);
+}
+#endif
+
 #else
 
 inline float half_to_float_fast(uint16_t h) { return quant::half_to_float(h); }

@@ -123,13 +123,6 @@ float vec_dot_q8_0(const uint8_t* w, const ActRow& a, int64_t cols) {
 // per-row scales are spread over the lanes with one permute.
 namespace {
 
-inline __m512i load_rows16(const uint8_t* p0, const uint8_t* p1, const uint8_t* p2, const uint8_t* p3) {
-  __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0)));
-  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
-  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p2)), 2);
-  return _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p3)), 3);
-}
-
 // Sum of each group of four lanes: out[r] = v[4r] + ... + v[4r+3].
 inline __m128 sum_groups4(__m512 v) {
   const __m128 g0 = _mm512_castps512_ps128(v), g1 = _mm512_extractf32x4_ps(v, 1);

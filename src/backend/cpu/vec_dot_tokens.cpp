@@ -48,13 +48,6 @@ class RowsPrefetch {
 
 namespace {
 
-inline __m512i load_rows16(const uint8_t* p0, const uint8_t* p1, const uint8_t* p2, const uint8_t* p3) {
-  __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0)));
-  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
-  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p2)), 2);
-  return _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p3)), 3);
-}
-
 // vec_dot4_q4_1's AVX-512 kernel (vec_dot_q.cpp), NT tokens per pass over the four rows.
 template <int NT>
 void q4_1_tokens(const uint8_t* w, size_t row_stride, const ActRow* a, int64_t cols, float* out, int64_t ldo) {
