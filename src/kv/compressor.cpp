@@ -616,19 +616,19 @@ void KvCompressor::finish_prefill(KvCache& cache, bool evict_every_layer) {
   record_.bytes_held_peak = std::max(record_.bytes_held_peak, cache.bytes_held());
   record_.bytes_peak_layerwise = std::max(record_.bytes_peak_layerwise, cache.bytes_used());
   const int n_seen = static_cast<int>(seen_.size());
+  const auto evict_seen = [&] {
+    for (int i = 0; i < n_seen; ++i)
+      evict_layer(seen_[i], layer_head_budgets(*method_, opts_, layers_[seen_[i]].scores, planned_.prefill[i]), cache);
+  };
   if (compress_ && preference_allocator(*method_)) {
     if (n_seen != n_active_)
       fail("KV compression: saw " + std::to_string(n_seen) + " layers, expected " + std::to_string(n_active_) +
            " (pass the engine's skipped layers to the compressor)");
     planned_ = plan_budgets(*method_, opts_, ctx_, prefs_);
     compress_ = planned_.compress;
-    if (compress_)
-      for (int i = 0; i < n_seen; ++i)
-        evict_layer(seen_[i], layer_head_budgets(*method_, opts_, layers_[seen_[i]].scores, planned_.prefill[i]),
-                    cache);
+    if (compress_) evict_seen();
   } else if (compress_ && evict_every_layer) {  // a replay scorer with budgets known up front
-    for (int i = 0; i < n_seen; ++i)
-      evict_layer(seen_[i], layer_head_budgets(*method_, opts_, layers_[seen_[i]].scores, planned_.prefill[i]), cache);
+    evict_seen();
   }
   record_.compressed = compress_;
 
