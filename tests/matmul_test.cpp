@@ -23,6 +23,7 @@
 #include <random>
 #include <vector>
 
+#include "backend/backend.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/quantize_act.h"
 #include "backend/cpu/thread_pool.h"
@@ -259,6 +260,37 @@ TEST(MatmulOrder, PerTokenRowsEqualOneTokenCalls) {
           matmul(wv, x.data() + i * ldx, 1, ldx, y1.data(), rows, pool(threads), scratch);
           ASSERT_EQ(0, std::memcmp(y1.data(), y.data() + i * ldy, sizeof(float) * rows))
               << "type " << static_cast<int>(t) << " m " << m << " token " << i << " threads " << threads;
+        }
+      }
+    }
+  }
+}
+
+// The CPU backend keeps the GEMM panels of matrices that batched decoding runs through the GEMM
+// (cpu::prepack, made on the first such call): the first call makes them, the second reads them, and
+// both must equal one-token calls bit for bit, as the repack-per-call path does (above). 203 rows:
+// the last panel is partial. m = 16 and 19: from prepack_min_tokens() on; 13 takes the row kernels.
+TEST(MatmulOrder, BackendKeptPanelsEqualOneTokenCalls) {
+  for (TensorType t : {TensorType::Q4_1, TensorType::Q8_0, TensorType::Q4_0}) {
+    const int64_t rows = 203, cols = 512;
+    const Weights w = make_weights(t, rows, cols, 5);
+    const WeightView wv{t, w.bytes.data(), rows, cols};
+    Scratch scratch;
+    for (int threads : {1, 2}) {
+      auto be = backend::make_backend("cpu", threads);
+      for (const int64_t m : {13, 16, 19}) {
+        const std::vector<float> x = make_acts(m, cols, cols, 17 + static_cast<int>(m));
+        std::vector<float> y1(static_cast<size_t>(rows));
+        for (int call = 0; call < 2; ++call) {
+          std::vector<float> y(static_cast<size_t>(m * rows), -1.0f);
+          be->matmul(wv, backend::Mat{const_cast<float*>(x.data()), m, cols, cols}, backend::Mat{y.data(), m, rows, rows},
+                     backend::Order::PerToken);
+          for (int64_t i = 0; i < m; ++i) {
+            matmul(wv, x.data() + i * cols, 1, cols, y1.data(), rows, pool(threads), scratch);
+            ASSERT_EQ(0, std::memcmp(y1.data(), y.data() + i * rows, sizeof(float) * rows))
+                << "type " << static_cast<int>(t) << " m " << m << " token " << i << " threads " << threads << " call "
+                << call;
+          }
         }
       }
     }

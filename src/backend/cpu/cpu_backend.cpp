@@ -8,7 +8,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/cpu/attention.h"
@@ -82,8 +84,10 @@ class CpuBackend final : public Backend {
   }
 
   void matmul(const WeightView& w, const Mat& x, Mat y, Order order) override {
+    const bool per_token = order == Order::PerToken;
     cpu::matmul(w, x.data, x.rows, x.ld, y.data, y.ld, pool_, scratch_,
-                order == Order::PerToken ? cpu::MatmulOrder::PerToken : cpu::MatmulOrder::Batch);
+                per_token ? cpu::MatmulOrder::PerToken : cpu::MatmulOrder::Batch,
+                per_token && x.rows >= cpu::prepack_min_tokens() ? panels_for(w) : nullptr);
   }
 
   void add_bias(Mat y, const float* bias) override {
@@ -158,8 +162,45 @@ class CpuBackend final : public Backend {
   void attention(const AttentionCall& c, const Mat& q, Mat out) override;
 
  private:
+  // The GEMM panels of a matrix that batched decoding runs through the GEMM (cpu::prepack), made the
+  // first time such a step reaches it and kept while the backend lives; nullptr (also remembered)
+  // for matrices that have none. TAPPA_CPU_PREPACK=0 turns it off (to measure what it saves).
+  const uint8_t* panels_for(const WeightView& w) {
+    static const bool on = [] {
+      const char* v = std::getenv("TAPPA_CPU_PREPACK");
+      return !(v && std::string(v) == "0");
+    }();
+    if (!on) return nullptr;
+    const PanelKey key{w.data, w.rows, w.cols, w.type};
+    auto it = panels_.find(w.data);
+    if (it != panels_.end() && it->second.key == key) return it->second.data.get();
+    const size_t n = cpu::prepack_bytes(w);
+    Panels p{key, {}};
+    if (n > 0) {
+      p.data.reset(static_cast<uint8_t*>(::operator new[](n, std::align_val_t{64})));
+      cpu::prepack(w, p.data.get(), pool_);
+    }
+    Panels& slot = panels_[w.data];  // a view of the same address with another shape replaces the entry
+    slot = std::move(p);
+    return slot.data.get();
+  }
+  struct PanelKey {
+    const uint8_t* data;
+    int64_t rows, cols;
+    TensorType type;
+    bool operator==(const PanelKey&) const = default;
+  };
+  struct AlignedDelete {
+    void operator()(uint8_t* p) const { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  struct Panels {
+    PanelKey key;
+    std::unique_ptr<uint8_t[], AlignedDelete> data;
+  };
+
   cpu::ThreadPool pool_;
   cpu::Scratch scratch_;
+  std::unordered_map<const uint8_t*, Panels> panels_;  // by weight address: matrices batched steps used
   std::vector<std::vector<float>> scores_;  // per thread: [group][longest list]
   std::vector<int64_t> prefix_;             // attention: first task of each sequence
   std::vector<const FormatKvCache*> formatted_;  // attention: each sequence's cache if not fp32

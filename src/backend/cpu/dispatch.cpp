@@ -127,8 +127,8 @@ bool matmul_supports(TensorType t) {
 // ---- dispatchers -------------------------------------------------------------------------------------
 
 void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, ThreadPool& pool,
-            Scratch& scratch, MatmulOrder order) {
-  table().matmul(w, x, m, ldx, y, ldy, pool, scratch, order);
+            Scratch& scratch, MatmulOrder order, const uint8_t* prepacked) {
+  table().matmul(w, x, m, ldx, y, ldy, pool, scratch, order, prepacked);
 }
 void attention_row(const AttentionRow& a, float* probs, float* out) { table().attention_row(a, probs, out); }
 void attention_rows(const AttentionRow* rows, int count, float* const* probs, float* const* outs) {

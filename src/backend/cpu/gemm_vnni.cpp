@@ -377,9 +377,7 @@ bool gemm_supported(TensorType t) {
 }
 
 bool gemm_in_token_order(TensorType t) {
-  // Q8_0's lanes kernel keeps the order too, but the rows kernels are faster for it at batched-decode
-  // sizes (the tied output head, 49152 x 576 at 16 tokens: 5.4 against 5.9 ms, one thread).
-  return gemm_supported(t) && t == TensorType::Q4_1;
+  return gemm_supported(t) && (t == TensorType::Q4_1 || t == TensorType::Q8_0);
 }
 
 size_t gemm_panel_bytes(TensorType t, int64_t cols) { return static_cast<size_t>(cols / 32) * block_bytes(mode_of(t)); }

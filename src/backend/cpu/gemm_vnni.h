@@ -27,9 +27,9 @@ constexpr int kPanelRows = 16;
 // True when this build has the GEMM kernel and it handles type t.
 bool gemm_supported(TensorType t);
 
-// True when the GEMM serves MatmulOrder::PerToken (batched decoding) for type t: it computes t in the
-// one-token order (kernel_lanes), so each token's outputs are the bits a one-token call gives, and it
-// is the faster kernel there (Q4_1).
+// True when the GEMM computes type t in the one-token order (kernel_lanes: Q4_1, Q8_0), so each
+// token's outputs are the bits a one-token call gives and it may serve MatmulOrder::PerToken
+// (batched decoding). Whether it is the faster kernel there depends on the repack (matmul.cpp).
 bool gemm_in_token_order(TensorType t);
 
 // Bytes of one repacked 16-row panel of `cols` columns.

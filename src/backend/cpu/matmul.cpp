@@ -37,6 +37,16 @@ constexpr int64_t kRowGrain = 16;
 
 constexpr size_t align64(size_t n) { return (n + 63) & ~size_t{63}; }
 
+// Whether a PerToken call of m tokens takes the GEMM (which sums Q4_1 and Q8_0 in the one-token
+// order, so batched decoding may). Q4_1 from kGemmMinTokensPerToken tokens on, panels kept or not.
+// Q8_0 only with kept panels: repacked on every call it lost to the row kernels (the tied output
+// head, 49152 x 576 at 16 tokens: 5.9 against 5.4 ms, one thread); its panels are about its own
+// size (576 bytes per 16 rows x 32 columns against 544), so keeping them costs little.
+bool per_token_gemm(TensorType t, int64_t m, bool prepacked) {
+  if (m < kGemmMinTokensPerToken || !gemm_in_token_order(t)) return false;
+  return t == TensorType::Q4_1 || prepacked;
+}
+
 // Splits [0, n) into pool.size() contiguous chunks (multiples of grain) and calls f(begin, end, thread)
 // for each non-empty one. The closure handed to the pool is one pointer, so std::function stores it
 // without allocating.
@@ -160,12 +170,12 @@ void matmul_float(const WeightView& w, size_t stride, const float* x, int64_t m,
 }
 
 void matmul_gemm(const WeightView& w, size_t stride, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
-                 ThreadPool& pool, Scratch& scratch) {
+                 ThreadPool& pool, Scratch& scratch, const uint8_t* prepacked) {
   const int group = gemm_group_size(m);
   const size_t act_bytes = align64(gemm_act_bytes(m, w.cols, group));
   const size_t rec_bytes = align64(ActBuffer::record_bytes(w.cols));
   const size_t panel_bytes = align64(gemm_panel_bytes(w.type, w.cols));
-  const size_t per_thread = rec_bytes + panel_bytes;
+  const size_t per_thread = rec_bytes + (prepacked != nullptr ? 0 : panel_bytes);
   uint8_t* base = scratch.get(act_bytes + per_thread * static_cast<size_t>(pool.size()));
   uint8_t* act = base;
 
@@ -178,6 +188,11 @@ void matmul_gemm(const WeightView& w, size_t stride, const float* x, int64_t m, 
     uint8_t* panel = base + act_bytes + per_thread * th + rec_bytes;
     for (int64_t r0 = b; r0 < e; r0 += kPanelRows) {
       const int nr = static_cast<int>(std::min<int64_t>(kPanelRows, e - r0));
+      if (prepacked != nullptr) {
+        gemm_run_panel(w.type, prepacked + static_cast<size_t>(r0 / kPanelRows) * panel_bytes, nr, w.cols, act, m,
+                       group, y + r0, ldy);
+        continue;
+      }
       gemm_repack_panel(w.type, w.data + r0 * stride, stride, nr, w.cols, panel);
       gemm_run_panel(w.type, panel, nr, w.cols, act, m, group, y + r0, ldy);
     }
@@ -321,7 +336,7 @@ void matmul_kquant(const WeightView& w, size_t stride, const float* x, int64_t m
 }  // namespace
 
 void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy, ThreadPool& pool,
-            Scratch& scratch, MatmulOrder order) {
+            Scratch& scratch, MatmulOrder order, const uint8_t* prepacked) {
   if (!matmul_supports(w.type)) {
     throw Error("matmul: unsupported weight type " + std::to_string(static_cast<uint32_t>(w.type)));
   }
@@ -332,13 +347,32 @@ void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* 
     matmul_float(w, stride, x, m, ldx, y, ldy, pool, scratch, invariant);
   } else if (w.type == TensorType::Q4_K || w.type == TensorType::Q6_K) {
     matmul_kquant(w, stride, x, m, ldx, y, ldy, pool, scratch, invariant);
-  } else if (gemm_supported(w.type) && (invariant ? m >= kGemmMinTokensPerToken && gemm_in_token_order(w.type)
-                                                  : m >= kGemmMinTokens)) {
-    // Q4_1: the GEMM sums each token in the one-token order, so batched decoding takes it too.
-    matmul_gemm(w, stride, x, m, ldx, y, ldy, pool, scratch);
+  } else if (gemm_supported(w.type) && (invariant ? per_token_gemm(w.type, m, prepacked != nullptr) : m >= kGemmMinTokens)) {
+    matmul_gemm(w, stride, x, m, ldx, y, ldy, pool, scratch, invariant ? prepacked : nullptr);
   } else {
     matmul_rows(w, stride, x, m, ldx, y, ldy, pool, scratch);
   }
+}
+
+int64_t prepack_min_tokens() { return kGemmMinTokensPerToken; }
+
+size_t prepack_bytes(const WeightView& w) {
+  if (!gemm_in_token_order(w.type) || w.data == nullptr || w.rows <= 0 || w.cols % 32 != 0) return 0;
+  const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
+  return static_cast<size_t>(panels) * align64(gemm_panel_bytes(w.type, w.cols));
+}
+
+void prepack(const WeightView& w, uint8_t* out, ThreadPool& pool) {
+  if (prepack_bytes(w) == 0) return;
+  const size_t stride = quant::row_bytes(w.type, w.cols);
+  const size_t panel_bytes = align64(gemm_panel_bytes(w.type, w.cols));
+  split_run(pool, w.rows, kPanelRows, [&](int64_t b, int64_t e, int) {
+    for (int64_t r0 = b; r0 < e; r0 += kPanelRows) {
+      const int nr = static_cast<int>(std::min<int64_t>(kPanelRows, e - r0));
+      gemm_repack_panel(w.type, w.data + r0 * stride, stride, nr, w.cols,
+                        out + static_cast<size_t>(r0 / kPanelRows) * panel_bytes);
+    }
+  });
 }
 
 TAPPA_ISA_END

@@ -36,8 +36,23 @@ class Scratch {
 enum class MatmulOrder { Batch, PerToken };
 
 TAPPA_ISA_BEGIN
+// prepacked: the matrix's GEMM panels made by prepack() (or nullptr). Used only where matmul would
+// otherwise repack them itself (PerToken calls of prepack_min_tokens() tokens or more, prepack_bytes
+// > 0); the same bytes as the repack writes, so the results are identical with or without.
 void matmul(const WeightView& w, const float* x, int64_t m, int64_t ldx, float* y, int64_t ldy,
-            ThreadPool& pool, Scratch& scratch, MatmulOrder order = MatmulOrder::Batch);
+            ThreadPool& pool, Scratch& scratch, MatmulOrder order = MatmulOrder::Batch,
+            const uint8_t* prepacked = nullptr);
+
+// Batched decoding (PerToken, >= prepack_min_tokens() sequences) runs Q4_1 matrices through the
+// GEMM, which repacks each 16-row panel on every call: ~16 % of a 16-sequence step on the default
+// model. A caller that decodes in batches can keep the panels instead: prepack_bytes(w) bytes
+// (64-byte aligned; 0 where no panel would be made: types other than Q4_1 and Q8_0, or no GEMM in
+// this ISA variant), filled once by prepack(). With kept panels Q8_0 takes the GEMM too (matmul.cpp).
+// The panel form is twice the Q4_1 bytes (codes unpacked to bytes, f32 scales) and 1.06 times the
+// Q8_0 bytes, so callers make it only for matrices that batched decoding actually uses.
+int64_t prepack_min_tokens();
+size_t prepack_bytes(const WeightView& w);
+void prepack(const WeightView& w, uint8_t* out, ThreadPool& pool);
 TAPPA_ISA_END
 
 // True if matmul can handle this weight type (the same for every variant).
