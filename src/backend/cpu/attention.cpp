@@ -166,17 +166,44 @@ void softmax_ggml(float* probs, int first, int n, float mx) {
   for (int j = first; j < n; ++j) probs[j] *= inv;
 }
 
-// Folds `lanes` lane rows of acc into out[HD] (ggml_vec_dot_f32's / tinyBLAS's reduction).
-void fold_lanes(float* acc, int lanes, int HD, float* out) {
+// The lanes that receive at least one key of [first, n) (key j goes to lane j mod lanes); bit r = lane r.
+uint64_t live_lanes(int first, int n, int lanes) {
+  if (n - first >= lanes) return lanes == 64 ? ~uint64_t{0} : (uint64_t{1} << lanes) - 1;
+  uint64_t live = 0;
+  for (int j = first; j < n; ++j) live |= uint64_t{1} << (j % lanes);
+  return live;
+}
+
+// Folds `lanes` lane rows of acc into out[HD] (ggml_vec_dot_f32's / tinyBLAS's reduction). Lanes not
+// in `live` received no key: in llama.cpp they hold +0, and x + (+0) = x exactly for every x a lane can
+// hold (a lane starts at +0 and is only ever FMA'd or added to, which never yields -0 in round-to-
+// nearest), so their adds are skipped and their rows need not even be written. A short list (the
+// first 64 tokens of a decode) fills few of the 64 lanes: this is most of its p·V cost otherwise.
+void fold_lanes(float* acc, int lanes, int HD, float* out, uint64_t live) {
+  const auto pair = [&](int d, int s) {  // lane d <- lane d + lane s
+    const uint64_t bd = uint64_t{1} << d, bs = uint64_t{1} << s;
+    if ((live & bs) == 0) return;
+    if (live & bd) {
+      add_rows(acc + d * HD, acc + s * HD, acc + d * HD, HD);
+    } else {
+      std::copy(acc + s * HD, acc + (s + 1) * HD, acc + d * HD);
+      live |= bd;
+    }
+  };
   if (lanes == 64) {  // ggml_vec_dot_f32's four accumulators: (a0 + a2) + (a1 + a3)
-    for (int r = 0; r < 32; ++r) add_rows(acc + r * HD, acc + (r + 32) * HD, acc + r * HD, HD);
-    for (int r = 0; r < 16; ++r) add_rows(acc + r * HD, acc + (r + 16) * HD, acc + r * HD, HD);
+    for (int r = 0; r < 32; ++r) pair(r, r + 32);
+    for (int r = 0; r < 16; ++r) pair(r, r + 16);
   }
-  for (int r = 0; r < 8; ++r) add_rows(acc + (r + 8) * HD, acc + r * HD, acc + r * HD, HD);
-  for (int r = 0; r < 4; ++r) add_rows(acc + (r + 4) * HD, acc + r * HD, acc + r * HD, HD);
-  add_rows(acc, acc + 2 * HD, acc, HD);
-  add_rows(acc + HD, acc + 3 * HD, acc + HD, HD);
-  add_rows(acc, acc + HD, out, HD);
+  for (int r = 0; r < 8; ++r) pair(r, r + 8);
+  for (int r = 0; r < 4; ++r) pair(r, r + 4);
+  pair(0, 2);
+  pair(1, 3);
+  pair(0, 1);
+  if (live & 1) {
+    std::copy(acc, acc + HD, out);
+  } else {
+    std::fill(out, out + HD, 0.0f);
+  }
 }
 
 }  // namespace
@@ -274,8 +301,9 @@ void lane_pv(const float* V, int HD, int d0, int j0, int n, int lanes, const flo
 void register_pv(const float* V, int HD, int first, int n, int lanes, const float* const* probs, int h0, int g,
                  float* acc, size_t per_head) {
   for (int r = 0; r < lanes; ++r) {
-    // The first key of lane r at or after `first`.
+    // The first key of lane r at or after `first`; a lane without keys is left unwritten (fold_lanes).
     const int j0 = first + ((r - first % lanes) % lanes + lanes) % lanes;
+    if (j0 >= n) continue;
     for (int hb = 0; hb < g; hb += 4) {
       const int gb = std::min(4, g - hb);
       const float* p[4];
@@ -355,9 +383,10 @@ void attention_rows(const AttentionRow* rows, int count, float* const* probs, fl
     const bool in_registers = HD % kPvCols == 0 && !a.single_token;
 #endif
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+    const uint64_t live = live_lanes(first, n, lanes);
     if (in_registers) {
       register_pv(a.V, HD, first, n, lanes, probs, h0, g, acc, per_head);
-      for (int h = 0; h < g; ++h) fold_lanes(acc + per_head * h, lanes, HD, outs[h0 + h]);
+      for (int h = 0; h < g; ++h) fold_lanes(acc + per_head * h, lanes, HD, outs[h0 + h], live);
       continue;
     }
 #endif
@@ -367,7 +396,7 @@ void attention_rows(const AttentionRow* rows, int count, float* const* probs, fl
       const size_t lane_off = static_cast<size_t>(jj % lanes) * HD;
       for (int h = 0; h < g; ++h) fma_row(probs[h0 + h][jj], vj, acc + per_head * h + lane_off, HD);
     }
-    for (int h = 0; h < g; ++h) fold_lanes(acc + per_head * h, lanes, HD, outs[h0 + h]);
+    for (int h = 0; h < g; ++h) fold_lanes(acc + per_head * h, lanes, HD, outs[h0 + h], live_lanes(first, n, lanes));
   }
 }
 
