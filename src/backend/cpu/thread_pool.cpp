@@ -12,9 +12,15 @@
 namespace tappa::cpu {
 
 namespace {
-// About 50-100 microseconds of spinning before a worker goes to sleep: long enough to bridge the gap
-// between consecutive ops of one token, short enough not to matter when the pool is idle.
-constexpr int kSpinIterations = 20000;
+// Waiting, in three stages. A worker between two ops of one token (microseconds apart) spins on the
+// generation with pause (kSpinIterations), then checks it between sched_yield calls (kYieldIterations),
+// then sleeps on the condition variable. The yields matter on a machine with more runnable threads
+// than cores (a busy box, CI): a worker spinning with pause holds its core for the rest of its time
+// slice, which the thread it waits for may need — at 2 threads beside two compilers the default model
+// fell from ~350 to ~2.5-90 tok/s, most of the time in this loop. A yield with nothing else runnable
+// returns at once (~1 us), so on an idle machine the stages cost about what the old pure spin did.
+constexpr int kSpinIterations = 1000;
+constexpr int kYieldIterations = 300;
 }  // namespace
 
 int default_thread_count() {
@@ -41,8 +47,12 @@ void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
     uint64_t gen = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
-      TAPPA_CPU_RELAX();
+    for (int spin = 0; gen == seen && spin < kSpinIterations + kYieldIterations; ++spin) {
+      if (spin < kSpinIterations) {
+        TAPPA_CPU_RELAX();
+      } else {
+        std::this_thread::yield();
+      }
       gen = generation_.load(std::memory_order_acquire);
     }
     if (gen == seen) {
@@ -71,7 +81,16 @@ void ThreadPool::run(const std::function<void(int)>& fn) {
   }
   wake_.notify_all();
   fn(0);
-  while (pending_.load(std::memory_order_acquire) != 0) TAPPA_CPU_RELAX();
+  // The workers' parts: spin, then yield between checks (see kSpinIterations: past the spin a worker is
+  // most likely not running, and the core is better handed over than held).
+  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0;) {
+    if (spin < kSpinIterations) {
+      ++spin;
+      TAPPA_CPU_RELAX();
+    } else {
+      std::this_thread::yield();
+    }
+  }
   job_ = nullptr;
 }
 
