@@ -227,10 +227,6 @@ __device__ __forceinline__ void unpack_kv(const typename KvPiece<DPL>::T& u, flo
 
 constexpr int kGroupWarps = 4;
 
-// One chunk of one (list, row) for all G (<= MAXG) query heads of the list's KV head; see the
-// file head. Warp w takes the keys c0 + 32 (w + 4 t) .. + 31, t = 0, 1, …; lane j of a tile holds
-// key j0 + j (its scores for every head) and dimensions [lane·DPL, lane·DPL + DPL) of the outputs.
-// Sums run in a fixed order that depends on the list's own length only (never on the batch).
 // The blocks' share of the L2 prefetch (DecodeArgsT::pf): 4 KB pieces, spread over every block and
 // thread of the grid. Before pdl_wait: the weights are constants.
 template <int MAXL>
@@ -245,6 +241,10 @@ __device__ __forceinline__ void prefetch_share(const DecodeArgsT<MAXL>& a) {
 template <int MAXL>
 __device__ void combine_rows(const DecodeArgsT<MAXL>& a, int li, int i, int G, int D, float* smem);
 
+// One chunk of one (list, row) for all G (<= MAXG) query heads of the list's KV head; see the
+// file head. Warp w takes the keys c0 + 32 (w + 4 t) .. + 31, t = 0, 1, …; lane j of a tile holds
+// key j0 + j (its scores for every head) and dimensions [lane·DPL, lane·DPL + DPL) of the outputs.
+// Sums run in a fixed order that depends on the list's own length only (never on the batch).
 template <int DPL, int MAXG, int MAXL>
 __global__ void __launch_bounds__(kGroupWarps * 32) group_decode_kernel(const DecodeArgsT<MAXL> a) {
   prefetch_share(a);
