@@ -57,15 +57,12 @@ h17)  # L2 prefetch of the o weights during the decode attention, the fused comb
   T1=(-d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1)
   run tg4k_new 150 $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
   run tg4k_old 150 env "${OLD[@]}" $B bench "${R8[@]}" -d 4096 -b 4096 -p 0 -n 64 -r 3 --share-depth --batch 1,16
-  for i in 2; do
-    run tg4k_new_$i 150 $B bench "${R8[@]}" "${T1[@]}"
-    run tg4k_old_$i 150 env "${OLD[@]}" $B bench "${R8[@]}" "${T1[@]}"
-  done
+  run tg4k_new_2 150 $B bench "${R8[@]}" "${T1[@]}"
+  run tg4k_old_2 150 env "${OLD[@]}" $B bench "${R8[@]}" "${T1[@]}"
   TAPPA_CUDA_DECODE_COMBINE=separate run tg4k_sepcomb 150 $B bench "${R8[@]}" "${T1[@]}"
   TAPPA_CUDA_PREFETCH_MB=0 run tg4k_pf0 150 $B bench "${R8[@]}" "${T1[@]}"
   TAPPA_CUDA_PREFETCH_MB=16 run tg4k_pf16 150 $B bench "${R8[@]}" "${T1[@]}"
   TAPPA_CUDA_GEMV_PREFETCH=0 run tg4k_gpf0 150 $B bench "${R8[@]}" "${T1[@]}"
-  TAPPA_CUDA_GEMV_PREFETCH=2 run tg4k_gpf2 150 $B bench "${R8[@]}" "${T1[@]}"
   TAPPA_CUDA_GEMV_NORM_OUT=warp0 run tg4k_nw0 150 $B bench "${R8[@]}" "${T1[@]}"
   run tg4k_qwen_new 150 $B bench --backend cuda --random-weights qwen2.5-7b "${T1[@]}"
   run tg4k_qwen_old 150 env "${OLD[@]}" $B bench --backend cuda --random-weights qwen2.5-7b "${T1[@]}"
