@@ -61,7 +61,6 @@ h17)  # L2 prefetch of the o weights during the decode attention, the fused comb
   run tg4k_old_2 150 env "${OLD[@]}" $B bench "${R8[@]}" "${T1[@]}"
   TAPPA_CUDA_DECODE_COMBINE=separate run tg4k_sepcomb 150 $B bench "${R8[@]}" "${T1[@]}"
   TAPPA_CUDA_PREFETCH_MB=0 run tg4k_pf0 150 $B bench "${R8[@]}" "${T1[@]}"
-  TAPPA_CUDA_PREFETCH_MB=16 run tg4k_pf16 150 $B bench "${R8[@]}" "${T1[@]}"
   TAPPA_CUDA_GEMV_PREFETCH=0 run tg4k_gpf0 150 $B bench "${R8[@]}" "${T1[@]}"
   TAPPA_CUDA_GEMV_NORM_OUT=warp0 run tg4k_nw0 150 $B bench "${R8[@]}" "${T1[@]}"
   run tg4k_qwen_new 150 $B bench --backend cuda --random-weights qwen2.5-7b "${T1[@]}"
