@@ -257,13 +257,13 @@ TEST(CudaBackend, GemvRowsPerWarpSameBits) {
     std::vector<std::vector<float>> outs;
     // Rows per warp; then the L2 lookahead (TAPPA_CUDA_GEMV_PREFETCH, hints only) and the old
     // one-warp write of the fused norm's output (TAPPA_CUDA_GEMV_NORM_OUT=warp0).
-    for (const char* rpw : {"", "2", "4", "8", "pf0", "pf3", "warp0"}) {
+    for (const char* rpw : {"", "2", "4", "8", "pf0", "pf1", "pf3", "warp0", "spread"}) {
       const std::string c = rpw;
-      const bool rows = !c.empty() && c[0] != 'p' && c[0] != 'w';
+      const bool rows = !c.empty() && c[0] >= '0' && c[0] <= '9';
       if (rows) setenv("TAPPA_CUDA_GEMV_R", rpw, 1); else unsetenv("TAPPA_CUDA_GEMV_R");
       if (rows && c != "8") setenv("TAPPA_CUDA_GEMV_GLU_R", rpw, 1); else unsetenv("TAPPA_CUDA_GEMV_GLU_R");
       if (c.rfind("pf", 0) == 0) setenv("TAPPA_CUDA_GEMV_PREFETCH", rpw + 2, 1); else unsetenv("TAPPA_CUDA_GEMV_PREFETCH");
-      if (c == "warp0") setenv("TAPPA_CUDA_GEMV_NORM_OUT", "warp0", 1); else unsetenv("TAPPA_CUDA_GEMV_NORM_OUT");
+      if (c == "warp0" || c == "spread") setenv("TAPPA_CUDA_GEMV_NORM_OUT", rpw, 1); else unsetenv("TAPPA_CUDA_GEMV_NORM_OUT");
       Dev xd(*cu, 1, sh.k, x), y(*cu, 1, sh.n, {}), ya(*cu, 1, sh.n, y0), tmp(*cu, 1, sh.n, {}), yg(*cu, 1, sh.n, {}),
           up(*cu, 1, sh.n, {}), nx(*cu, 1, sh.k, {}), yn(*cu, 1, sh.n, {}), ygn(*cu, 1, sh.n, {}), nx2(*cu, 1, sh.k, {});
       cu->matmul(w.view, xd.m, y.m, Order::PerToken);
@@ -396,7 +396,7 @@ TEST(CudaBackend, AttentionDecodeFusedCombineSameBits) {
   for (const Case& c : {Case{128, 8, 4, 0, {1}, 4100}, Case{128, 2, 4, 9, {1, 5, 1}, 0}, Case{64, 2, 7, 0, {1, 1}, 3000},
                         Case{256, 1, 4, 512, {1, 3}, 1500}, Case{128, 2, 1, 0, {1, 2, 1}, 700}}) {
     std::vector<float> fused, separate;
-    unsetenv("TAPPA_CUDA_DECODE_COMBINE");
+    setenv("TAPPA_CUDA_DECODE_COMBINE", "fused", 1);
     attention_case(*cu, *ref, c.hd, c.kv, c.group, c.window, c.rows, false, c.before, &fused);
     setenv("TAPPA_CUDA_DECODE_COMBINE", "separate", 1);
     attention_case(*cu, *ref, c.hd, c.kv, c.group, c.window, c.rows, false, c.before, &separate);

@@ -865,11 +865,14 @@ void check_head_dim(int D) {
 
 }  // namespace
 
-// TAPPA_CUDA_DECODE_COMBINE=separate: the combine pass as its own kernel (the bits are the same;
+constexpr bool kFusedCombine = false;
+// TAPPA_CUDA_DECODE_COMBINE=separate | fused (default: kFusedCombine): the combine pass as its own kernel (the bits are the same;
 // read at every call, so that a test compares the two in one process).
 bool fused_combine_enabled() {
   const char* v = std::getenv("TAPPA_CUDA_DECODE_COMBINE");
-  return !(v && std::string(v) == "separate");
+  if (v && std::string(v) == "separate") return false;
+  if (v && std::string(v) == "fused") return true;
+  return kFusedCombine;
 }
 
 void attention_rows(const AttnList* lists, int n_lists, const AttnShape& sh, const float* q, int64_t ldq, float* out,

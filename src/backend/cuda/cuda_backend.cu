@@ -525,7 +525,7 @@ class CudaBackend final : public Backend {
   // that followed the attention of each layer last time (learned: a decode step repeats the same
   // ops), at most prefetch_cap_ bytes of them (TAPPA_CUDA_PREFETCH_MB; 0 turns it off). A hint only:
   // no result depends on it.
-  static constexpr size_t kPrefetchMiB = 32;
+  static constexpr size_t kPrefetchMiB = 0;
   size_t prefetch_cap_ = 0;
   std::vector<std::pair<const void*, size_t>> after_attn_;
   int attn_layer_ = -1;  // the layer of the decode attention just launched, until the next product

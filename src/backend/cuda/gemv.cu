@@ -336,15 +336,19 @@ void dispatch_m(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
 
 // Rounds of weights asked into L2 ahead of their loads (TAPPA_CUDA_GEMV_PREFETCH=N, 0 off; read at
 // every call like TAPPA_CUDA_GEMV_R). A hint only: the bits are the same for every N.
-constexpr int kPrefetchRounds = 1;
+constexpr int kPrefetchRounds = 0;
+constexpr bool kNormOutSpread = false;
 int gemv_prefetch_rounds() {
   const char* v = std::getenv("TAPPA_CUDA_GEMV_PREFETCH");
   const int n = v ? std::atoi(v) : kPrefetchRounds;
   return n < 0 ? 0 : n > 8 ? 8 : n;
 }
 bool norm_out_one_warp() {
+  // TAPPA_CUDA_GEMV_NORM_OUT=warp0 | spread (the default: kNormOutSpread).
   const char* v = std::getenv("TAPPA_CUDA_GEMV_NORM_OUT");
-  return v && std::string(v) == "warp0";
+  if (v && std::string(v) == "warp0") return true;
+  if (v && std::string(v) == "spread") return false;
+  return !kNormOutSpread;
 }
 
 }  // namespace
