@@ -387,7 +387,7 @@ TEST(CudaBackend, AttentionDecodeRagged) {
 }
 
 // The decode attention's combine pass fused into the chunk kernel (the last block of a row merges
-// its chunks; the default) gives the bits of the separate combine kernel
+// its chunks; TAPPA_CUDA_DECODE_COMBINE=fused) gives the bits of the separate combine kernel
 // (TAPPA_CUDA_DECODE_COMBINE=separate): the same code sums in the same order.
 TEST(CudaBackend, AttentionDecodeFusedCombineSameBits) {
   CUDA_BACKEND_OR_SKIP(cu);
