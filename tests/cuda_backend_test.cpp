@@ -250,26 +250,38 @@ TEST(CudaBackend, GemvRowsPerWarpSameBits) {
   for (const Shape sh : {Shape{6144, 4096}, Shape{333, 4104}, Shape{4096, 1032}}) {
     Weights w(r, sh.n, sh.k), wu(r, sh.n, sh.k);
     const WeightView mats[2] = {w.view, wu.view};
-    cu->prepare_weights(mats, {});
+    const std::vector<float> nw = r.vec(sh.k);
+    const VectorView vv[1] = {{nw.data(), sh.k}};
+    cu->prepare_weights(mats, vv);
     const std::vector<float> x = r.vec(sh.k), y0 = r.vec(sh.n);
     std::vector<std::vector<float>> outs;
-    for (const char* rpw : {"", "2", "4", "8"}) {
-      if (*rpw) setenv("TAPPA_CUDA_GEMV_R", rpw, 1); else unsetenv("TAPPA_CUDA_GEMV_R");
-      if (*rpw && std::string(rpw) != "8") setenv("TAPPA_CUDA_GEMV_GLU_R", rpw, 1); else unsetenv("TAPPA_CUDA_GEMV_GLU_R");
+    // Rows per warp; then the L2 lookahead (TAPPA_CUDA_GEMV_PREFETCH, hints only) and the old
+    // one-warp write of the fused norm's output (TAPPA_CUDA_GEMV_NORM_OUT=warp0).
+    for (const char* rpw : {"", "2", "4", "8", "pf0", "pf1", "pf3", "warp0", "spread"}) {
+      const std::string c = rpw;
+      const bool rows = !c.empty() && c[0] >= '0' && c[0] <= '9';
+      if (rows) setenv("TAPPA_CUDA_GEMV_R", rpw, 1); else unsetenv("TAPPA_CUDA_GEMV_R");
+      if (rows && c != "8") setenv("TAPPA_CUDA_GEMV_GLU_R", rpw, 1); else unsetenv("TAPPA_CUDA_GEMV_GLU_R");
+      if (c.rfind("pf", 0) == 0) setenv("TAPPA_CUDA_GEMV_PREFETCH", rpw + 2, 1); else unsetenv("TAPPA_CUDA_GEMV_PREFETCH");
+      if (c == "warp0" || c == "spread") setenv("TAPPA_CUDA_GEMV_NORM_OUT", rpw, 1); else unsetenv("TAPPA_CUDA_GEMV_NORM_OUT");
       Dev xd(*cu, 1, sh.k, x), y(*cu, 1, sh.n, {}), ya(*cu, 1, sh.n, y0), tmp(*cu, 1, sh.n, {}), yg(*cu, 1, sh.n, {}),
-          up(*cu, 1, sh.n, {});
+          up(*cu, 1, sh.n, {}), nx(*cu, 1, sh.k, {}), yn(*cu, 1, sh.n, {}), ygn(*cu, 1, sh.n, {}), nx2(*cu, 1, sh.k, {});
       cu->matmul(w.view, xd.m, y.m, Order::PerToken);
       cu->matmul_add(w.view, xd.m, ya.m, tmp.m, Order::PerToken);
       cu->matmul_glu(w.view, wu.view, xd.m, yg.m, up.m, FfnActivation::Silu, Order::PerToken);
+      cu->rms_norm(xd.m, nw.data(), 1e-5f, nx.m);  // fused into the product that reads nx
+      cu->matmul(w.view, nx.m, yn.m, Order::PerToken);
+      cu->rms_norm(xd.m, nw.data(), 1e-5f, nx2.m);
+      cu->matmul_glu(w.view, wu.view, nx2.m, ygn.m, up.m, FfnActivation::Silu, Order::PerToken);
       std::vector<float> o;
-      for (const Dev* d : {&y, &ya, &yg}) {
+      for (const Dev* d : {&y, &ya, &yg, &nx, &yn, &nx2, &ygn}) {
         const auto h = d->get(*cu);
         o.insert(o.end(), h.begin(), h.end());
       }
       outs.push_back(std::move(o));
     }
-    unsetenv("TAPPA_CUDA_GEMV_R");
-    unsetenv("TAPPA_CUDA_GEMV_GLU_R");
+    for (const char* v : {"TAPPA_CUDA_GEMV_R", "TAPPA_CUDA_GEMV_GLU_R", "TAPPA_CUDA_GEMV_PREFETCH", "TAPPA_CUDA_GEMV_NORM_OUT"})
+      unsetenv(v);
     for (size_t i = 1; i < outs.size(); ++i)
       EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[i].data(), outs[0].size() * sizeof(float)))
           << "n " << sh.n << " k " << sh.k << ": forced choice " << i << " differs from the default";
@@ -279,7 +291,8 @@ TEST(CudaBackend, GemvRowsPerWarpSameBits) {
 // Caches of several sequences with different (ragged) list lengths; new rows appended through
 // kv_append; attention of each sequence's new rows against the reference.
 void attention_case(Backend& cu, Backend& ref, int HD, int n_head_kv, int group, int window,
-                    const std::vector<int>& new_rows, bool taps, int extra_before = 0) {
+                    const std::vector<int>& new_rows, bool taps, int extra_before = 0,
+                    std::vector<float>* got_out = nullptr) {
   Rng r;
   r.g.seed(HD * 131 + window * 7 + new_rows.size());
   const int H = n_head_kv * group, L = 2;
@@ -331,6 +344,7 @@ void attention_case(Backend& cu, Backend& ref, int HD, int n_head_kv, int group,
   Dev qd(cu, total_rows, H * HD, q), od(cu, total_rows, H * HD, {});
   cu.attention(call, qd.m, od.m);
   const auto got = od.get(cu);
+  if (got_out) *got_out = got;
   std::vector<float> want(got.size());
   AttentionCall rcall{layer, H, n_head_kv, HD, scale, window, rs, taps ? &rt : nullptr};
   ref.attention(rcall, Mat{const_cast<float*>(q.data()), total_rows, H * HD, H * HD}, Mat{want.data(), total_rows, H * HD, H * HD});
@@ -370,6 +384,27 @@ TEST(CudaBackend, AttentionDecodeRagged) {
   attention_case(*cu, *ref, 64, 2, 7, 0, {1, 1}, false, 3000);                // qwen2.5-like
   attention_case(*cu, *ref, 128, 8, 4, 0, {1}, false, 4100);                  // llama-3.1-8b-like
   attention_case(*cu, *ref, 256, 1, 4, 512, {1, 3}, false, 1500);             // long list, window
+}
+
+// The decode attention's combine pass fused into the chunk kernel (the last block of a row merges
+// its chunks; TAPPA_CUDA_DECODE_COMBINE=fused) gives the bits of the separate combine kernel
+// (TAPPA_CUDA_DECODE_COMBINE=separate): the same code sums in the same order.
+TEST(CudaBackend, AttentionDecodeFusedCombineSameBits) {
+  CUDA_BACKEND_OR_SKIP(cu);
+  auto ref = make_backend("reference", 1);
+  struct Case { int hd, kv, group, window; std::vector<int> rows; int before; };
+  for (const Case& c : {Case{128, 8, 4, 0, {1}, 4100}, Case{128, 2, 4, 9, {1, 5, 1}, 0}, Case{64, 2, 7, 0, {1, 1}, 3000},
+                        Case{256, 1, 4, 512, {1, 3}, 1500}, Case{128, 2, 1, 0, {1, 2, 1}, 700}}) {
+    std::vector<float> fused, separate;
+    setenv("TAPPA_CUDA_DECODE_COMBINE", "fused", 1);
+    attention_case(*cu, *ref, c.hd, c.kv, c.group, c.window, c.rows, false, c.before, &fused);
+    setenv("TAPPA_CUDA_DECODE_COMBINE", "separate", 1);
+    attention_case(*cu, *ref, c.hd, c.kv, c.group, c.window, c.rows, false, c.before, &separate);
+    unsetenv("TAPPA_CUDA_DECODE_COMBINE");
+    ASSERT_EQ(fused.size(), separate.size());
+    EXPECT_EQ(0, std::memcmp(fused.data(), separate.data(), fused.size() * sizeof(float)))
+        << "head size " << c.hd << " group " << c.group << " window " << c.window;
+  }
 }
 
 TEST(CudaBackend, AttentionPrefillRagged) {

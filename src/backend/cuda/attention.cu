@@ -62,6 +62,9 @@ struct DecodeArgsT {
   int window;
   int n_lists;
   const int* lens;  // device: each list's length (the lists' len fields are 0: a graph replays the launch)
+  int* cnt;         // non-null: the combine is fused into the chunk kernel (group kernel; see combine_rows)
+  const char* pf;   // L2 prefetch of the next product's weights (attention_rows), pf_bytes of them
+  int64_t pf_bytes;
   AttnList lists[MAXL];
 };
 using DecodeArgs = DecodeArgsT<kDecodeLists>;
@@ -224,12 +227,27 @@ __device__ __forceinline__ void unpack_kv(const typename KvPiece<DPL>::T& u, flo
 
 constexpr int kGroupWarps = 4;
 
+// The blocks' share of the L2 prefetch (DecodeArgsT::pf): 4 KB pieces, spread over every block and
+// thread of the grid. Before pdl_wait: the weights are constants.
+template <int MAXL>
+__device__ __forceinline__ void prefetch_share(const DecodeArgsT<MAXL>& a) {
+  if (a.pf_bytes <= 0) return;
+  const int64_t nb = static_cast<int64_t>(gridDim.x) * gridDim.y, bi = static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
+  const int64_t pieces = (a.pf_bytes + 4095) / 4096;
+  for (int64_t p = bi + nb * threadIdx.x; p < pieces; p += nb * blockDim.x)
+    l2_prefetch(a.pf + p * 4096, static_cast<uint32_t>(a.pf_bytes - p * 4096 < 4096 ? a.pf_bytes - p * 4096 : 4096));
+}
+
+template <int MAXL>
+__device__ void combine_rows(const DecodeArgsT<MAXL>& a, int li, int i, int G, int D, float* smem);
+
 // One chunk of one (list, row) for all G (<= MAXG) query heads of the list's KV head; see the
 // file head. Warp w takes the keys c0 + 32 (w + 4 t) .. + 31, t = 0, 1, …; lane j of a tile holds
 // key j0 + j (its scores for every head) and dimensions [lane·DPL, lane·DPL + DPL) of the outputs.
 // Sums run in a fixed order that depends on the list's own length only (never on the batch).
 template <int DPL, int MAXG, int MAXL>
 __global__ void __launch_bounds__(kGroupWarps * 32) group_decode_kernel(const DecodeArgsT<MAXL> a) {
+  prefetch_share(a);
   pdl_wait();
   constexpr int D = DPL * 32;
   constexpr int kPieces = D / 8, kBatch = kPieces < 16 ? kPieces : 16;
@@ -374,6 +392,22 @@ __global__ void __launch_bounds__(kGroupWarps * 32) group_decode_kernel(const De
       pp[2 + d] = acc;
     }
   }
+  if (a.n_chunks == 1 || !a.cnt) return;
+  // Fused combine: the block that finishes a (list, row)'s last chunk merges them all, as
+  // combine_kernel would (the same code, the same bits), and sets the count back to 0 for the next
+  // launch. sm_o is free now; it holds the chunks' weights (launch_decode_t checks the room).
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int* c = a.cnt + static_cast<int64_t>(blockIdx.y) * a.max_rows + i;
+    last = atomicAdd(c, 1) == a.n_chunks - 1;
+    if (last) *c = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  combine_rows(a, blockIdx.y, i, G, D, &sm_o[0][0][0]);
 }
 
 // Which chunk kernel attention_rows launches: TAPPA_CUDA_DECODE_KERNEL=head picks the one-warp-per-
@@ -391,6 +425,64 @@ bool group_kernel_enabled() {
 // thread sums its dimensions over the chunks, eight loads in flight: a loop of dependent loads over
 // 33 chunks (4K keys) was latency-bound. Sums run over the chunks in ascending order.
 constexpr int kCombineMaxChunks = 4096;  // shared memory: 2 floats a chunk
+
+// Output dimension d of one (list, row, head): the chunks' partials base[c · stride + 2 + d] weighted
+// by cw (exp2(m_c - M), 0 for empty chunks), over sum. Both combines call it (same code, same bits).
+__device__ __forceinline__ float combine_dim(const float* base, int64_t stride, int d, int nc, const float* cw,
+                                             float sum) {
+  float o = 0.0f;
+  int c = 0;
+  for (; c + 8 <= nc; c += 8) {
+    float v[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) v[u] = __ldcg(base + (c + u) * stride + 2 + d);
+#pragma unroll
+    for (int u = 0; u < 8; ++u) o += v[u] * cw[c + u];
+  }
+  for (; c < nc; ++c) o += __ldcg(base + c * stride + 2 + d) * cw[c];
+  return o / sum;
+}
+__device__ __forceinline__ float combine_sum(int nc, const float* cw, const float* cl) {
+  float sum = 0.0f;
+  for (int c = 0; c < nc; ++c) sum += cl[c] * cw[c];
+  return sum;
+}
+
+// The fused combine of (list li, row i), every head of the group at once: smem holds 2 · G ·
+// n_chunks floats (weights, then l). Called by the whole block.
+template <int MAXL>
+__device__ void combine_rows(const DecodeArgsT<MAXL>& a, int li, int i, int G, int D, float* smem) {
+  __shared__ float Ms[8];
+  const int nc = a.n_chunks, nt = blockDim.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const float* base0 = a.part + (static_cast<int64_t>(li) * a.max_rows + i) * nc * G * (D + 2);
+  const int64_t stride = static_cast<int64_t>(G) * (D + 2);
+  float* cw = smem;
+  float* cl = smem + G * nc;
+  for (int t = threadIdx.x; t < G * nc; t += nt) {
+    const int g = t / nc, c = t % nc;
+    cw[t] = __ldcg(base0 + g * (D + 2) + c * stride);
+    cl[t] = __ldcg(base0 + g * (D + 2) + c * stride + 1);
+  }
+  __syncthreads();
+  for (int g = warp; g < G; g += nt / 32) {
+    float M = -INFINITY;
+    for (int c = lane; c < nc; c += 32) M = fmaxf(M, cw[g * nc + c]);
+    M = warp_max(M);
+    if (lane == 0) Ms[g] = M;
+  }
+  __syncthreads();
+  for (int t = threadIdx.x; t < G * nc; t += nt) cw[t] = cl[t] > 0.0f ? exp2f(cw[t] - Ms[t / nc]) : 0.0f;
+  __syncthreads();
+  const AttnList& L = a.lists[li];
+  for (int t = threadIdx.x; t < G * D; t += nt) {
+    const int g = t / D, d = t % D;
+    const float sum = combine_sum(nc, cw + g * nc, cl + g * nc);
+    const int h = L.kv_head * G + g;
+    a.out[static_cast<int64_t>(L.row0 + i) * a.ldo + static_cast<int64_t>(h) * D + d] =
+        combine_dim(base0 + g * (D + 2), stride, d, nc, cw + g * nc, sum);
+  }
+}
+
 template <int MAXL>
 __global__ void combine_kernel(const DecodeArgsT<MAXL> a, int D) {
   pdl_wait();
@@ -419,29 +511,23 @@ __global__ void combine_kernel(const DecodeArgsT<MAXL> a, int D) {
   for (int w = 0; w < (blockDim.x + 31) / 32; ++w) M = fmaxf(M, red[w]);
   for (int c = threadIdx.x; c < nc; c += blockDim.x) cw[c] = cl[c] > 0.0f ? exp2f(cw[c] - M) : 0.0f;
   __syncthreads();
-  float sum = 0.0f;
-  for (int c = 0; c < nc; ++c) sum += cl[c] * cw[c];
+  const float sum = combine_sum(nc, cw, cl);
   const int h = L.kv_head * a.group + g;
   float* orow = a.out + static_cast<int64_t>(L.row0 + i) * a.ldo + static_cast<int64_t>(h) * D;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float o = 0.0f;
-    int c = 0;
-    for (; c + 8 <= nc; c += 8) {
-      float v[8];
-#pragma unroll
-      for (int u = 0; u < 8; ++u) v[u] = base[(c + u) * stride + 2 + d];
-#pragma unroll
-      for (int u = 0; u < 8; ++u) o += v[u] * cw[c + u];
-    }
-    for (; c < nc; ++c) o += base[c * stride + 2 + d] * cw[c];
-    orow[d] = o / sum;
-  }
+  for (int d = threadIdx.x; d < D; d += blockDim.x) orow[d] = combine_dim(base, stride, d, nc, cw, sum);
 }
 
 template <int DPL, int MAXL>
-void launch_decode_t(const DecodeArgsT<MAXL>& a, int D, cudaStream_t s) {
+void launch_decode_t(const DecodeArgsT<MAXL>& a0, int D, cudaStream_t s) {
+  DecodeArgsT<MAXL> a = a0;
   const dim3 grid(a.n_chunks * a.max_rows, a.n_lists);
-  if (!group_kernel_enabled() || a.group > 8) {
+  const bool group = group_kernel_enabled() && a.group <= 8;
+  const int maxg = a.group == 1 ? 1 : a.group == 2 ? 2 : a.group <= 4 ? 4 : 8;
+  // The fused combine needs the group kernel, several chunks and room in its sm_o for the weights.
+  const bool fused = a.cnt && group && a.n_chunks > 1 && 2 * a.group * a.n_chunks <= kGroupWarps * maxg * D;
+  if (!fused) a.cnt = nullptr;
+  if (!group) a.pf_bytes = 0;
+  if (!group) {
     launch(decode_kernel<DPL, MAXL>, grid, 128, 0, s, a);
   } else if (a.group == 1) {
     launch(group_decode_kernel<DPL, 1, MAXL>, grid, kGroupWarps * 32, 0, s, a);
@@ -452,7 +538,7 @@ void launch_decode_t(const DecodeArgsT<MAXL>& a, int D, cudaStream_t s) {
   } else {
     launch(group_decode_kernel<DPL, 8, MAXL>, grid, kGroupWarps * 32, 0, s, a);
   }
-  if (a.n_chunks > 1)
+  if (a.n_chunks > 1 && !fused)
     launch(combine_kernel<MAXL>, a.n_lists * a.max_rows * a.group, D < 128 ? D : 128,
            2 * sizeof(float) * static_cast<size_t>(a.n_chunks), s, a, D);
 }
@@ -464,6 +550,7 @@ void launch_decode_small(const DecodeArgs& a, int D, cudaStream_t s) {
   b.q = a.q, b.ldq = a.ldq, b.out = a.out, b.ldo = a.ldo, b.part = a.part;
   b.n_chunks = a.n_chunks, b.chunk = a.chunk, b.max_rows = a.max_rows, b.group = a.group;
   b.scale_log2 = a.scale_log2, b.window = a.window, b.n_lists = a.n_lists;
+  b.cnt = a.cnt, b.pf = a.pf, b.pf_bytes = a.pf_bytes;
   for (int i = 0; i < a.n_lists; ++i) b.lists[i] = a.lists[i];
   launch_decode_t<DPL, MAXL>(b, D, s);
 }
@@ -778,8 +865,19 @@ void check_head_dim(int D) {
 
 }  // namespace
 
+constexpr bool kFusedCombine = false;
+// TAPPA_CUDA_DECODE_COMBINE=separate | fused (default: kFusedCombine): the combine pass as its own kernel (the bits are the same;
+// read at every call, so that a test compares the two in one process).
+bool fused_combine_enabled() {
+  const char* v = std::getenv("TAPPA_CUDA_DECODE_COMBINE");
+  if (v && std::string(v) == "separate") return false;
+  if (v && std::string(v) == "fused") return true;
+  return kFusedCombine;
+}
+
 void attention_rows(const AttnList* lists, int n_lists, const AttnShape& sh, const float* q, int64_t ldq, float* out,
-                    int64_t ldo, int n_sm, DecodeScratch& scratch, Context& ctx) {
+                    int64_t ldo, int n_sm, DecodeScratch& scratch, Context& ctx, const void* prefetch,
+                    size_t prefetch_bytes) {
   const int D = sh.head_dim;
   std::vector<int>& lens_ = scratch.lens;
   check_head_dim(D);
@@ -815,6 +913,18 @@ void attention_rows(const AttnList* lists, int n_lists, const AttnShape& sh, con
     a.lens = ctx.gate->dyn(lens_.data(), lens_.size());
     if (n_chunks > 1)
       a.part = scratch.part.get<float>(ctx, static_cast<size_t>(a.n_lists) * max_rows * n_chunks * sh.group * (D + 2));
+    if (n_chunks > 1 && fused_combine_enabled()) {
+      const size_t had = scratch.cnt.bytes;
+      a.cnt = scratch.cnt.get<int>(ctx, static_cast<size_t>(a.n_lists) * max_rows);
+      if (scratch.cnt.bytes != had) {  // a new buffer: zeroed once, the kernels keep it so
+        ctx.gate->barrier();
+        TAPPA_CUDA_CHECK(cudaMemsetAsync(scratch.cnt.p, 0, scratch.cnt.bytes, ctx.stream));
+      }
+    }
+    if (l0 == 0 && prefetch && prefetch_bytes >= 16) {
+      a.pf = static_cast<const char*>(prefetch);
+      a.pf_bytes = static_cast<int64_t>(prefetch_bytes / 16 * 16);
+    }
     switch (D / 32) {
       case 1: launch_decode<1>(a, D, ctx.stream); break;
       case 2: launch_decode<2>(a, D, ctx.stream); break;

@@ -154,6 +154,14 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// Asks bytes [p, p + n) into the L2 cache (Hopper's bulk prefetch, one instruction; p and n
+// multiples of 16): a hint, no result depends on it, nothing waits for it. A no-op before sm_90.
+__device__ __forceinline__ void l2_prefetch(const void* p, uint32_t n) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(n) : "memory");
+#endif
+}
+
 namespace detail {
 template <class T>
 void put_bytes(std::vector<unsigned char>& v, const T& x) {

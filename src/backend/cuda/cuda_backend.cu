@@ -203,6 +203,8 @@ class CudaBackend final : public Backend {
     fuse_norm_ = !(f && std::string(f) == "0");
     const char* fr = std::getenv("TAPPA_CUDA_FUSE_ROPE");
     fuse_rope_ = !(fr && std::string(fr) == "0");
+    const char* pf = std::getenv("TAPPA_CUDA_PREFETCH_MB");
+    prefetch_cap_ = (pf ? static_cast<size_t>(std::max(0, std::atoi(pf))) : kPrefetchMiB) << 20;
   }
   ~CudaBackend() override {
     try {
@@ -220,6 +222,7 @@ class CudaBackend final : public Backend {
     for (auto& [k, p] : vecs_) ctx_->free(p);
     for (cuda::Scratch* s : {&xb_, &qb_, &tok_, &tmp_, &probs_, &ids_, &table_}) s->release(*ctx_);
     decode_.part.release(*ctx_);
+    decode_.cnt.release(*ctx_);
   }
 
   std::string name() const override { return "cuda"; }
@@ -518,6 +521,14 @@ class CudaBackend final : public Backend {
   }
 
   cuda::DecodeScratch decode_;
+  // L2 prefetch during the decode attention (attention_rows' prefetch): the weights of the GEMV
+  // that followed the attention of each layer last time (learned: a decode step repeats the same
+  // ops), at most prefetch_cap_ bytes of them (TAPPA_CUDA_PREFETCH_MB; 0 turns it off). A hint only:
+  // no result depends on it.
+  static constexpr size_t kPrefetchMiB = 0;
+  size_t prefetch_cap_ = 0;
+  std::vector<std::pair<const void*, size_t>> after_attn_;
+  int attn_layer_ = -1;  // the layer of the decode attention just launched, until the next product
   std::vector<float> host_table_;
   std::vector<cuda::AttnList> lists_;
   std::vector<float> host_probs_;
@@ -589,6 +600,11 @@ void CudaBackend::products(std::span<const WeightView* const> ws, const Mat& x, 
     while (i1 < ws.size() && weight(*ws[i1]).f16 == w0.f16) ++i1;
     const Mat& xs = x;
     if (x.rows <= cuda::kGemvMaxRows && cuda::gemv_fits(xs.data, xs.ld, k)) {
+      if (attn_layer_ >= 0) {  // the product after a decode attention: its weights, for the next step's prefetch
+        if (after_attn_.size() <= static_cast<size_t>(attn_layer_)) after_attn_.resize(attn_layer_ + 1);
+        after_attn_[attn_layer_] = {w0.p, static_cast<size_t>(ws[i0]->rows) * k * 2};
+      }
+      attn_layer_ = -1;
       Timed t_(prof_, mode == cuda::GemvMode::Accumulate ? "gemv_add" : i1 - i0 > 1 ? "gemv_many" : "gemv");
       for (size_t j0 = i0; j0 < i1; j0 += 3) {
         cuda::GemvSeg segs[3];
@@ -718,10 +734,24 @@ void CudaBackend::attention(const AttentionCall& c, const Mat& q, Mat out) {
       rows_lists.insert(rows_lists.end(), seq_lists.begin(), seq_lists.end());
     }
   }
+  attn_layer_ = -1;
   if (!rows_lists.empty()) {
+    // Few query rows (the products after it take the GEMV path): the memory is mostly idle during
+    // the attention, so it prefetches the next product's weights.
+    int64_t rows = 0;
+    for (const AttentionSeq& s : c.seqs) rows += s.n_rows;
+    const void* pf = nullptr;
+    size_t pf_bytes = 0;
+    if (prefetch_cap_ > 0 && rows <= cuda::kGemvMaxRows) {
+      attn_layer_ = c.layer;
+      if (static_cast<size_t>(c.layer) < after_attn_.size()) {
+        pf = after_attn_[c.layer].first;
+        pf_bytes = std::min(after_attn_[c.layer].second, prefetch_cap_);
+      }
+    }
     Timed t_(prof_, "attn_decode");
     cuda::attention_rows(rows_lists.data(), static_cast<int>(rows_lists.size()), sh, q.data, q.ld, out.data, out.ld,
-                         ctx_->prop.multiProcessorCount, decode_, *ctx_);
+                         ctx_->prop.multiProcessorCount, decode_, *ctx_, pf, pf_bytes);
   }
   if (!c.taps) return;
   // The rows the taps want, computed again as explicit probabilities and handed over on the host.

@@ -12,6 +12,7 @@
 #include "tappa/error.h"
 
 #include <cstdlib>
+#include <string>
 
 namespace tappa::cuda {
 
@@ -29,6 +30,8 @@ struct GemvArgs {
   int64_t ldx;
   int m, k;
   GemvNorm norm;  // NORM kernels: x is the norm's input
+  int pf_ahead;      // rounds of weights asked into L2 ahead of their loads (0: none; see gemv_prefetch_rounds)
+  int norm_out_one;  // 1: warp 0 of block 0 alone writes norm.out (the old tail; TAPPA_CUDA_GEMV_NORM_OUT=warp0)
 };
 
 __device__ __forceinline__ uint4 load_stream(const void* p) {
@@ -137,6 +140,23 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
 
   const int pieces = a.k / 8;
   int c = lane;
+  // L2 lookahead (a hint; the loads and sums are the same with or without it): lane r < R asks the
+  // next a.pf_ahead rounds of its weight row r into L2 (one bulk prefetch of a round's contiguous
+  // 32 · kUnroll pieces), so the DRAM keeps working while the warp computes a round (a launch of
+  // one wave, QKV or o, otherwise loads, waits and computes in lockstep).
+  const uint16_t* my_row = w[0];
+#pragma unroll
+  for (int r = 1; r < R; ++r)
+    if (lane == r) my_row = w[r];
+  const int64_t row_bytes = static_cast<int64_t>(a.k) * 2;
+  constexpr int kRoundBytes = 32 * kUnroll * 16;
+  const auto prefetch_round = [&](int rd) {
+    const int64_t off = static_cast<int64_t>(rd) * kRoundBytes;
+    if (lane < R && off < row_bytes)
+      l2_prefetch(reinterpret_cast<const char*>(my_row) + off, static_cast<uint32_t>(row_bytes - off < kRoundBytes ? row_bytes - off : kRoundBytes));
+  };
+  for (int rd = 1; rd <= a.pf_ahead; ++rd) prefetch_round(rd);
+  int round = 0;
   // The first pieces' weight loads go out before pdl_wait (common.cuh): weights are constants,
   // written when the model was loaded (copies, and random_fill kernels followed by a synchronize),
   // so they may be fetched while the previous kernel still runs. x and y only after the wait.
@@ -151,6 +171,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
 #pragma unroll
       for (int r = 0; r < R; ++r)
         if (c + 32 * u < pieces) wv[u][r] = load_stream(w[r] + static_cast<int64_t>(c + 32 * u) * 8);
+    if (a.pf_ahead > 0) prefetch_round(round + a.pf_ahead);  // rounds 1 .. pf_ahead went out above
+    ++round;
     if (!waited) {
       pdl_wait();
       waited = true;
@@ -191,10 +213,32 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const GemvArgs a) {
       const float sc = 1.0f / sqrtf(static_cast<float>(t / static_cast<double>(a.k)) + a.norm.eps);
 #pragma unroll
       for (int r = 0; r < R; ++r) acc[r][m] *= sc;
-      if (blockIdx.x == 0 && warp == 0 && a.norm.out) {
+      if (a.norm.out && a.norm_out_one) {
+        if (blockIdx.x == 0 && warp == 0) {
+          const float* xr = a.x + m * a.ldx;
+          float* o = a.norm.out + m * a.norm.ldo;
+          for (int j = lane; j < a.k; j += 32) o[j] = xr[j] * sc * a.norm.w[j];
+        }
+      } else if (a.norm.out && s == 0) {
+        // Spread over the first segment's warps, 256 values each (the same products, the same
+        // bits): one warp writing all k values was a tail of ~k / 32 dependent steps after its sums.
+        const int ws = b * kWarps + warp, live = (g.n + kOut - 1) / kOut, slices = (a.k + 255) / 256;
         const float* xr = a.x + m * a.ldx;
         float* o = a.norm.out + m * a.norm.ldo;
-        for (int j = lane; j < a.k; j += 32) o[j] = xr[j] * sc * a.norm.w[j];
+        for (int sl = ws; sl < slices; sl += live) {
+          float xv[8], nv[8];
+#pragma unroll
+          for (int t = 0; t < 8; ++t) {
+            const int j = sl * 256 + t * 32 + lane;
+            xv[t] = j < a.k ? xr[j] : 0.0f;
+            nv[t] = j < a.k ? a.norm.w[j] : 0.0f;
+          }
+#pragma unroll
+          for (int t = 0; t < 8; ++t) {
+            const int j = sl * 256 + t * 32 + lane;
+            if (j < a.k) o[j] = xv[t] * sc * nv[t];
+          }
+        }
       }
     }
   }
@@ -290,6 +334,23 @@ void dispatch_m(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
   return dispatch_r<4, MODE>(a, f16, norm, s);
 }
 
+// Rounds of weights asked into L2 ahead of their loads (TAPPA_CUDA_GEMV_PREFETCH=N, 0 off; read at
+// every call like TAPPA_CUDA_GEMV_R). A hint only: the bits are the same for every N.
+constexpr int kPrefetchRounds = 0;
+constexpr bool kNormOutSpread = false;
+int gemv_prefetch_rounds() {
+  const char* v = std::getenv("TAPPA_CUDA_GEMV_PREFETCH");
+  const int n = v ? std::atoi(v) : kPrefetchRounds;
+  return n < 0 ? 0 : n > 8 ? 8 : n;
+}
+bool norm_out_one_warp() {
+  // TAPPA_CUDA_GEMV_NORM_OUT=warp0 | spread (the default: kNormOutSpread).
+  const char* v = std::getenv("TAPPA_CUDA_GEMV_NORM_OUT");
+  if (v && std::string(v) == "warp0") return true;
+  if (v && std::string(v) == "spread") return false;
+  return !kNormOutSpread;
+}
+
 }  // namespace
 
 bool gemv_fits(const float* x, int64_t ldx, int k) {
@@ -308,6 +369,8 @@ void gemv(const GemvSeg* segs, int n_seg, GemvMode mode, bool f16, const float* 
   a.ldx = ldx;
   a.m = m;
   a.k = k;
+  a.pf_ahead = gemv_prefetch_rounds();
+  a.norm_out_one = norm_out_one_warp();
   switch (mode) {
     case GemvMode::Store: return dispatch_m<GemvMode::Store>(a, f16, norm != nullptr, s);
     case GemvMode::Accumulate: return dispatch_m<GemvMode::Accumulate>(a, f16, false, s);

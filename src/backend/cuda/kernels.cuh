@@ -130,10 +130,15 @@ struct AttnShape {
 // (flash-decoding) with fp32 queries, one warp per query head. Any head_dim <= 256 multiple of 32.
 struct DecodeScratch {
   Scratch part;
+  Scratch cnt;  // per (list, row): chunks done, for the combine fused into the chunk kernel (kept 0 at rest)
   std::vector<int> lens;
 };
+// prefetch: the first prefetch_bytes of it are asked into the L2 cache by the chunk kernel's blocks
+// as they start (a hint: the weights of the product that follows, while the attention leaves the
+// memory bandwidth mostly idle; nullptr: none). Results do not depend on it.
 void attention_rows(const AttnList* lists, int n_lists, const AttnShape& sh, const float* q, int64_t ldq, float* out,
-                    int64_t ldo, int n_sm, DecodeScratch& scratch, Context& ctx);
+                    int64_t ldo, int n_sm, DecodeScratch& scratch, Context& ctx, const void* prefetch = nullptr,
+                    size_t prefetch_bytes = 0);
 // One sequence's many rows (prefill): tensor-core flash attention, causal, no K/V repeated for
 // grouped queries. head_dim 64 or 128; q given as fp16 [rows][n_head*head_dim] from the sequence's
 // first row.
