@@ -164,23 +164,27 @@ class CpuBackend final : public Backend {
  private:
   // The GEMM panels of a matrix that batched decoding runs through the GEMM (cpu::prepack), made the
   // first time such a step reaches it and kept while the backend lives; nullptr (also remembered)
-  // for matrices that have none. TAPPA_CPU_PREPACK=0 turns it off (to measure what it saves).
+  // for matrices that have none, or once the kept panels would pass TAPPA_CPU_PREPACK_MIB (default
+  // 1024; 0 turns keeping off): the panel form of Q4_1 is twice its bytes (the default model: +158 MiB
+  // of RSS at 16 sequences), so a large Q4_1 model keeps what fits and repacks the rest every step.
   const uint8_t* panels_for(const WeightView& w) {
-    static const bool on = [] {
-      const char* v = std::getenv("TAPPA_CPU_PREPACK");
-      return !(v && std::string(v) == "0");
+    static const size_t cap = [] {
+      const char* v = std::getenv("TAPPA_CPU_PREPACK_MIB");
+      return (v && *v ? std::strtoull(v, nullptr, 10) : 1024ull) << 20;
     }();
-    if (!on) return nullptr;
+    if (cap == 0) return nullptr;
     const PanelKey key{w.data, w.rows, w.cols, w.type};
     auto it = panels_.find(w.data);
     if (it != panels_.end() && it->second.key == key) return it->second.data.get();
     const size_t n = cpu::prepack_bytes(w);
     Panels p{key, {}};
-    if (n > 0) {
+    if (n > 0 && kept_bytes_ + n <= cap) {
       p.data.reset(static_cast<uint8_t*>(::operator new[](n, std::align_val_t{64})));
       cpu::prepack(w, p.data.get(), pool_);
+      kept_bytes_ += n;
     }
     Panels& slot = panels_[w.data];  // a view of the same address with another shape replaces the entry
+    if (slot.data) kept_bytes_ -= cpu::prepack_bytes(WeightView{slot.key.type, slot.key.data, slot.key.rows, slot.key.cols});
     slot = std::move(p);
     return slot.data.get();
   }
@@ -201,6 +205,7 @@ class CpuBackend final : public Backend {
   cpu::ThreadPool pool_;
   cpu::Scratch scratch_;
   std::unordered_map<const uint8_t*, Panels> panels_;  // by weight address: matrices batched steps used
+  size_t kept_bytes_ = 0;                              // of the panels kept in panels_
   std::vector<std::vector<float>> scores_;  // per thread: [group][longest list]
   std::vector<int64_t> prefix_;             // attention: first task of each sequence
   std::vector<const FormatKvCache*> formatted_;  // attention: each sequence's cache if not fp32
