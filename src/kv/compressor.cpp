@@ -222,7 +222,9 @@ class KvCompressor::RowSum : public Observer {
 };
 
 Observer* KvCompressor::observer() {
-  if (!is_h2o()) return nullptr;
+  // The engine's rows are exact-causal: with the official mask (only the W x W corner masked, earlier
+  // rows see every key) h2o computes its rows itself (h2o_scores_streaming), so no observer.
+  if (!is_h2o() || opts_.h2o_official_mask) return nullptr;
   if (!rowsum_) {
     rowsum_ = std::make_unique<RowSum>(*this);
     rowsum_mu_ = std::make_unique<std::mutex[]>(n_head_);

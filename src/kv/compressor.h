@@ -123,8 +123,9 @@ class KvCompressor : public KvPolicy {
 
   // h2o: an observer that sums the attention rows the engine computes anyway for the last
   // h2o_rows prompt queries (Engine::set_observer), so scoring costs no second attention pass;
-  // nullptr for other methods. It needs the prompt's length beforehand (expect_prompt). Without it
-  // (or when the rows did not all arrive) h2o computes those rows itself (h2o_scores_streaming).
+  // nullptr for other methods and with h2o_official_mask (the engine's rows are exact-causal). It
+  // needs the prompt's length beforehand (expect_prompt). Without it (or when the rows did not all
+  // arrive) h2o computes those rows itself (h2o_scores_streaming).
   Observer* observer();
   // The next multi-token eval call: n_tokens tokens starting at position pos0.
   void expect_prompt(int n_tokens, int64_t pos0 = 0);
