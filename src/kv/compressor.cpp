@@ -282,6 +282,12 @@ const std::vector<int>& KvCompressor::positions(int layer, int head) const {
   return head < static_cast<int>(pos.size()) ? pos[head] : kEmpty;
 }
 
+std::span<const float> KvCompressor::kept_scores(int layer, int head) const {
+  if (layer < 0 || layer >= n_layer_ || head < 0 || head >= n_lists_) return {};
+  const auto& sc = layers_[layer].kept_scores;
+  return head < static_cast<int>(sc.size()) ? std::span<const float>(sc[head]) : std::span<const float>();
+}
+
 int KvCompressor::decode_budget(int layer, int head) const {
   if (!active()) return kUnlimitedBudget;
   if (layer >= 0 && layer < n_layer_ && head >= 0 && planned_decode_) {

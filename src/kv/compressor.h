@@ -32,6 +32,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -143,6 +144,10 @@ class KvCompressor : public KvPolicy {
   // Original positions (relative to the first prompt token's position pos0 of the compressed eval)
   // of the rows a (layer, KV head) list holds, in cache order; empty before a compressed prefill.
   const std::vector<int>& positions(int layer, int head) const;
+  // The scores the method gave the prefix rows a (layer, KV head) list still holds after the prefill's
+  // eviction, in cache order: entry j belongs to positions()[j] (the window rows, after them, have
+  // none); empty before a compressed prefill. For tests against references of the scorers.
+  std::span<const float> kept_scores(int layer, int head) const;
   // Decode budget (prefix tokens) of a (layer, KV head): the list is kept at ≤ this + W.
   int decode_budget(int layer, int head) const;
 
