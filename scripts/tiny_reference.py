@@ -204,8 +204,12 @@ def _ggml_matmul(m: GgufModel, h: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"tiny_reference: no ggml emulation for type {t}")
 
 
-def forward(m: GgufModel, tokens: list[int], emulate_ggml: bool = False, kv_type: str = "f16") -> np.ndarray:
+def forward(m: GgufModel, tokens: list[int], emulate_ggml: bool = False, kv_type: str = "f16",
+            on_qk=None) -> np.ndarray:
     """fp64 logits, shape (len(tokens), n_vocab).
+
+    on_qk(layer, q, k): called with each layer's post-RoPE queries (T, n_head, head_dim) and keys
+    (T, n_head_kv, head_dim), for references of what is computed from them (tests/kv_reference.py).
 
     emulate_ggml=False: exact math on the stored weights (the expected logits of the tiny models).
     emulate_ggml=True:  also applies the roundings llama.cpp's CPU backend makes without flash
@@ -233,6 +237,8 @@ def forward(m: GgufModel, tokens: list[int], emulate_ggml: bool = False, kv_type
         v = lin(h, p + "attn_v").reshape(T, Hkv, hd)
         q = rope(q, pos, m.n_rot, m.rope_base, freq_factors, m.rope_layout)
         k = rope(k, pos, m.n_rot, m.rope_base, freq_factors, m.rope_layout)
+        if on_qk is not None:
+            on_qk(il, q, k)
         kv16 = emulate_ggml and kv_type == "f16"
         if kv16:
             k, v, q = _f16(k), _f16(v), _f16(q)

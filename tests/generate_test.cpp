@@ -2,7 +2,8 @@
 // hand-written eval loop; streamed pieces concatenate to the result; stop strings end the text
 // before them even when they span several tokens and are never streamed; prompt log probabilities
 // equal a direct log-softmax; requests stepped together (step_all) give what each gives alone;
-// a KV method's record comes back; cancellation ends a request with "cancelled".
+// a KV method's record comes back; the KV wiring in one call (prefill_kv: policy, H2O's row observer,
+// KVzip's replay) gives what generate() gives; cancellation ends a request with "cancelled".
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +13,7 @@
 #include "tappa/engine.h"
 #include "tappa/error.h"
 #include "tappa/generate.h"
+#include "tappa/kv.h"
 #include "tappa/model.h"
 #include "test_util.h"
 
@@ -172,6 +174,65 @@ TEST(Generate, RequestsSteppedTogetherGiveWhatEachGivesAlone) {
   ASSERT_TRUE(alone[1].kv);
   EXPECT_TRUE(alone[1].kv->compressed) << "a 16-token budget compresses the prompt";
   EXPECT_LT(alone[1].kv_bytes_held, alone[0].kv_bytes_held);
+}
+
+// prefill_kv is the wiring `tappa run/compress/bench` use: the method as the sequence's policy (kept
+// for decode eviction), H2O's row observer for the prompt only, KVzip's replay; decoding on from its
+// sequence gives generate()'s tokens and record. fullkv: no compressor, unless kv_record_always.
+TEST(Generate, PrefillKvWiresAMethodAsGenerateDoes) {
+  TAPPA_REQUIRE_MODEL(test::default_model());
+  Fixture f;
+  const auto p = f.prompt("Explain in a few sentences why the sky is blue, and why sunsets are red.");
+  ASSERT_GT(p.size(), 40u);
+  for (const std::string spec : {"h2o:window=8", "kvzip:window=8", "tappa:window=8", "fullkv"}) {
+    SCOPED_TRACE(spec);
+    KvOptions kv;
+    kv.method = spec;
+    if (spec != "fullkv") kv.budget = 24;
+    GenerateOptions o;
+    o.max_tokens = 8;
+    o.ignore_eos = true;
+    o.kv = kv;
+    const GenerateResult want = generate(f.engine, p, o);
+    KvSequence s = prefill_kv(f.engine, p, kv);
+    ASSERT_TRUE(s.sequence);
+    EXPECT_EQ(s.sequence->observer(), nullptr);  // H2O's observer is for the prompt only
+    if (spec == "fullkv") {
+      EXPECT_EQ(s.compressor, nullptr);
+      EXPECT_EQ(s.sequence->policy(), nullptr);
+      EXPECT_FALSE(want.kv);
+    } else {
+      ASSERT_TRUE(s.compressor);
+      EXPECT_EQ(s.sequence->policy(), s.compressor.get());
+      const KvRecord& r = s.compressor->record();
+      EXPECT_TRUE(r.compressed) << r.skipped_reason;  // for kvzip: its replay ran
+      EXPECT_EQ(r.h2o_from_engine_rows, spec.rfind("h2o", 0) == 0);
+      EXPECT_EQ(r.bytes_held_after, s.sequence->cache().bytes_held());
+      ASSERT_TRUE(want.kv);
+      EXPECT_EQ(want.kv->bytes_held_after, r.bytes_held_after);
+      EXPECT_EQ(want.kv_bytes_after_prompt, r.bytes_held_after);
+    }
+    GenerateOptions on = o;
+    on.kv = {};
+    Generator g(f.engine, std::move(s.sequence), on);
+    Generator* const one[1] = {&g};
+    while (!g.done()) step_all(f.engine, one);
+    EXPECT_EQ(g.result().tokens, want.tokens);
+  }
+  // kv_record_always: fullkv's record (nothing evicted, per-layer figures) and the bytes after the prompt.
+  GenerateOptions o;
+  o.max_tokens = 4;
+  o.kv_record_always = true;
+  const GenerateResult r = generate(f.engine, p, o);
+  ASSERT_TRUE(r.kv);
+  EXPECT_EQ(r.kv->method, "fullkv");
+  EXPECT_FALSE(r.kv->compressed);
+  EXPECT_EQ(r.kv->n_prompt, static_cast<int>(p.size()));
+  EXPECT_EQ(r.kv->layers.size(), static_cast<size_t>(f.model->config().n_layer));
+  auto full = f.engine.new_sequence();
+  f.engine.eval(*full, p);
+  EXPECT_EQ(r.kv_bytes_after_prompt, full->cache().bytes_held());
+  EXPECT_EQ(r.kv->bytes_held_after, r.kv_bytes_after_prompt);
 }
 
 TEST(Generate, CancelAndErrors) {

@@ -10,18 +10,26 @@ replaced by their numpy equivalents), not of the C++:
   * PyramidKV budgets: PyramidKVCluster.update_kv;
   * Expected Attention: kvpress expected_attention_press.py (average RoPE rotation matrix over the
     next n_future positions, mean/covariance of the queries after the n_sink first rows);
-  * decode eviction: CakeDecodingKVCache_LayerWise.
+  * decode eviction: CakeDecodingKVCache_LayerWise;
+  * query-head granularity (the "query_head" case): the TAPPA / KVCache-Factory harness, where the
+    cluster's update_kv receives K/V after repeat_kv and keeps one token set per query head
+    (SnapKVCluster, H2OKVCluster, PyramidKVCluster), on the tiny GGUF model qwen2_tiny of
+    scripts/make_tiny_models.py, its queries and keys from scripts/tiny_reference.py's fp64 forward.
 The only deliberate departures, which the C++ shares: scores are averaged over each KV head's
-query group (the official SnapKV/H2O baselines select per query head after repeat_kv), and
-everything runs in float64 from float32 inputs (the official code runs in fp16/bf16).
+query group (the official SnapKV/H2O baselines select per query head after repeat_kv; the
+query_head case does not average: it is that selection), and everything runs in float64 from
+float32 inputs (the official code runs in fp16/bf16).
 
-Usage: kv_reference.py OUT.json   -- writes seeded test inputs and the expected values.
-The output is committed as tests/data/kv/vectors.json; tests/kv_scorers_test.cpp and
-tests/kv_allocators_test.cpp read it.
+Usage: kv_reference.py OUT.json   -- writes seeded test inputs and the expected values (numpy, and
+the gguf package for the query_head case's model, as scripts/make_tiny_models.py: .cache/venv).
+The output is committed as tests/data/kv/vectors.json; tests/kv_scorers_test.cpp,
+tests/kv_allocators_test.cpp and tests/kv_query_head_test.cpp read it.
 """
 import json
 import math
+import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -258,6 +266,97 @@ def topk_sorted(scores, b):
     return sorted(order[:b])
 
 
+# ---------------------------------------------------------------------------------------------
+# query-head granularity: the official harness on a tiny model
+# ---------------------------------------------------------------------------------------------
+
+def harness_keep(q, k, W, prefix_budget, scorer, kind="avg", ksize=5):
+    """One layer of the harness's update_kv after repeat_kv: q [H, N, d] and k [H_kv, N, d] post-RoPE.
+
+    snapkv / pyramidkv: attention of the last W queries (W x W corner causal), summed over those rows
+    for the first N - W keys, pooled (avg_pool1d / max_pool1d, padding k//2); h2o: every query row
+    (N <= its 512 rows), only the W x W corner masked (H2OKVCluster's mask), summed, no pooling.
+    Then per query head topk(prefix_budget) of those scores plus the W window rows, always kept.
+    Returns (scores [H, N - W], keep-sets [H][sorted positions], cut margins [H])."""
+    N = k.shape[1]
+    if scorer == "h2o":
+        A = window_attention(q, k, W)                  # rows = all N queries
+        s = A[:, :, :-W].sum(axis=1)
+    else:
+        A = window_attention(q[:, -W:, :], k, W)
+        s = pool(A[:, -W:, :-W].sum(axis=1), kind, ksize)
+    keep, margin = [], []
+    for h in range(s.shape[0]):
+        keep.append(topk_sorted(s[h].tolist(), prefix_budget) + list(range(N - W, N)))
+        margin.append(cut_margin(s[h], prefix_budget))
+    return s, keep, margin
+
+
+def cut_margin(s, b):
+    """How firmly the top-b cut of s is decided: the gap between the distinct values at the cut.
+
+    A cut between two different values needs them apart. A cut inside a run of exactly equal values
+    (max pooling copies one value to up to k neighbours) is decided by position, ties to the lower
+    index, in both implementations; it needs the run's value apart from the values next to it.
+    inf when nothing is dropped or nothing kept."""
+    if not 0 < b < len(s):
+        return math.inf
+    o = np.sort(s)[::-1]
+    dv = np.unique(o)[::-1]
+    i = int(np.nonzero(dv == o[b - 1])[0][0])
+    gaps = [dv[i] - dv[i + 1]] if i + 1 < len(dv) else []
+    if o[b] == o[b - 1] and i > 0:
+        gaps.append(dv[i - 1] - dv[i])
+    return float(min(gaps)) if gaps else math.inf
+
+
+def query_head_case():
+    """qwen2_tiny (F32 weights, 2 layers, 4 query heads over 2 KV heads, head_dim 16) on a 48-token
+    prompt, W = 8, C = 24: every query head's kept positions and scores for four methods. The
+    prompt is the first seeded one whose every cut is decided by a margin far above the float32
+    error of the engine's forward (see the C++ test), so the keep-sets compare exactly."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(here, "..", "scripts"))
+    import make_tiny_models   # noqa: E402  (byte-for-byte reproducible models)
+    import tiny_reference     # noqa: E402
+    spec = next(s for s in make_tiny_models.SPECS if s.name == "qwen2_tiny")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, spec.name + ".gguf")
+        make_tiny_models.write_gguf(spec, path)
+        m = tiny_reference.GgufModel(path)
+    L, H, H_kv, hd = m.n_layer, m.n_head, m.n_head_kv, m.head_dim
+    N, W, C = 48, 8, 24
+    methods = [  # (spec string for the library, scorer, pooling, kernel)
+        ("snapkv:pool=avg5", "snapkv", "avg", 5),    # SnapKVCluster's defaults
+        ("snapkv:pool=max7", "snapkv", "max", 7),    # the TAPPA harness's SnapKV setting
+        ("h2o:h2o-official-mask=1", "h2o", None, 0),
+        ("pyramidkv", "pyramidkv", "avg", 5),
+    ]
+    budgets = {"snapkv": [C - W] * L, "h2o": [C - W] * L, "pyramidkv": pyramid(C, W, L, N)}
+    rng = np.random.default_rng(20260207)
+    for attempt in range(200):
+        tokens = [int(t) for t in rng.integers(0, make_tiny_models.N_VOCAB - len(spec.specials), size=N)]
+        qk = {}
+        tiny_reference.forward(m, tokens, on_qk=lambda l, q, k: qk.__setitem__(l, (q.transpose(1, 0, 2), k.transpose(1, 0, 2))))
+        out, worst = [], math.inf
+        for name, scorer, kind, ksize in methods:
+            layers = []
+            for l in range(L):
+                q, k = qk[l]
+                s, keep, margin = harness_keep(q, k, W, budgets[scorer][l], scorer, kind, ksize)
+                # Relative to the layer's score scale: the engine's errors scale with the scores.
+                worst = min(worst, min(margin) / float(np.max(s)))
+                layers.append({"prefix_budget": budgets[scorer][l], "keep": keep,
+                               "scores": [[float("%.10g" % x) for x in row] for row in s]})
+            out.append({"spec": name, "layers": layers})
+        if worst > 1e-3:
+            break
+    else:
+        raise SystemExit("kv_reference.py: no prompt with decided cuts")
+    return {"model": spec.name, "tokens": tokens, "N": N, "W": W, "C": C, "n_layer": L, "H": H, "H_kv": H_kv,
+            "head_dim": hd, "min_relative_margin": worst, "attempts": attempt + 1, "methods": out}
+
+
 def main():
     out = {"generator": "tests/kv_reference.py", "cases": {}}
     cases = out["cases"]
@@ -363,6 +462,9 @@ def main():
         keep = topk_sorted(sc.tolist(), b) + list(range(n - W, n))
         dec.append({"G": G, "n": n, "budget": b, "W": W, "probs": inp(probs), "scores": lst(sc), "keep": keep})
     cases["decode"] = dec
+
+    # Appended last: it draws nothing from RNG, so every case above keeps its values.
+    cases["query_head"] = query_head_case()
 
     with open(sys.argv[1], "w") as f:
         json.dump(out, f, indent=None, separators=(",", ":"))

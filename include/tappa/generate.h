@@ -37,6 +37,9 @@ struct GenerateOptions {
   bool ignore_eos = false;             // go on past end-of-generation tokens
   bool stop_at_newline = false;        // end at the first newline after some non-blank text (LongBench samsum)
   KvOptions kv;                        // the sequence's KV method ("fullkv": every token stays)
+  // Attach the KV method's compressor even where it evicts nothing (fullkv), for its record (per-layer
+  // and per-head q-sim, bytes held: `tappa compress --kv fullkv`); the prompt then goes in one pass.
+  bool kv_record_always = false;
   // Log probabilities: -1 none; k >= 0: of each generated token plus its k most likely alternatives.
   int logprobs = -1;
   bool prompt_logprobs = false;        // also of every prompt token after the first (echo, scoring)
@@ -69,6 +72,7 @@ struct GenerateResult {
   std::optional<TokenLogprob> eog_logprob;    // with logprobs >= 0
   double prompt_seconds = 0.0, generate_seconds = 0.0;
   size_t kv_bytes_held = 0;            // the sequence's cache at the end
+  size_t kv_bytes_after_prompt = 0;    // the sequence's cache right after the prompt (and its compression)
   std::optional<KvRecord> kv;          // what the KV method did (when one ran)
 };
 
@@ -86,6 +90,8 @@ class Generator {
   Generator& operator=(const Generator&) = delete;
 
   bool done() const { return finish_ != FinishReason::running; }
+  // The whole prompt has run (and been compressed): result() has its figures (prompt_seconds, kv).
+  bool prompt_processed() const { return prompt_done_ >= prompt_.size(); }
   // What the next forward pass must compute for this request: a prompt chunk, or the last token.
   Engine::Step next_step();
   // After Engine::decode ran next_step(): samples the next token, applies the stop conditions and
@@ -128,6 +134,7 @@ class Generator {
   int32_t eog_token_ = -1;
   std::optional<TokenLogprob> eog_lp_;
   int64_t t_start_ = 0, t_prompt_ = 0, t_end_ = 0;  // steady-clock ns
+  size_t bytes_after_prompt_ = 0;
 };
 
 // One Engine::decode for every generator that is not done, then advance() on each. Returns each

@@ -10,14 +10,21 @@
 //   seq->set_policy(&comp);
 //   engine.eval(*seq, prompt);                             // compressed during the prefill
 //   comp.record().layers[l].budget                         // what each layer kept
+//
+// Or wired in one call (the compressor as the policy, H2O's row observer, KVzip's replay):
+//   tappa::KvSequence s = tappa::prefill_kv(engine, prompt, {"h2o", 256});
+//   s.compressor->record()                                 // s.sequence decodes on, evicting if the method does
+// (tappa::generate / Generator, include/tappa/generate.h, do the same for a whole generation.)
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "tappa/engine.h"
 #include "tappa/kv_cache.h"
 #include "tappa/kv_policy.h"
 #include "tappa/model.h"
@@ -145,6 +152,35 @@ class KvCompressor final : public KvPolicy {
   std::unique_ptr<kv::KvCompressor> impl_;
 };
 
+// C the budget gives a KV method for an n_prompt-token prompt on `model` (tokens per layer, window
+// included), after the checks a prefill makes: throws what KvCompressor::check throws.
+int kv_capacity(const Model& model, const KvOptions& options, int n_prompt);
+
+// The wiring of a KV method around a prompt, for callers that run the prompt themselves (Generator
+// does this): attach_kv before it, kv_prompt_done after it.
+// attach_kv: the compressor becomes `seq`'s policy (and stays so, for decode eviction) and, for H2O,
+// its attention-row observer for the next n_prompt-token call, so scoring reuses the rows the engine
+// computes; throws what the prefill would (KvCompressor::check). Returns nullptr for fullkv (no policy
+// at all), unless record_only: then a compressor that evicts nothing but records (per-layer q-sim,
+// bytes held) is attached. The compressor must outlive its use by the sequence.
+std::unique_ptr<KvCompressor> attach_kv(Engine& engine, Sequence& seq, const KvOptions& options, int n_prompt,
+                                        bool record_only = false);
+// After that prompt ran in `seq`: replay scorers (kvzip) replay it and evict; the observer attach_kv
+// set is detached. compressor may be nullptr (nothing to do).
+void kv_prompt_done(Engine& engine, Sequence& seq, KvCompressor* compressor);
+
+// A sequence and the KV method that is its policy. Members are destroyed in reverse order, so the
+// sequence goes before the compressor it points to.
+struct KvSequence {
+  std::unique_ptr<KvCompressor> compressor;  // nullptr: no KV method (fullkv)
+  std::unique_ptr<Sequence> sequence;
+};
+
+// A new sequence of `engine` with `prompt` run under a KV method (attach_kv, Engine::eval,
+// kv_prompt_done): compressed as `tappa run --kv` compresses, ready to decode (Engine::eval,
+// Generator's prepared-sequence constructor), the compressor still its policy for decode eviction.
+KvSequence prefill_kv(Engine& engine, std::span<const int32_t> prompt, const KvOptions& options);
+
 // A prompt prefilled once and replayed into many sequences: each restored sequence starts in the state
 // right after the prompt (its uncompressed cache), and a KvCompressor given to restore() compresses
 // it exactly as a real prefill would (the same hooks in the same order, the captured query rows) — so
@@ -155,12 +191,17 @@ class PrefillSnapshot {
   // Runs `tokens` from position 0 in a new sequence of `engine`, keeping the last `query_rows` query
   // rows of every layer (0: all; KvCompressor::prefill_query_rows() says how many a method reads).
   PrefillSnapshot(Engine& engine, std::vector<int32_t> tokens, int query_rows = 0);
+  // Keeping the query rows the KV method of `kv` reads (KvCompressor::prefill_query_rows).
+  PrefillSnapshot(Engine& engine, std::vector<int32_t> tokens, const KvOptions& kv);
   ~PrefillSnapshot();
   PrefillSnapshot(PrefillSnapshot&&) noexcept;
   PrefillSnapshot& operator=(PrefillSnapshot&&) noexcept;
   // A new sequence of `engine` after the prompt; compressed by `compressor` when given (which is not
   // attached to it: set_policy it for decode eviction).
   std::unique_ptr<Sequence> restore(Engine& engine, KvCompressor* compressor = nullptr) const;
+  // Restored and compressed by a new compressor of `kv`, which stays the sequence's policy (decode
+  // eviction); fullkv: restored uncompressed, no compressor.
+  KvSequence restore(Engine& engine, const KvOptions& kv) const;
 
  private:
   std::unique_ptr<evalkv::Prefilled> impl_;

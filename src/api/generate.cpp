@@ -76,19 +76,8 @@ Generator::Generator(Engine& engine, std::vector<int32_t> prompt, GenerateOption
     throw Error(ErrorCode::context_overflow, "prompt (" + std::to_string(prompt_.size()) + " tokens) plus " +
                                                  std::to_string(opts_.max_tokens) + " to generate exceeds the context of " +
                                                  std::to_string(seq_->n_ctx()) + " tokens");
-  if (opts_.kv.method != "fullkv" || opts_.kv.budget || opts_.kv.ratio) {
-    comp_ = std::make_unique<KvCompressor>(engine_.model(), opts_.kv);
-    if (comp_->active()) {
-      comp_->check(static_cast<int>(prompt_.size()));
-      seq_->set_policy(comp_.get());
-      if (Observer* ob = comp_->observer()) {  // h2o sums the attention rows the engine computes anyway
-        seq_->set_observer(ob);
-        comp_->expect_prompt(static_cast<int>(prompt_.size()), 0);
-      }
-    } else {
-      comp_.reset();
-    }
-  }
+  if (opts_.kv.method != "fullkv" || opts_.kv.budget || opts_.kv.ratio || opts_.kv_record_always)
+    comp_ = attach_kv(engine_, *seq_, opts_.kv, static_cast<int>(prompt_.size()), opts_.kv_record_always);
 }
 
 Generator::Generator(Engine& engine, std::unique_ptr<Sequence> prepared, GenerateOptions options)
@@ -107,6 +96,7 @@ Generator::Generator(Engine& engine, std::unique_ptr<Sequence> prepared, Generat
   prompt_.assign(t.begin(), t.end());
   prompt_fed_ = prompt_done_ = prompt_.size();
   t_start_ = t_prompt_ = now_ns();
+  bytes_after_prompt_ = seq_->cache().bytes_held();
   if (opts_.max_tokens == 0) {
     finish_with(FinishReason::length);
     return;
@@ -134,9 +124,9 @@ Engine::Step Generator::next_step() {
 }
 
 void Generator::prompt_done() {
-  if (comp_) comp_->replay(engine_, *seq_);  // replay scorers (kvzip) score and evict after the prompt
+  kv_prompt_done(engine_, *seq_, comp_.get());  // kvzip's replay and eviction; H2O's observer off
   t_prompt_ = now_ns();
-  if (seq_->observer() && comp_ && seq_->observer() == comp_->observer()) seq_->set_observer(nullptr);
+  bytes_after_prompt_ = seq_->cache().bytes_held();
 }
 
 void Generator::finish_with(FinishReason r) {
@@ -260,6 +250,7 @@ GenerateResult Generator::result() const {
   if (t_start_) r.prompt_seconds = 1e-9 * static_cast<double>((t_prompt_ ? t_prompt_ : end) - t_start_);
   if (t_prompt_) r.generate_seconds = 1e-9 * static_cast<double>(end - t_prompt_);
   r.kv_bytes_held = seq_->cache().bytes_held();
+  r.kv_bytes_after_prompt = bytes_after_prompt_;
   if (comp_) r.kv = comp_->record();
   return r;
 }

@@ -107,14 +107,59 @@ void KvCompressor::on_decode_layer(int layer, const std::vector<const float*>& p
   impl_->on_decode_layer(layer, probs, cache);
 }
 
+int kv_capacity(const Model& model, const KvOptions& options, int n_prompt) {
+  const KvCompressor probe(model, options);
+  probe.check(n_prompt);
+  return probe.capacity_for(n_prompt);
+}
+
+std::unique_ptr<KvCompressor> attach_kv(Engine& engine, Sequence& seq, const KvOptions& options, int n_prompt,
+                                        bool record_only) {
+  auto comp = std::make_unique<KvCompressor>(engine.model(), options);
+  if (!comp->active() && !record_only) return nullptr;  // fullkv: no policy at all
+  comp->check(n_prompt);
+  seq.set_policy(comp.get());
+  if (Observer* ob = comp->observer()) {  // h2o sums the attention rows the engine computes anyway
+    seq.set_observer(ob);
+    comp->expect_prompt(n_prompt, seq.n_past());
+  }
+  return comp;
+}
+
+void kv_prompt_done(Engine& engine, Sequence& seq, KvCompressor* compressor) {
+  if (!compressor) return;
+  compressor->replay(engine, seq);  // replay scorers (kvzip) score and evict after the prompt
+  if (seq.observer() && seq.observer() == compressor->observer()) seq.set_observer(nullptr);
+}
+
+KvSequence prefill_kv(Engine& engine, std::span<const int32_t> prompt, const KvOptions& options) {
+  KvSequence s;
+  s.sequence = engine.new_sequence();
+  s.compressor = attach_kv(engine, *s.sequence, options, static_cast<int>(prompt.size()));
+  if (!prompt.empty()) engine.eval(*s.sequence, prompt);
+  kv_prompt_done(engine, *s.sequence, s.compressor.get());
+  return s;
+}
+
 PrefillSnapshot::PrefillSnapshot(Engine& engine, std::vector<int32_t> tokens, int query_rows)
     : impl_(std::make_unique<evalkv::Prefilled>(evalkv::prefill_capture(engine, std::move(tokens), query_rows))) {}
+PrefillSnapshot::PrefillSnapshot(Engine& engine, std::vector<int32_t> tokens, const KvOptions& kv)
+    : PrefillSnapshot(engine, std::move(tokens), KvCompressor(engine.model(), kv).prefill_query_rows()) {}
 PrefillSnapshot::~PrefillSnapshot() = default;
 PrefillSnapshot::PrefillSnapshot(PrefillSnapshot&&) noexcept = default;
 PrefillSnapshot& PrefillSnapshot::operator=(PrefillSnapshot&&) noexcept = default;
 
 std::unique_ptr<Sequence> PrefillSnapshot::restore(Engine& engine, KvCompressor* compressor) const {
   return evalkv::restore_prefill(engine, *impl_, compressor ? &compressor->impl() : nullptr);
+}
+
+KvSequence PrefillSnapshot::restore(Engine& engine, const KvOptions& kv) const {
+  KvSequence s;
+  s.compressor = std::make_unique<KvCompressor>(engine.model(), kv);
+  if (!s.compressor->active()) s.compressor.reset();
+  s.sequence = restore(engine, s.compressor.get());
+  s.sequence->set_policy(s.compressor.get());  // decode eviction, if the method has one
+  return s;
 }
 
 std::vector<KvMethodInfo> kv_presets() {

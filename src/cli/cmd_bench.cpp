@@ -125,78 +125,60 @@ void register_bench(CLI::App& app, int& rc) {
     Engine engine(model, eo);
     uint64_t rng = 1234;
     const std::vector<int32_t> depth_tokens = random_tokens(o->depth, c.n_vocab, rng);
-    int capacity = 0;
-    if (use_kv) {
-      KvCompressor probe(*model, kv_opts);
-      probe.check(o->depth);
-      capacity = probe.capacity_for(o->depth);
-    }
+    const int capacity = use_kv ? kv_capacity(*model, kv_opts, o->depth) : 0;
+    const KvOptions no_kv;
     // The depth context is computed once (uncompressed, with the query rows a method reads) and every
     // sequence of every repetition starts from that state (Sequence::restore), compressed by its own
     // compressor exactly as a prefill would compress it (PrefillSnapshot, include/tappa/kv.h): the same cache as filling
     // each sequence for real, without re-running thousands of prompt tokens per sequence.
     std::optional<PrefillSnapshot> depth;
-    std::unique_ptr<KvCompressor> shared_comp;
-    std::unique_ptr<Sequence> shared;
+    KvSequence shared;
     if (o->share_depth && o->depth >= 2) {
-      shared = engine.new_sequence();
-      if (use_kv) {
-        shared_comp = std::make_unique<KvCompressor>(*model, kv_opts);
-        shared->set_policy(shared_comp.get());
-      }
-      engine.eval(*shared, depth_tokens);
-      shared->set_policy(nullptr);
-      shared->cache().shrink_to_fit();
+      shared = prefill_kv(engine, depth_tokens, use_kv ? kv_opts : no_kv);  // its forks carry no policy
+      shared.sequence->cache().shrink_to_fit();
     } else if (o->depth >= 2) {
-      const int rows = use_kv ? KvCompressor(*model, kv_opts).prefill_query_rows() : 0;
-      depth.emplace(engine, depth_tokens, rows);
+      if (use_kv) depth.emplace(engine, depth_tokens, kv_opts);
+      else depth.emplace(engine, depth_tokens);
     }
-    struct Seqs {
-      std::vector<std::unique_ptr<KvCompressor>> comps;
-      std::vector<std::unique_ptr<Sequence>> seqs;
-    };
+    // Each sequence with its own compressor as its policy (decode eviction, if the method has one).
     auto fill = [&](int n) {
-      Seqs s;
+      std::vector<KvSequence> s;
       for (int i = 0; i < n; ++i) {
-        if (use_kv) s.comps.push_back(std::make_unique<KvCompressor>(*model, kv_opts));
-        KvCompressor* comp = use_kv ? s.comps.back().get() : nullptr;
-        if (shared) {
-          s.seqs.push_back(shared->fork());
+        if (shared.sequence) {
+          s.push_back({nullptr, shared.sequence->fork()});
         } else if (depth) {
-          s.seqs.push_back(depth->restore(engine, comp));
-        } else {
-          s.seqs.push_back(engine.new_sequence());
-          if (o->depth == 1) engine.eval(*s.seqs.back(), depth_tokens);
+          s.push_back(depth->restore(engine, use_kv ? kv_opts : no_kv));
+        } else {  // -d 0 or 1 (no --kv with -d 0)
+          s.push_back(prefill_kv(engine, std::span<const int32_t>(depth_tokens), use_kv ? kv_opts : no_kv));
         }
-        if (!shared) s.seqs.back()->set_policy(comp);  // decode eviction, if the method has one
       }
       return s;
     };
     auto time_pp = [&](const std::vector<int32_t>& toks) {
-      Seqs s = fill(1);
+      std::vector<KvSequence> s = fill(1);
       const auto t0 = std::chrono::steady_clock::now();
-      engine.eval(*s.seqs[0], toks);
+      engine.eval(*s[0].sequence, toks);
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
     size_t kv_bytes = 0;
     std::vector<Engine::Step> steps;
     std::vector<int32_t> next;
     auto time_tg = [&](int n_gen, int n) {
-      Seqs s = fill(n);
+      std::vector<KvSequence> s = fill(n);
       // Room for the generated rows before the clock starts (a cache then never grows while timed).
-      for (const auto& q : s.seqs) q->cache().reserve_extra(n_gen);
+      for (const auto& q : s) q.sequence->cache().reserve_extra(n_gen);
       steps.assign(n, {});
       next.assign(n, c.n_vocab / 2);
       const auto t0 = std::chrono::steady_clock::now();
       for (int g = 0; g < n_gen; ++g) {
         // Greedy steps: the backend gives the argmax (a GPU keeps the logits on the device).
-        for (int i = 0; i < n; ++i) steps[i] = {s.seqs[i].get(), std::span<const int32_t>(&next[i], 1), false, true};
+        for (int i = 0; i < n; ++i) steps[i] = {s[i].sequence.get(), std::span<const int32_t>(&next[i], 1), false, true};
         engine.decode(steps);
-        for (int i = 0; i < n; ++i) next[i] = s.seqs[i]->greedy_token();
+        for (int i = 0; i < n; ++i) next[i] = s[i].sequence->greedy_token();
       }
       const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       kv_bytes = 0;
-      for (const auto& q : s.seqs) kv_bytes += q->cache().bytes_held();
+      for (const auto& q : s) kv_bytes += q.sequence->cache().bytes_held();
       return t;
     };
 

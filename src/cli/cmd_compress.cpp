@@ -2,7 +2,6 @@
 // and KV head, the budget given, the tokens kept, q-similarity, preference and the bytes held before
 // and after; optionally time decoding with the compressed cache against the full one.
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -12,13 +11,11 @@
 #include "cli/common.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
+#include "tappa/generate.h"
 
 namespace tappa::cli {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 double median(std::vector<double> v) {
   if (v.empty()) return 0.0;
@@ -142,55 +139,50 @@ void register_compress(CLI::App& app, int& rc) {
       throw Error("prompt (" + std::to_string(N) + " tokens) plus " + std::to_string(o->decode) +
                   " to decode exceeds the context of " + std::to_string(eo.n_ctx) + " tokens (raise -c/--ctx-size)");
 
-    KvCompressor compressor(*model, kv_opts);
-    compressor.check(N);
+    kv_capacity(*model, kv_opts, N);  // a budget the prompt cannot use fails before the engine is made
     Engine engine(model, eo);
-    Observer* row_observer = compressor.observer();  // h2o: reuse the engine's attention rows
+    // Both runs are the library's generation (include/tappa/generate.h): greedy, --decode tokens
+    // whatever they are (no end-of-generation stop), the compressed one with the method's compressor
+    // attached even for fullkv (its record: q-sim and bytes per layer and head).
+    GenerateOptions go;
+    go.max_tokens = o->decode;
+    go.ignore_eos = true;
+    go.kv = kv_opts;
+    go.kv_record_always = true;
+    GenerateOptions go_full = go;  // the reference for --decode: the same prompt, uncompressed
+    go_full.kv = KvOptions{};
+    go_full.kv_record_always = false;
 
     std::vector<double> t_prefill, t_prefill_full, t_compress, tps, tps_full;
     std::vector<int32_t> gen, gen_full;
-    auto decode = [&](Sequence& seq, std::span<const float> logits, std::vector<int32_t>& out) {
-      out.clear();
-      const auto t0 = Clock::now();
-      for (int i = 0; i < o->decode; ++i) {
-        const int32_t next = argmax(logits);
-        out.push_back(next);
-        if (i + 1 == o->decode) break;
-        const int32_t one[1] = {next};
-        logits = engine.eval(seq, one);
-      }
-      // o->decode − 1 evals were timed (the first token comes from the prefill's logits).
-      const double t = seconds_since(t0);
-      return o->decode > 1 ? (o->decode - 1) / t : 0.0;
+    // Tokens per second of the o->decode − 1 timed forward passes (the first token comes from the
+    // prefill's logits).
+    const auto decode_tps = [&](const GenerateResult& g) {
+      return o->decode > 1 && g.generate_seconds > 0 ? (o->decode - 1) / g.generate_seconds : 0.0;
     };
     KvRecord rec;
     size_t full_bytes_after_decode = 0, comp_bytes_after_decode = 0, full_bytes_after_prefill = 0;
     for (int r = 0; r < o->repeat; ++r) {
       auto run_compressed = [&] {
-        auto seq = engine.new_sequence();
-        seq->set_policy(&compressor);
-        seq->set_observer(row_observer);
-        if (row_observer) compressor.expect_prompt(N);
-        const auto t0 = Clock::now();
-        auto logits = engine.eval(*seq, tokens);
-        compressor.replay(engine, *seq);  // kvzip: its context replay, then the eviction (timed with the prefill)
-        t_prefill.push_back(seconds_since(t0));
-        t_compress.push_back(compressor.record().t_total());
+        const GenerateResult g = generate(engine, tokens, go);
+        if (!g.kv) throw Error("internal: the compressed run has no KV record");
+        rec = *g.kv;
+        t_prefill.push_back(g.prompt_seconds);  // kvzip's replay and eviction included
+        t_compress.push_back(rec.t_total());
         if (o->decode > 0) {
-          tps.push_back(decode(*seq, logits, gen));
-          comp_bytes_after_decode = seq->cache().bytes_held();
+          tps.push_back(decode_tps(g));
+          gen = g.tokens;
+          comp_bytes_after_decode = g.kv_bytes_held;
         }
-        rec = compressor.record();
       };
-      auto run_full = [&] {  // the reference for --decode: the same prompt, uncompressed
+      auto run_full = [&] {
         if (o->decode <= 0) return;
-        auto full = engine.new_sequence();
-        const auto t0 = Clock::now();
-        auto logits = engine.eval(*full, tokens);
-        t_prefill_full.push_back(seconds_since(t0));
-        full_bytes_after_prefill = full->cache().bytes_held();
-        tps_full.push_back(decode(*full, logits, gen_full));
-        full_bytes_after_decode = full->cache().bytes_held();
+        const GenerateResult g = generate(engine, tokens, go_full);
+        t_prefill_full.push_back(g.prompt_seconds);
+        full_bytes_after_prefill = g.kv_bytes_after_prompt;
+        tps_full.push_back(decode_tps(g));
+        gen_full = g.tokens;
+        full_bytes_after_decode = g.kv_bytes_held;
       };
       // Alternate the order so that drift on a shared machine hits both alike.
       if (r % 2 == 0) {

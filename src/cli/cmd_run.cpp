@@ -1,5 +1,4 @@
 // tappa run — generate text from a prompt, streaming tokens as they come.
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -7,15 +6,10 @@
 #include "cli/common.h"
 #include "tappa/engine.h"
 #include "tappa/error.h"
+#include "tappa/generate.h"
 #include "tappa/prune.h"
 
 namespace tappa::cli {
-
-namespace {
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-}  // namespace
 
 // The presets (the library's registry) and the budget units, for run, compress, bench and eval-kv --help.
 std::string kv_methods_help() {
@@ -220,7 +214,6 @@ void register_run(CLI::App& app, int& rc) {
     eo.cache = cache_type_from_flags(o->cache);
     Engine engine(model, eo);
     engine.set_skip_layers(prune::parse_layer_list(o->skip_layers, model->config().n_layer));
-    auto seq = engine.new_sequence();
     if (static_cast<int64_t>(tokens.size()) + o->n_predict > engine.n_ctx())
       throw Error("prompt (" + std::to_string(tokens.size()) + " tokens) plus " + std::to_string(o->n_predict) +
                   " to generate exceeds the context of " + std::to_string(engine.n_ctx()) +
@@ -229,66 +222,57 @@ void register_run(CLI::App& app, int& rc) {
       std::fprintf(stderr, "tappa: warning: context %d is longer than the model was trained on (%d)\n", engine.n_ctx(),
                    model->config().n_ctx_train);
 
-    std::unique_ptr<KvCompressor> compressor = std::make_unique<KvCompressor>(*model, kv_opts);
-    if (!compressor->active()) {
-      compressor.reset();  // fullkv: no policy at all
-    } else {
-      compressor->check(static_cast<int>(tokens.size()));
-      seq->set_policy(compressor.get());
-      if (Observer* ob = compressor->observer()) {  // h2o: reuse the engine's attention rows
-        seq->set_observer(ob);
-        compressor->expect_prompt(static_cast<int>(tokens.size()));
-      }
-    }
+    // The library's generation loop (include/tappa/generate.h): the KV method, the prompt, sampling,
+    // end-of-generation; stepped here only to report the compression between the prompt and the text.
+    GenerateOptions go;
+    go.max_tokens = o->n_predict;
+    go.sampling = SamplingParams{o->temp, o->top_k, o->top_p, o->seed};
+    go.ignore_eos = o->ignore_eos;
+    go.kv = kv_opts;
+    Generator gen(engine, tokens, go);
 
     if (!o->quiet) {
       std::fputs(text.c_str(), stdout);
       std::fflush(stdout);
     }
-    const auto t0 = std::chrono::steady_clock::now();
-    std::span<const float> logits = engine.eval(*seq, tokens);
-    if (compressor) compressor->replay(engine, *seq);  // kvzip: its context replay, then the eviction
-    const double t_prompt = seconds_since(t0);
-    if (compressor && !o->quiet) {
-      const KvRecord& r = compressor->record();
-      const double mib = 1048576.0;
-      std::fprintf(stderr,
-                   "[kv %s: budget %d tokens/layer (ratio %.3f) over %d prompt tokens%s | KV bytes held before %.2f MiB, "
-                   "after %.2f MiB (x%.4f; budget's memory %.2f MiB) | compression %.1f ms = %.2f%% of the prefill]\n",
-                   r.method.c_str(), r.capacity, r.ratio, r.n_prompt, r.compressed ? "" : ", nothing evicted",
-                   r.bytes_held_before / mib, r.bytes_held_after / mib,
-                   r.bytes_held_before ? static_cast<double>(r.bytes_held_after) / r.bytes_held_before : 1.0,
-                   r.bytes_expected / mib, r.t_total() * 1e3, t_prompt > 0 ? 100.0 * r.t_total() / t_prompt : 0.0);
-    }
-
-    Sampler sampler(SamplingParams{o->temp, o->top_k, o->top_p, o->seed});
-    const auto t1 = std::chrono::steady_clock::now();
-    int generated = 0;
-    for (; generated < o->n_predict; ++generated) {
-      const int32_t next = sampler.sample(logits);
-      if (!o->ignore_eos && tok.is_eog(next)) break;
-      const std::string piece = tok.token_to_piece(next);
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-      if (generated + 1 == o->n_predict) {
-        ++generated;
-        break;
+    Generator* const one[1] = {&gen};
+    bool reported = false;
+    while (!gen.done()) {
+      for (const auto& [g, piece] : step_all(engine, one)) {
+        if (!reported && g->prompt_processed()) {
+          reported = true;
+          const GenerateResult pr = g->result();
+          if (pr.kv && !o->quiet) {
+            const KvRecord& r = *pr.kv;
+            const double mib = 1048576.0, t_prompt = pr.prompt_seconds;
+            std::fprintf(stderr,
+                         "[kv %s: budget %d tokens/layer (ratio %.3f) over %d prompt tokens%s | KV bytes held before %.2f "
+                         "MiB, after %.2f MiB (x%.4f; budget's memory %.2f MiB) | compression %.1f ms = %.2f%% of the "
+                         "prefill]\n",
+                         r.method.c_str(), r.capacity, r.ratio, r.n_prompt, r.compressed ? "" : ", nothing evicted",
+                         r.bytes_held_before / mib, r.bytes_held_after / mib,
+                         r.bytes_held_before ? static_cast<double>(r.bytes_held_after) / r.bytes_held_before : 1.0,
+                         r.bytes_expected / mib, r.t_total() * 1e3, t_prompt > 0 ? 100.0 * r.t_total() / t_prompt : 0.0);
+          }
+        }
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
       }
-      const int32_t one[1] = {next};
-      logits = engine.eval(*seq, one);
     }
-    const double t_gen = seconds_since(t1);
+    const GenerateResult res = gen.result();
+    const int generated = static_cast<int>(res.tokens.size());
+    const double t_prompt = res.prompt_seconds, t_gen = res.generate_seconds;
     std::printf("\n");
     if (!o->quiet) {
       std::fprintf(stderr, "\n[prompt: %zu tokens in %.2f s, %.1f tok/s | generated: %d tokens in %.2f s, %.1f tok/s | "
                            "threads %d | kv cache %.1f MiB, %s]\n",
                    tokens.size(), t_prompt, tokens.size() / t_prompt, generated, t_gen,
-                   generated > 0 ? generated / t_gen : 0.0, engine.n_threads(), seq->cache().bytes_held() / 1048576.0,
-                   kv_format_name(seq->cache().format()).c_str());
-      if (compressor && compressor->record().decode_steps > 0)
+                   generated > 0 ? generated / t_gen : 0.0, engine.n_threads(), res.kv_bytes_held / 1048576.0,
+                   kv_format_name(gen.sequence().cache().format()).c_str());
+      if (res.kv && res.kv->decode_steps > 0)
         std::fprintf(stderr, "[kv decode eviction: %lld steps, %lld rows evicted, %.1f ms]\n",
-                     static_cast<long long>(compressor->record().decode_steps),
-                     static_cast<long long>(compressor->record().decode_evicted), compressor->record().t_decode * 1e3);
+                     static_cast<long long>(res.kv->decode_steps), static_cast<long long>(res.kv->decode_evicted),
+                     res.kv->t_decode * 1e3);
     }
     rc = 0;
   });

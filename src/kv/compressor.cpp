@@ -222,7 +222,9 @@ class KvCompressor::RowSum : public Observer {
 };
 
 Observer* KvCompressor::observer() {
-  if (!is_h2o()) return nullptr;
+  // The engine's rows are exact-causal: with the official mask (only the W x W corner masked, earlier
+  // rows see every key) h2o computes its rows itself (h2o_scores_streaming), so no observer.
+  if (!is_h2o() || opts_.h2o_official_mask) return nullptr;
   if (!rowsum_) {
     rowsum_ = std::make_unique<RowSum>(*this);
     rowsum_mu_ = std::make_unique<std::mutex[]>(n_head_);
@@ -278,6 +280,12 @@ const std::vector<int>& KvCompressor::positions(int layer, int head) const {
   if (layer < 0 || layer >= n_layer_ || head < 0 || head >= n_lists_) return kEmpty;
   const auto& pos = layers_[layer].pos;
   return head < static_cast<int>(pos.size()) ? pos[head] : kEmpty;
+}
+
+std::span<const float> KvCompressor::kept_scores(int layer, int head) const {
+  if (layer < 0 || layer >= n_layer_ || head < 0 || head >= n_lists_) return {};
+  const auto& sc = layers_[layer].kept_scores;
+  return head < static_cast<int>(sc.size()) ? std::span<const float>(sc[head]) : std::span<const float>();
 }
 
 int KvCompressor::decode_budget(int layer, int head) const {

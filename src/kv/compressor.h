@@ -32,6 +32,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -123,8 +124,9 @@ class KvCompressor : public KvPolicy {
 
   // h2o: an observer that sums the attention rows the engine computes anyway for the last
   // h2o_rows prompt queries (Engine::set_observer), so scoring costs no second attention pass;
-  // nullptr for other methods. It needs the prompt's length beforehand (expect_prompt). Without it
-  // (or when the rows did not all arrive) h2o computes those rows itself (h2o_scores_streaming).
+  // nullptr for other methods and with h2o_official_mask (the engine's rows are exact-causal). It
+  // needs the prompt's length beforehand (expect_prompt). Without it (or when the rows did not all
+  // arrive) h2o computes those rows itself (h2o_scores_streaming).
   Observer* observer();
   // The next multi-token eval call: n_tokens tokens starting at position pos0.
   void expect_prompt(int n_tokens, int64_t pos0 = 0);
@@ -142,6 +144,10 @@ class KvCompressor : public KvPolicy {
   // Original positions (relative to the first prompt token's position pos0 of the compressed eval)
   // of the rows a (layer, KV head) list holds, in cache order; empty before a compressed prefill.
   const std::vector<int>& positions(int layer, int head) const;
+  // The scores the method gave the prefix rows a (layer, KV head) list still holds after the prefill's
+  // eviction, in cache order: entry j belongs to positions()[j] (the window rows, after them, have
+  // none); empty before a compressed prefill. For tests against references of the scorers.
+  std::span<const float> kept_scores(int layer, int head) const;
   // Decode budget (prefix tokens) of a (layer, KV head): the list is kept at ≤ this + W.
   int decode_budget(int layer, int head) const;
 
