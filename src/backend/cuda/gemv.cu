@@ -337,7 +337,9 @@ void dispatch_m(GemvArgs& a, bool f16, bool norm, cudaStream_t s) {
 // Rounds of weights asked into L2 ahead of their loads (TAPPA_CUDA_GEMV_PREFETCH=N, 0 off; read at
 // every call like TAPPA_CUDA_GEMV_R). A hint only: the bits are the same for every N.
 constexpr int kPrefetchRounds = 0;
-constexpr bool kNormOutSpread = false;
+// The fused RMSNorm's normalized output written by many warps (spread) instead of warp 0 of block 0
+// (warp0): +1.0–1.4 % at batch 1 on an H100, 2026-12-07 (docs/PERFORMANCE.md).
+constexpr bool kNormOutSpread = true;
 int gemv_prefetch_rounds() {
   const char* v = std::getenv("TAPPA_CUDA_GEMV_PREFETCH");
   const int n = v ? std::atoi(v) : kPrefetchRounds;
