@@ -18,6 +18,7 @@
 
 #include "one_sequence.h"
 #include "tappa/engine.h"
+#include "tappa/observer.h"
 #include "test_util.h"
 
 namespace tappa {
@@ -88,6 +89,46 @@ TEST(EngineTiny, BatchSplitDoesNotChangeLogits) {
   }
   EXPECT_LT(max_ab / scale, 1e-5);
   EXPECT_LT(max_ac / scale, 1e-5);
+}
+
+// The engine's chunk workspace grows with the longest call so far, and the observers' buffers (block
+// inputs, pre-RoPE q/k) only with calls that observe. An observed call, then a longer unobserved one,
+// then an observed one as long: the last must see exactly what a fresh engine's observer sees (its
+// buffers grown for it; they once stayed at the first call's size and the copy ran past them —
+// KVzip's replays in eval-kv; AddressSanitizer reports it, and the values below may differ).
+TEST(EngineTiny, ObserverBuffersGrowWithLaterCalls) {
+  const std::string gguf = tiny_dir() + "/llama3_tiny.gguf";
+  if (!test::exists(gguf)) GTEST_SKIP() << gguf << " not found";
+  const auto model = Model::load(gguf);
+  struct Blocks final : Observer {
+    std::vector<float> in;  // layer 0's block input, every row
+    void on_block(int layer, const float* x, const float*, int n, int e) override {
+      if (layer == 0) in.assign(x, x + static_cast<size_t>(n) * e);
+    }
+  };
+  const auto prompt = [&](int n, int salt) {
+    std::vector<int32_t> t;
+    for (int i = 0; i < n; ++i) t.push_back((i * 37 + salt) % model->config().n_vocab);
+    return t;
+  };
+  const std::vector<int32_t> shortp = prompt(8, 3), longp = prompt(40, 5);
+  Engine e(model, EngineOptions{1, 64, 512});
+  Blocks first, last;
+  auto a = e.new_sequence();
+  a->set_observer(&first);
+  e.eval(*a, shortp);
+  auto b = e.new_sequence();
+  e.eval(*b, longp);  // unobserved, longer: grows the chunk buffers only
+  auto c = e.new_sequence();
+  c->set_observer(&last);
+  e.eval(*c, longp);
+  Engine fresh(model, EngineOptions{1, 64, 512});
+  Blocks ref;
+  auto d = fresh.new_sequence();
+  d->set_observer(&ref);
+  fresh.eval(*d, longp);
+  ASSERT_EQ(ref.in.size(), static_cast<size_t>(longp.size()) * model->config().n_embd);
+  EXPECT_EQ(last.in, ref.in);
 }
 
 TEST(EngineTiny, Qwen2MatchesNumpyReference) { check_tiny("qwen2_tiny"); }

@@ -64,7 +64,9 @@ struct Engine::Forward::Workspace {
   // One chunk.
   backend::Buffer xn, q, k, v, attn, gate, up, q_pre, k_pre, block_in;
   int64_t chunk_cap = 0;
-  bool observe_cap = false;
+  // Rows the observers' buffers (q_pre, k_pre, block_in) hold: grown only by calls that observe, so
+  // they can trail chunk_cap (a larger call without observers in between) and are checked on their own.
+  int64_t observe_cap = 0;
   backend::Buffer logits;  // decode rows' logits (and non-host backends' prompt logits)
   int64_t logits_cap = 0;
   std::vector<float> staging;  // host copies for hooks when the backend's memory is not host memory
@@ -215,8 +217,8 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
     if (c.n_swa > 0) ws.cos_sin_local = be_.alloc(static_cast<size_t>(rows) * c.n_rot);
     ws.rows_cap = rows;
   }
-  if (chunk_cap > ws.chunk_cap || (observe && !ws.observe_cap)) {
-    const size_t N = static_cast<size_t>(std::max(chunk_cap, ws.chunk_cap));
+  if (chunk_cap > ws.chunk_cap) {
+    const size_t N = static_cast<size_t>(chunk_cap);
     grow(be_, ws.xn, N * E);
     grow(be_, ws.q, N * QD);
     grow(be_, ws.k, N * KD);
@@ -224,13 +226,14 @@ void Engine::Forward::run(std::span<const Step> steps, const std::vector<char>& 
     grow(be_, ws.attn, N * QD);
     grow(be_, ws.gate, N * c.n_ff);
     grow(be_, ws.up, N * c.n_ff);
-    if (observe) {
-      grow(be_, ws.q_pre, N * QD);
-      grow(be_, ws.k_pre, N * KD);
-      grow(be_, ws.block_in, N * E);
-      ws.observe_cap = true;
-    }
-    ws.chunk_cap = static_cast<int64_t>(N);
+    ws.chunk_cap = chunk_cap;
+  }
+  if (observe && chunk_cap > ws.observe_cap) {
+    const size_t N = static_cast<size_t>(chunk_cap);
+    grow(be_, ws.q_pre, N * QD);
+    grow(be_, ws.k_pre, N * KD);
+    grow(be_, ws.block_in, N * E);
+    ws.observe_cap = chunk_cap;
   }
   const Mat X = ws.x.mat(rows, E);
 
